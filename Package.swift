@@ -1,0 +1,91 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Layers, dependencies pointing inward (see ARCHITECTURE.md):
+//   CartritaEnvelope  (pure Swift: types, validation, UUIDv7)   no dependencies
+//   CartritaCodec     (msgpack through msgpack-c)                -> Envelope, CMsgPack
+//   CartritaLMDB      (thin safe layer over liblmdb)             -> CLMDB
+//   CartritaLog       (LMDB event log, snapshots, indexes)       -> Codec, LMDB, Crypto
+//   CartritaCLI       (the `cartrita` executable)                -> everything above
+// Server packages (Hummingbird, swift-otel, gRPC) never enter the inner three.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "cartrita",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "cartrita", targets: ["CartritaCLI"]),
+        .library(name: "CartritaEnvelope", targets: ["CartritaEnvelope"]),
+        .library(name: "CartritaCodec", targets: ["CartritaCodec"]),
+        .library(name: "CartritaLMDB", targets: ["CartritaLMDB"]),
+        .library(name: "CartritaLog", targets: ["CartritaLog"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLMDB",
+            pkgConfig: "lmdb",
+            providers: [.apt(["liblmdb-dev"])]
+        ),
+        .systemLibrary(
+            name: "CMsgPack",
+            pkgConfig: "msgpack",
+            providers: [.apt(["libmsgpack-dev"])]
+        ),
+        .target(
+            name: "CartritaEnvelope",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "CartritaCodec",
+            dependencies: ["CartritaEnvelope", "CMsgPack"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "CartritaLMDB",
+            dependencies: ["CLMDB"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "CartritaLog",
+            dependencies: [
+                "CartritaEnvelope", "CartritaCodec", "CartritaLMDB",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "CartritaCLI",
+            dependencies: [
+                "CartritaEnvelope", "CartritaCodec", "CartritaLMDB", "CartritaLog",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CartritaEnvelopeTests",
+            dependencies: ["CartritaEnvelope"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CartritaCodecTests",
+            dependencies: ["CartritaCodec", "CartritaEnvelope"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CartritaLMDBTests",
+            dependencies: ["CartritaLMDB"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CartritaLogTests",
+            dependencies: ["CartritaLog", "CartritaCodec", "CartritaEnvelope"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

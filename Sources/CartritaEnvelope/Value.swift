@@ -1,0 +1,62 @@
+// MARK: - MCPValue: a msgpack value
+
+/// A msgpack value as the envelope carries it in free-form places (task parameters, input data,
+/// results, unknown payload fields are NOT among them: see Schemas/envelope-msgpack.md).
+///
+/// Canonical form, which the codec produces on decode and the property tests rely on:
+/// - a non-negative integer that fits Int64 is `.int`; `.uint` only holds values above Int64.max;
+/// - map keys are strings, unique, and kept in their order (never a Dictionary: iteration order
+///   must not depend on hashing);
+/// - float32 stays `.float`, float64 `.double`, so nothing is widened behind the caller's back.
+public enum MCPValue: Hashable, Sendable {
+    case null
+    case bool(Bool)
+    case int(Int64)
+    case uint(UInt64)
+    case float(Float)
+    case double(Double)
+    case string(String)
+    case binary([UInt8])
+    case array([MCPValue])
+    case map([MapEntry])
+
+    public struct MapEntry: Hashable, Sendable {
+        public var key: String
+        public var value: MCPValue
+
+        public init(_ key: String, _ value: MCPValue) {
+            self.key = key
+            self.value = value
+        }
+    }
+
+    public static func map(_ pairs: KeyValuePairs<String, MCPValue>) -> MCPValue {
+        .map(pairs.map { MapEntry($0.key, $0.value) })
+    }
+
+    /// The value under `key` when this is a map.
+    public subscript(key: String) -> MCPValue? {
+        guard case .map(let entries) = self else { return nil }
+        return entries.first { $0.key == key }?.value
+    }
+
+    /// Depth of nesting: a scalar is 0, `[1]` is 1.
+    public var depth: Int {
+        switch self {
+        case .array(let items): return 1 + (items.map(\.depth).max() ?? 0)
+        case .map(let entries): return 1 + (entries.map(\.value.depth).max() ?? 0)
+        default: return 0
+        }
+    }
+}
+
+extension MCPValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,
+    ExpressibleByFloatLiteral, ExpressibleByNilLiteral, ExpressibleByArrayLiteral
+{
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(integerLiteral value: Int64) { self = .int(value) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+    public init(floatLiteral value: Double) { self = .double(value) }
+    public init(nilLiteral: ()) { self = .null }
+    public init(arrayLiteral elements: MCPValue...) { self = .array(elements) }
+}

@@ -1,0 +1,67 @@
+import CartritaCodec
+
+/// How hard a commit tries to reach the disk before producers are told it is done.
+public enum Durability: String, CaseIterable, Sendable {
+    /// fsync on every commit (LMDB's default). An acknowledged record survives a process kill
+    /// and a power loss. The default.
+    case durable
+    /// MDB_NOMETASYNC: data pages are synced, the meta page is not. A power loss (not a process
+    /// kill) may undo the last committed transaction; the file stays consistent.
+    case relaxed
+    /// MDB_NOSYNC, with a sync every `fastSyncIntervalMilliseconds`. A process kill loses
+    /// nothing (the data is in the OS page cache); a power loss or kernel crash may lose up to
+    /// one interval of acknowledged records, and on file systems that reorder writes may leave
+    /// the file needing `cartrita log verify` and a restore from backup. For bulk imports and
+    /// simulations, not for production.
+    case fast
+}
+
+public struct EventLogConfiguration: Sendable {
+    public var durability: Durability
+    /// Map size at first open. LMDB reserves address space, not disk: the file grows as used.
+    public var initialMapSizeBytes: Int
+    /// The map doubles on MDB_MAP_FULL up to this size; past it appends fail with `log_full`.
+    public var maxMapSizeBytes: Int
+    /// Group commit: at most this many records in one transaction.
+    public var maxBatchRecords: Int
+    /// Group commit: stop adding to a batch past this many bytes of records.
+    public var maxBatchBytes: Int
+    /// Producers waiting for the writer beyond this count are refused with `overloaded`.
+    public var maxQueuedRecords: Int
+    /// In `fast` mode, how often the writer syncs.
+    public var fastSyncIntervalMilliseconds: Int
+    /// Secondary indexes (correlation, actor) are applied when the writer is idle, or at the
+    /// latest when this many records are waiting for them.
+    public var maxIndexLagRecords: Int
+    /// Snapshots kept per actor; older ones are deleted when a newer one is saved.
+    public var snapshotsKeptPerActor: Int
+    public var codecLimits: CodecLimits
+    /// Open without the writer: reads only, no lock taken.
+    public var readOnly: Bool
+
+    public init(
+        durability: Durability = .durable,
+        initialMapSizeBytes: Int = 256 << 20,
+        maxMapSizeBytes: Int = 1 << 40,
+        maxBatchRecords: Int = 4096,
+        maxBatchBytes: Int = 16 << 20,
+        maxQueuedRecords: Int = 1 << 20,
+        fastSyncIntervalMilliseconds: Int = 100,
+        maxIndexLagRecords: Int = 65_536,
+        snapshotsKeptPerActor: Int = 3,
+        codecLimits: CodecLimits = .default,
+        readOnly: Bool = false
+    ) {
+        self.durability = durability
+        self.initialMapSizeBytes = initialMapSizeBytes
+        self.maxMapSizeBytes = maxMapSizeBytes
+        self.maxBatchRecords = maxBatchRecords
+        self.maxBatchBytes = maxBatchBytes
+        self.maxQueuedRecords = maxQueuedRecords
+        self.fastSyncIntervalMilliseconds = fastSyncIntervalMilliseconds
+        self.maxIndexLagRecords = maxIndexLagRecords
+        self.snapshotsKeptPerActor = snapshotsKeptPerActor
+        self.codecLimits = codecLimits
+        self.readOnly = readOnly
+    }
+}

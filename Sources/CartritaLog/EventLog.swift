@@ -1,0 +1,390 @@
+import CartritaCodec
+import CartritaEnvelope
+import CartritaLMDB
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The append-only, crash-safe log of every MCP message (MCP-SPEC §6), in one LMDB environment.
+///
+/// Databases (see ARCHITECTURE.md and Schemas/envelope-msgpack.md):
+/// - `log`: big-endian u64 seq → record (msgpack map: header pairs, then envelope pairs).
+/// - `ids`: 16-byte message id → seq. Written in the same commit as the record: the exactly_once
+///   dedupe must never disagree with the log.
+/// - `heads`: actor address → last seq addressed to it. Same commit (the records' back-pointers
+///   depend on it).
+/// - `meta`: format version, head hash, how far the secondary indexes are applied, retention anchor.
+/// - `by_correlation` (correlation id ‖ seq) and `by_actor` (address ‖ 0x00 ‖ seq): secondary
+///   indexes, applied after the commit by the same writer thread and rebuildable from the log.
+///   `meta/index.applied_seq` says how far they go; lookups scan the tail past it, so they are
+///   always complete.
+/// - `snapshots`: address ‖ 0x00 ‖ seq → snapshot (see `Snapshot`).
+///
+/// Writes go through one dedicated writer thread (LMDB wants a write transaction to begin and
+/// commit on one OS thread; Swift concurrency hops threads). Producers encode their envelopes on
+/// their own threads and enqueue them; the writer puts everything queued into one transaction
+/// (group commit, up to `maxBatchRecords`), commits with the configured durability, then
+/// acknowledges every producer of the batch. Reads run on the caller's thread in their own
+/// read-only transactions and never block the writer.
+public final class EventLog: @unchecked Sendable {
+    public static let formatVersion: UInt8 = 1
+
+    public let path: String
+    public let configuration: EventLogConfiguration
+    let environment: LMDBEnvironment
+    let databases: Databases
+    let writer: LogWriter?
+    let lockDescriptor: Int32
+    let encoders: EncoderPool
+
+    struct Databases: Sendable {
+        var log: LMDBDatabase
+        var ids: LMDBDatabase
+        var heads: LMDBDatabase
+        var meta: LMDBDatabase
+        var byCorrelation: LMDBDatabase
+        var byActor: LMDBDatabase
+        var snapshots: LMDBDatabase
+    }
+
+    enum MetaKey {
+        static let format = "format"
+        static let headHash = "head.hash"
+        static let indexAppliedSeq = "index.applied_seq"
+        /// Retention: the first seq still in this file, and the hash its `prev_hash` holds.
+        static let firstSeq = "log.first_seq"
+        static let anchorHash = "log.anchor_hash"
+    }
+
+    // MARK: Open and close
+
+    /// Opens (creating if needed) the log in `path`. A second writer on the same folder, in this
+    /// or another process, is refused with `locked`.
+    public init(path: String, configuration: EventLogConfiguration = EventLogConfiguration()) throws(EventLogError) {
+        self.configuration = configuration
+        self.encoders = EncoderPool(limits: configuration.codecLimits)
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw EventLogError(.storage, "cannot create \(path): \(error)")
+        }
+        self.path = path
+
+        var descriptor: Int32 = -1
+        if !configuration.readOnly {
+            descriptor = open(path + "/writer.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
+            guard descriptor >= 0 else {
+                throw EventLogError(.storage, "cannot open \(path)/writer.lock: errno \(errno)")
+            }
+            guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+                Glibc.close(descriptor)
+                throw EventLogError(.locked, "another process is writing to \(path)")
+            }
+        }
+        self.lockDescriptor = descriptor
+
+        var flags: LMDBEnvironmentFlags = []
+        switch configuration.durability {
+        case .durable: break
+        case .relaxed: flags.insert(.noMetaSync)
+        case .fast: flags.insert(.noSync)
+        }
+        do {
+            let existing = Self.existingMapSize(path: path)
+            let environment = try LMDBEnvironment(
+                path: path,
+                configuration: .init(
+                    mapSizeBytes: max(configuration.initialMapSizeBytes, existing),
+                    maxDatabases: 16, maxReaders: 256, flags: flags))
+            self.environment = environment
+            // Stale reader slots of dead processes would pin old pages forever.
+            _ = try? environment.readerCheck()
+            // Handles are opened in a write transaction even for read-only use: LMDB keeps a
+            // handle opened in a transaction only if that transaction commits. Read-only opens
+            // do not create anything, so a folder without a log is reported, not initialised.
+            let create: LMDBDatabaseFlags = configuration.readOnly ? [] : [.create]
+            self.databases = try environment.write { txn in
+                func open(_ name: String) throws -> LMDBDatabase { try txn.openDatabase(name: name, flags: create) }
+                let databases = Databases(
+                    log: try open("log"), ids: try open("ids"), heads: try open("heads"), meta: try open("meta"),
+                    byCorrelation: try open("by_correlation"), byActor: try open("by_actor"),
+                    snapshots: try open("snapshots"))
+                if !configuration.readOnly, try txn.get(databases.meta, key: Self.metaKey(MetaKey.format)) == nil {
+                    try Self.putMeta(txn, databases, MetaKey.format, [Self.formatVersion])
+                }
+                return databases
+            }
+        } catch let error as LMDBError where error.code == .notFound && configuration.readOnly {
+            if descriptor >= 0 { Glibc.close(descriptor) }
+            throw EventLogError(.notFound, "no event log in \(path)")
+        } catch {
+            if descriptor >= 0 { Glibc.close(descriptor) }
+            throw EventLogError.wrap(error, "opening \(path)")
+        }
+
+        do {
+            let environment = self.environment
+            let meta = self.databases.meta
+            let format = try environment.read { txn in
+                try txn.get(meta, key: Self.metaKey(MetaKey.format)).map { [UInt8]($0) }
+            }
+            guard let format, format.count == 1 else {
+                throw EventLogError(.corrupted, "meta/format is missing or malformed")
+            }
+            guard format[0] == Self.formatVersion else {
+                throw EventLogError(.unsupportedFormat, "log format \(format[0]); this build reads format \(Self.formatVersion)")
+            }
+            self.writer = configuration.readOnly ? nil : try LogWriter(environment: environment, databases: self.databases, configuration: configuration)
+        } catch {
+            if descriptor >= 0 { Glibc.close(descriptor) }
+            throw EventLogError.wrap(error, "opening \(path)")
+        }
+        self.writer?.start()
+    }
+
+    /// Commits everything queued, applies the secondary indexes, syncs, stops the writer and
+    /// closes the environment. Idempotent.
+    public func close() {
+        self.writer?.stop()
+        try? self.environment.close()
+        if self.lockDescriptor >= 0 {
+            flock(self.lockDescriptor, LOCK_UN)
+            Glibc.close(self.lockDescriptor)
+        }
+    }
+
+    deinit {
+        self.writer?.stop()
+        if self.lockDescriptor >= 0 {
+            Glibc.close(self.lockDescriptor)
+        }
+    }
+
+    /// The map size an existing data file needs, so reopening never maps less than is there.
+    static func existingMapSize(path: String) -> Int {
+        let attributes = try? FileManager.default.attributesOfItem(atPath: path + "/data.mdb")
+        return (attributes?[.size] as? NSNumber)?.intValue ?? 0
+    }
+
+    // MARK: Appending
+
+    /// Validates, encodes (on the caller's thread) and appends one envelope; returns its seq once
+    /// the commit that holds it is durable per the configured mode.
+    ///
+    /// `clockMilliseconds` and `entropy` are the runtime's clock reading and the entropy given to
+    /// the handler that will receive the message; they are recorded so replay needs neither.
+    public func append(_ envelope: Envelope, clockMilliseconds: Int64, entropy: UInt64) async throws(EventLogError) -> UInt64 {
+        let pending = try self.prepare(envelope, clockMilliseconds: clockMilliseconds, entropy: entropy)
+        return try await self.submit(pending)
+    }
+
+    /// Appends an envelope that arrives as msgpack bytes from outside (a socket, a file). The
+    /// bytes go through the hardened decoder first: malformed input is refused with the codec's
+    /// named error and never reaches the log.
+    public func append(msgpack bytes: [UInt8], clockMilliseconds: Int64, entropy: UInt64) async throws(EventLogError) -> UInt64 {
+        let envelope: Envelope
+        do {
+            envelope = try EnvelopeDecoder(limits: self.configuration.codecLimits).decode(bytes)
+        } catch {
+            throw EventLogError.codec(error)
+        }
+        return try await self.append(envelope, clockMilliseconds: clockMilliseconds, entropy: entropy)
+    }
+
+    /// Appends several envelopes; they are queued together, so they usually share one commit.
+    /// Each gets its own result (a duplicate id fails alone).
+    public func append(contentsOf envelopes: [Envelope], clockMilliseconds: Int64, entropy: UInt64) async
+        -> [Result<UInt64, EventLogError>]
+    {
+        var results = [Result<UInt64, EventLogError>?](repeating: nil, count: envelopes.count)
+        var pending: [PendingRecord] = []
+        var positions: [Int] = []
+        for (index, envelope) in envelopes.enumerated() {
+            do {
+                pending.append(try self.prepare(envelope, clockMilliseconds: clockMilliseconds, entropy: entropy &+ UInt64(index)))
+                positions.append(index)
+            } catch {
+                results[index] = .failure(error)
+            }
+        }
+        let committed = await self.submitAll(pending)
+        for (position, result) in zip(positions, committed) { results[position] = result }
+        return results.map { $0! }
+    }
+
+    /// The blocking form of `append`, for callers outside Swift concurrency (tools, C callbacks).
+    /// Never call it from a task on the cooperative pool.
+    public func appendAndWait(_ envelope: Envelope, clockMilliseconds: Int64, entropy: UInt64) throws(EventLogError) -> UInt64 {
+        let pending = try self.prepare(envelope, clockMilliseconds: clockMilliseconds, entropy: entropy)
+        let done = DispatchSemaphore(value: 0)
+        let box = ResultBox()
+        try self.writerOrThrow().enqueue([pending.with { result in
+            box.result = result
+            done.signal()
+        }])
+        done.wait()
+        return try box.result!.get()
+    }
+
+    /// Waits until everything queued before the call is committed and the secondary indexes are
+    /// applied up to it.
+    public func flush() async throws(EventLogError) {
+        let writer = try self.writerOrThrow()
+        let result: Result<Void, EventLogError> = await withCheckedContinuation { continuation in
+            writer.barrier { continuation.resume(returning: $0) }
+        }
+        try result.get()
+    }
+
+    func writerOrThrow() throws(EventLogError) -> LogWriter {
+        guard let writer = self.writer else { throw EventLogError(.readOnly, "the log was opened read-only") }
+        return writer
+    }
+
+    func prepare(_ envelope: Envelope, clockMilliseconds: Int64, entropy: UInt64) throws(EventLogError) -> PendingRecord {
+        do {
+            try envelope.validate(limits: self.configuration.codecLimits.envelope)
+        } catch {
+            throw EventLogError.codec(CodecError(invalid: error))
+        }
+        let encoded: EncodedEnvelope
+        do {
+            encoded = try self.encoders.withEncoder { (encoder) throws(CodecError) in try encoder.encodeBody(envelope) }
+        } catch {
+            throw EventLogError.codec(error)
+        }
+        return PendingRecord(
+            id: envelope.id, correlationID: envelope.correlationID, recipient: envelope.recipient.rawValue,
+            encoded: encoded, clockMilliseconds: clockMilliseconds, entropy: entropy, completion: nil)
+    }
+
+    func submit(_ pending: PendingRecord) async throws(EventLogError) -> UInt64 {
+        let writer = try self.writerOrThrow()
+        let result: Result<UInt64, EventLogError> = await withCheckedContinuation { continuation in
+            do throws(EventLogError) {
+                try writer.enqueue([pending.with { continuation.resume(returning: $0) }])
+            } catch {
+                continuation.resume(returning: .failure(error))
+            }
+        }
+        return try result.get()
+    }
+
+    func submitAll(_ pending: [PendingRecord]) async -> [Result<UInt64, EventLogError>] {
+        guard !pending.isEmpty else { return [] }
+        guard let writer = self.writer else {
+            return pending.map { _ in .failure(EventLogError(.readOnly, "the log was opened read-only")) }
+        }
+        let collector = BatchCollector(count: pending.count)
+        return await withCheckedContinuation { continuation in
+            collector.onDone = { continuation.resume(returning: $0) }
+            let records = pending.enumerated().map { index, record in
+                record.with { collector.set(index, $0) }
+            }
+            do throws(EventLogError) {
+                try writer.enqueue(records)
+            } catch {
+                for index in pending.indices { collector.set(index, .failure(error)) }
+            }
+        }
+    }
+
+    // MARK: Keys
+
+    static func metaKey(_ name: String) -> [UInt8] { Array(name.utf8) }
+
+    static func putMeta(_ txn: LMDBWriteTransaction, _ databases: Databases, _ name: String, _ value: [UInt8]) throws {
+        try Self.metaKey(name).withUnsafeBytes { key in
+            try value.withUnsafeBytes { _ = try txn.put(databases.meta, key: key, value: $0) }
+        }
+    }
+
+    static func bigEndian(_ value: UInt64) -> [UInt8] {
+        withUnsafeBytes(of: value.bigEndian) { [UInt8]($0) }
+    }
+
+    /// `address ‖ 0x00 ‖ seq`: addresses never contain 0x00, so one actor's keys are contiguous
+    /// and ordered by seq.
+    static func actorKey(_ actor: String, _ seq: UInt64) -> [UInt8] {
+        var key = Array(actor.utf8)
+        key.append(0)
+        key += Self.bigEndian(seq)
+        return key
+    }
+
+    static func correlationKey(_ correlation: MessageID, _ seq: UInt64) -> [UInt8] {
+        correlation.bytes + Self.bigEndian(seq)
+    }
+}
+
+// MARK: - Helpers for completions
+
+/// One record waiting for the writer.
+struct PendingRecord: @unchecked Sendable {
+    var id: MessageID
+    var correlationID: MessageID
+    var recipient: String
+    var encoded: EncodedEnvelope
+    var clockMilliseconds: Int64
+    var entropy: UInt64
+    var completion: (@Sendable (Result<UInt64, EventLogError>) -> Void)?
+
+    func with(_ completion: @escaping @Sendable (Result<UInt64, EventLogError>) -> Void) -> PendingRecord {
+        var copy = self
+        copy.completion = completion
+        return copy
+    }
+}
+
+final class ResultBox: @unchecked Sendable {
+    var result: Result<UInt64, EventLogError>?
+}
+
+/// Gathers the results of a multi-record append; the last one to arrive resumes the caller.
+final class BatchCollector: @unchecked Sendable {
+    let lock = NSLock()
+    var results: [Result<UInt64, EventLogError>?]
+    var remaining: Int
+    var onDone: (([Result<UInt64, EventLogError>]) -> Void)?
+
+    init(count: Int) {
+        self.results = Array(repeating: nil, count: count)
+        self.remaining = count
+    }
+
+    func set(_ index: Int, _ result: Result<UInt64, EventLogError>) {
+        self.lock.lock()
+        self.results[index] = result
+        self.remaining -= 1
+        let finished = self.remaining == 0
+        self.lock.unlock()
+        if finished { self.onDone?(self.results.map { $0! }) }
+    }
+}
+
+/// Encoders reuse a buffer and are not thread-safe; producers borrow one from this pool so a
+/// steady stream of appends allocates nothing for encoding.
+final class EncoderPool: @unchecked Sendable {
+    let lock = NSLock()
+    var free: [EnvelopeEncoder] = []
+    let limits: CodecLimits
+    static let maxPooled = 64
+
+    init(limits: CodecLimits) {
+        self.limits = limits
+    }
+
+    func withEncoder<T>(_ body: (EnvelopeEncoder) throws(CodecError) -> T) throws(CodecError) -> T {
+        self.lock.lock()
+        let encoder = self.free.popLast() ?? EnvelopeEncoder(limits: self.limits)
+        self.lock.unlock()
+        defer {
+            self.lock.lock()
+            if self.free.count < Self.maxPooled { self.free.append(encoder) }
+            self.lock.unlock()
+        }
+        return try body(encoder)
+    }
+}

@@ -1,0 +1,406 @@
+import CartritaCodec
+import CartritaEnvelope
+import CartritaLMDB
+import Crypto
+import Foundation
+
+/// The log's single writer: a dedicated OS thread that owns every LMDB write transaction.
+///
+/// State machine of one loop turn: wait for work (or, with index work pending, for at most
+/// `indexIdleWaitMilliseconds`); take the queue up to the batch caps; commit the appends in one
+/// transaction; acknowledge; then either apply pending secondary-index entries (idle, or lag over
+/// the cap) or run the next batch. Everything the writer keeps in memory (`nextSeq`, `prevHash`,
+/// actor heads) changes only after a commit succeeded, so a failed batch leaves both the file
+/// and the writer exactly as they were.
+final class LogWriter: @unchecked Sendable {
+    enum Request {
+        case append(PendingRecord)
+        case snapshot(PendingSnapshot)
+        /// Runs after everything before it is committed and indexed.
+        case barrier(@Sendable (Result<Void, EventLogError>) -> Void)
+        case rebuildIndexes(@Sendable (Result<Void, EventLogError>) -> Void)
+    }
+
+    let environment: LMDBEnvironment
+    let databases: EventLog.Databases
+    let configuration: EventLogConfiguration
+
+    // MARK: Queue (guarded by `condition`)
+    let condition = NSCondition()
+    var queue: [Request] = []
+    var queuedRecords = 0
+    var stopping = false
+    var stopped = false
+    var thread: Thread?
+
+    // MARK: Writer-thread state
+    var nextSeq: UInt64
+    var prevHash: Digest32
+    var heads: [String: UInt64]
+    /// Secondary-index entries committed to the log but not yet to the indexes, in seq order.
+    var pendingIndex: [IndexEntry] = []
+    var indexAppliedSeq: UInt64
+    var lastSync = ContinuousClock.now
+    let recordWriter = MsgPackWriter(initialCapacityBytes: 1 << 16)
+
+    /// Published for readers on other threads (`EventLog.lastSeq`).
+    let published = NSLock()
+    var publishedLastSeq: UInt64
+
+    static let indexIdleWaitMilliseconds = 2
+
+    struct IndexEntry {
+        var seq: UInt64
+        var correlationID: MessageID
+        var recipient: String
+    }
+
+    init(environment: LMDBEnvironment, databases: EventLog.Databases, configuration: EventLogConfiguration) throws {
+        self.environment = environment
+        self.databases = databases
+        self.configuration = configuration
+        // Recover the writer's view from the file: last seq, head hash, heads, index watermark.
+        let state = try environment.read { txn -> (UInt64, Digest32, [String: UInt64], UInt64) in
+            var last: UInt64 = 0
+            _ = try txn.withCursor(databases.log) { cursor in
+                if let entry = try cursor.last() { last = entry.key.bigEndianUInt64() ?? 0 }
+            }
+            var hash = Digest32.zero
+            if let stored = try txn.get(databases.meta, key: EventLog.metaKey(EventLog.MetaKey.headHash)), stored.count == 32 {
+                hash = Digest32(bytes: stored)
+            } else if let anchor = try txn.get(databases.meta, key: EventLog.metaKey(EventLog.MetaKey.anchorHash)), anchor.count == 32 {
+                hash = Digest32(bytes: anchor)
+            }
+            var heads: [String: UInt64] = [:]
+            _ = try txn.withCursor(databases.heads) { cursor in
+                try cursor.forEach { key, value in
+                    heads[String(decoding: key, as: UTF8.self)] = value.bigEndianUInt64() ?? 0
+                    return true
+                }
+            }
+            let applied = try txn.get(databases.meta, key: EventLog.metaKey(EventLog.MetaKey.indexAppliedSeq))?.bigEndianUInt64() ?? 0
+            return (last, hash, heads, applied)
+        }
+        if state.0 == 0 {
+            let first = try environment.read { txn in
+                try txn.get(databases.meta, key: EventLog.metaKey(EventLog.MetaKey.firstSeq))?.bigEndianUInt64()
+            }
+            self.nextSeq = first ?? 1
+        } else {
+            self.nextSeq = state.0 + 1
+        }
+        self.prevHash = state.1
+        self.heads = state.2
+        self.indexAppliedSeq = min(state.3, state.0)
+        self.publishedLastSeq = state.0
+        // Index entries the previous process committed to the log but not to the indexes.
+        if self.indexAppliedSeq < state.0 {
+            try self.loadIndexBacklog(after: self.indexAppliedSeq)
+        }
+    }
+
+    func start() {
+        let thread = Thread { [self] in self.run() }
+        thread.name = "cartrita-log-writer"
+        self.thread = thread
+        thread.start()
+    }
+
+    /// Commits what is queued, applies the indexes, syncs, and ends the thread. Idempotent.
+    func stop() {
+        self.condition.lock()
+        guard !self.stopped else {
+            self.condition.unlock()
+            return
+        }
+        self.stopping = true
+        self.condition.broadcast()
+        while !self.stopped { self.condition.wait() }
+        self.condition.unlock()
+    }
+
+    // MARK: Producers' side
+
+    func enqueue(_ records: [PendingRecord]) throws(EventLogError) {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        guard !self.stopping else { throw EventLogError(.closed, "the log is closed") }
+        guard self.queuedRecords + records.count <= self.configuration.maxQueuedRecords else {
+            throw EventLogError(.overloaded, "\(self.queuedRecords) records already wait for the writer (limit \(self.configuration.maxQueuedRecords))")
+        }
+        for record in records { self.queue.append(.append(record)) }
+        self.queuedRecords += records.count
+        self.condition.signal()
+    }
+
+    func enqueue(_ request: Request) {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        guard !self.stopping else {
+            let closed = EventLogError(.closed, "the log is closed")
+            switch request {
+            case .append(let record): record.completion?(.failure(closed))
+            case .snapshot(let snapshot): snapshot.completion(.failure(closed))
+            case .barrier(let done), .rebuildIndexes(let done): done(.failure(closed))
+            }
+            return
+        }
+        self.queue.append(request)
+        self.condition.signal()
+    }
+
+    func barrier(_ done: @escaping @Sendable (Result<Void, EventLogError>) -> Void) {
+        self.enqueue(.barrier(done))
+    }
+
+    // MARK: The loop
+
+    func run() {
+        while true {
+            self.condition.lock()
+            if self.queue.isEmpty && !self.stopping {
+                if self.pendingIndex.isEmpty && self.configuration.durability != .fast {
+                    self.condition.wait()
+                } else {
+                    // Something to do when idle: index entries, or the periodic sync.
+                    let wait = self.pendingIndex.isEmpty ? self.configuration.fastSyncIntervalMilliseconds : Self.indexIdleWaitMilliseconds
+                    _ = self.condition.wait(until: Date(timeIntervalSinceNow: Double(wait) / 1000))
+                }
+            }
+            if self.queue.isEmpty {
+                let stopping = self.stopping
+                self.condition.unlock()
+                // Idle: catch the indexes up, sync in fast mode.
+                if !self.pendingIndex.isEmpty { self.applyIndexes(limit: self.configuration.maxIndexLagRecords) }
+                self.syncIfDue(force: stopping)
+                if stopping {
+                    self.condition.lock()
+                    if self.queue.isEmpty {
+                        self.stopped = true
+                        self.condition.broadcast()
+                        self.condition.unlock()
+                        return
+                    }
+                    self.condition.unlock()
+                }
+                continue
+            }
+            // Take a batch: consecutive appends up to the caps, or one other request.
+            var batch: [PendingRecord] = []
+            var other: Request?
+            var bytes = 0
+            var taken = 0
+            while taken < self.queue.count {
+                if case .append(let record) = self.queue[taken] {
+                    guard batch.count < self.configuration.maxBatchRecords,
+                        batch.isEmpty || bytes + record.encoded.body.count <= self.configuration.maxBatchBytes
+                    else { break }
+                    batch.append(record)
+                    bytes += record.encoded.body.count
+                    taken += 1
+                } else {
+                    if batch.isEmpty {
+                        other = self.queue[taken]
+                        taken += 1
+                    }
+                    break
+                }
+            }
+            self.queue.removeFirst(taken)
+            self.queuedRecords -= batch.count
+            self.condition.unlock()
+
+            if !batch.isEmpty {
+                let results = self.commit(batch)
+                for (record, result) in zip(batch, results) { record.completion?(result) }
+                if self.pendingIndex.count >= self.configuration.maxIndexLagRecords {
+                    self.applyIndexes(limit: self.configuration.maxIndexLagRecords)
+                }
+                self.syncIfDue(force: false)
+            }
+            if let other { self.perform(other) }
+        }
+    }
+
+    func perform(_ request: Request) {
+        switch request {
+        case .append:
+            preconditionFailure("appends are batched")
+        case .snapshot(let snapshot):
+            snapshot.completion(self.saveSnapshot(snapshot))
+        case .barrier(let done):
+            while !self.pendingIndex.isEmpty {
+                guard self.applyIndexes(limit: self.configuration.maxIndexLagRecords) else {
+                    done(.failure(EventLogError(.storage, "the secondary indexes could not be applied")))
+                    return
+                }
+            }
+            self.syncIfDue(force: self.configuration.durability == .fast)
+            done(.success(()))
+        case .rebuildIndexes(let done):
+            done(self.rebuildIndexes())
+        }
+    }
+
+    // MARK: Group commit
+
+    /// Commits one batch. Returns one result per record, in order.
+    func commit(_ batch: [PendingRecord]) -> [Result<UInt64, EventLogError>] {
+        while true {
+            var results = [Result<UInt64, EventLogError>](repeating: .failure(EventLogError(.storage, "not written")), count: batch.count)
+            var nextSeq = self.nextSeq
+            var prevHash = self.prevHash
+            var touched: [String: UInt64] = [:]
+            var indexEntries: [IndexEntry] = []
+            indexEntries.reserveCapacity(batch.count)
+            do {
+                try self.environment.write { txn in
+                    for (position, record) in batch.enumerated() {
+                        let seqBytes = EventLog.bigEndian(nextSeq)
+                        // The id index is the exactly_once dedupe: refuse a second copy.
+                        let put = try record.id.withBytes { idKey in
+                            try txn.put(self.databases.ids, key: idKey, value: seqBytes, flags: .noOverwrite)
+                        }
+                        if case .keyExists(let existing) = put {
+                            var error = EventLogError(.duplicateID, "message \(record.id) is already in the log")
+                            error.existingSeq = existing.bigEndianUInt64()
+                            results[position] = .failure(error)
+                            continue
+                        }
+                        let seq = nextSeq
+                        let header = RecordHeader(
+                            seq: seq, prevHash: prevHash,
+                            actorPrevSeq: touched[record.recipient] ?? self.heads[record.recipient] ?? 0,
+                            clockMilliseconds: record.clockMilliseconds, entropy: record.entropy)
+                        self.recordWriter.reset()
+                        self.recordWriter.writeRecord(header: header, envelope: record.encoded)
+                        prevHash = try self.recordWriter.withBytes { bytes in
+                            try txn.put(self.databases.log, key: seqBytes, value: bytes, flags: .append)
+                            return Self.sha256(bytes)
+                        }
+                        touched[record.recipient] = seq
+                        indexEntries.append(IndexEntry(seq: seq, correlationID: record.correlationID, recipient: record.recipient))
+                        results[position] = .success(seq)
+                        nextSeq += 1
+                    }
+                    guard nextSeq != self.nextSeq else { return }  // only duplicates: nothing to commit
+                    for (actor, seq) in touched {
+                        try txn.put(self.databases.heads, key: Array(actor.utf8), value: EventLog.bigEndian(seq))
+                    }
+                    try txn.put(self.databases.meta, key: EventLog.metaKey(EventLog.MetaKey.headHash), value: prevHash.bytes)
+                }
+            } catch let error as LMDBError where error.code == .mapFull {
+                if let failure = self.growMap() {
+                    return batch.map { _ in .failure(failure) }
+                }
+                continue  // retry the whole batch in a bigger map: nothing was acknowledged
+            } catch {
+                return batch.map { _ in .failure(EventLogError.wrap(error, "committing \(batch.count) records")) }
+            }
+            // Committed: now, and only now, the writer's memory moves forward.
+            self.nextSeq = nextSeq
+            self.prevHash = prevHash
+            for (actor, seq) in touched { self.heads[actor] = seq }
+            self.pendingIndex += indexEntries
+            self.published.lock()
+            self.publishedLastSeq = nextSeq - 1
+            self.published.unlock()
+            return results
+        }
+    }
+
+    /// Doubles the map, up to `maxMapSizeBytes`. Returns an error when the cap is reached.
+    func growMap() -> EventLogError? {
+        do {
+            let current = try self.environment.info().mapSizeBytes
+            guard current < self.configuration.maxMapSizeBytes else {
+                return EventLogError(.logFull, "the log reached its maximum map size of \(self.configuration.maxMapSizeBytes) bytes")
+            }
+            let target = min(current * 2, self.configuration.maxMapSizeBytes)
+            try self.environment.setMapSize(target)
+            return nil
+        } catch {
+            return EventLogError.wrap(error, "growing the map")
+        }
+    }
+
+    func syncIfDue(force: Bool) {
+        guard self.configuration.durability == .fast else { return }
+        let interval = Duration.milliseconds(self.configuration.fastSyncIntervalMilliseconds)
+        guard force || ContinuousClock.now - self.lastSync >= interval else { return }
+        try? self.environment.sync(force: true)
+        self.lastSync = ContinuousClock.now
+    }
+
+    static func sha256(_ bytes: UnsafeRawBufferPointer) -> Digest32 {
+        let digest = SHA256.hash(data: bytes)
+        return digest.withUnsafeBytes { Digest32(bytes: $0) }
+    }
+
+    // MARK: Secondary indexes
+
+    /// Applies up to `limit` pending entries in one transaction with the new watermark.
+    @discardableResult
+    func applyIndexes(limit: Int) -> Bool {
+        let count = min(limit, self.pendingIndex.count)
+        guard count > 0 else { return true }
+        while true {
+            do {
+                try self.environment.write { txn in
+                    for entry in self.pendingIndex[0..<count] {
+                        try txn.put(self.databases.byCorrelation, key: EventLog.correlationKey(entry.correlationID, entry.seq), value: [UInt8]())
+                        try txn.put(self.databases.byActor, key: EventLog.actorKey(entry.recipient, entry.seq), value: [UInt8]())
+                    }
+                    try txn.put(
+                        self.databases.meta, key: EventLog.metaKey(EventLog.MetaKey.indexAppliedSeq),
+                        value: EventLog.bigEndian(self.pendingIndex[count - 1].seq))
+                }
+            } catch let error as LMDBError where error.code == .mapFull {
+                if self.growMap() != nil { return false }
+                continue
+            } catch {
+                return false  // stays pending; lookups scan the tail, so nothing is missed
+            }
+            self.indexAppliedSeq = self.pendingIndex[count - 1].seq
+            self.pendingIndex.removeFirst(count)
+            return true
+        }
+    }
+
+    /// Reads the records after `seq` back into `pendingIndex` (after a crash or a rebuild).
+    func loadIndexBacklog(after seq: UInt64) throws {
+        let decoder = EnvelopeDecoder(limits: self.configuration.codecLimits)
+        try self.environment.read { txn in
+            _ = try txn.withCursor(self.databases.log) { cursor in
+                try cursor.forEach(from: EventLog.bigEndian(seq + 1)) { key, value in
+                    let record = try decoder.decodeRecord(value)
+                    self.pendingIndex.append(
+                        IndexEntry(seq: record.header.seq, correlationID: record.envelope.correlationID, recipient: record.envelope.recipient.rawValue))
+                    return true
+                }
+            }
+        }
+    }
+
+    /// Drops both secondary indexes and rebuilds them from the log.
+    func rebuildIndexes() -> Result<Void, EventLogError> {
+        do {
+            try self.environment.write { txn in
+                try txn.drop(self.databases.byCorrelation, delete: false)
+                try txn.drop(self.databases.byActor, delete: false)
+                try txn.put(self.databases.meta, key: EventLog.metaKey(EventLog.MetaKey.indexAppliedSeq), value: EventLog.bigEndian(0))
+            }
+            self.indexAppliedSeq = 0
+            self.pendingIndex = []
+            try self.loadIndexBacklog(after: 0)
+            while !self.pendingIndex.isEmpty {
+                guard self.applyIndexes(limit: self.configuration.maxIndexLagRecords) else {
+                    return .failure(EventLogError(.storage, "rebuilding the secondary indexes failed"))
+                }
+            }
+            return .success(())
+        } catch {
+            return .failure(EventLogError.wrap(error, "rebuilding the secondary indexes"))
+        }
+    }
+}

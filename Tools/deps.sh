@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build needs, only when one is missing.
+# liblmdb-dev and libmsgpack-dev are linked; pkg-config finds them; protobuf-compiler checks Schemas/.
+set -euo pipefail
+needed=(liblmdb-dev libmsgpack-dev pkg-config)
+[ "${CARTRITA_WITH_PROTOC:-0}" = 1 ] && needed+=(protobuf-compiler)
+missing=()
+for package in "${needed[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
