@@ -22,6 +22,8 @@ struct BenchLog: AsyncParsableCommand {
     @Option(help: "Records in the large log used for the scan and bytes-per-record figures.") var records: Int = 1_000_000
     @Option(help: "Seconds each append configuration runs.") var seconds: Double = 2
     @Option(help: "Bytes of input data in each envelope's payload.") var payloadBytes: Int = 512
+    @Option(help: "Append configurations to run, as MODE:PRODUCERS,... (default: the issue's set).")
+    var configs: String = "durable:1,durable:64,durable:1024,relaxed:1024,fast:1024"
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() async throws {
@@ -40,16 +42,30 @@ struct BenchLog: AsyncParsableCommand {
         let raw = try Self.rawLMDB(path: scratch + "/raw", recordBytes: sampleRecord, seconds: self.seconds)
 
         var appends: [(String, [(String, JSON)])] = []
-        for (mode, counts) in [(Durability.durable, [1, 64, 1024]), (.relaxed, [1024]), (.fast, [1024])] {
-            var perCount: [(String, JSON)] = []
-            for producers in counts {
-                let rate = try await Self.appendRate(
-                    path: scratch + "/\(mode.rawValue)-\(producers)", durability: mode, producers: producers,
-                    seconds: self.seconds, template: template)
-                perCount.append((String(producers), .double(rate.rounded())))
-                if !self.json { print("appends/s \(mode.rawValue) \(producers) producers: \(Int(rate))") }
+        var writers: [(String, JSON)] = []
+        for config in self.configs.split(separator: ",") {
+            let parts = config.split(separator: ":")
+            guard parts.count == 2, let mode = Durability(rawValue: String(parts[0])), let producers = Int(parts[1]), producers > 0 else {
+                throw ValidationError("bad --configs entry \(config); expected MODE:PRODUCERS")
             }
-            appends.append((mode.rawValue, perCount))
+            let (rate, metrics) = try await Self.appendRate(
+                path: scratch + "/\(mode.rawValue)-\(producers)", durability: mode, producers: producers,
+                seconds: self.seconds, template: template)
+            if let row = appends.firstIndex(where: { $0.0 == mode.rawValue }) {
+                appends[row].1.append((String(producers), .double(rate.rounded())))
+            } else {
+                appends.append((mode.rawValue, [(String(producers), .double(rate.rounded()))]))
+            }
+            writers.append((
+                "\(mode.rawValue):\(producers)",
+                .object([
+                    ("avg_batch_records", .double((metrics.averageBatchRecords * 10).rounded() / 10)),
+                    ("max_batch_records", .int(Int64(metrics.maxBatchRecords))),
+                    ("avg_commit_ms", .double((metrics.averageCommitMilliseconds * 1000).rounded() / 1000)),
+                    ("max_commit_ms", .double((Double(metrics.maxCommitNanoseconds) / 1e3).rounded() / 1e3)),
+                ])
+            ))
+            if !self.json { print("appends/s \(mode.rawValue) \(producers) producers: \(Int(rate))") }
         }
 
         // A large log for scanning, written with 1024 producers in fast mode then synced.
@@ -73,6 +89,7 @@ struct BenchLog: AsyncParsableCommand {
             ("raw_lmdb_appends_per_s", .double(raw.rounded())),
             ("durable_1024_vs_raw_ratio", .double(ratio)),
             ("scan_log_records", .int(Int64(written))),
+            ("writer", .object(writers)),
             ("seconds_per_config", .double(self.seconds)),
         ])
         if self.json {
@@ -139,15 +156,18 @@ struct BenchLog: AsyncParsableCommand {
     }
 
     /// Fresh ids for every append (the log refuses duplicates), from each producer's own generator.
-    static func appendRate(path: String, durability: Durability, producers: Int, seconds: Double, template: Envelope) async throws -> Double {
+    static func appendRate(
+        path: String, durability: Durability, producers: Int, seconds: Double, template: Envelope
+    ) async throws -> (Double, WriterMetrics) {
         let log = try EventLog(path: path, configuration: EventLogConfiguration(durability: durability))
         let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
         let start = ContinuousClock.now
         let count = try await Self.produce(log: log, producers: producers, template: template) { _ in ContinuousClock.now < deadline }
         let elapsed = (ContinuousClock.now - start).seconds
+        let metrics = log.writerMetrics
         log.close()
         try? FileManager.default.removeItem(atPath: path)
-        return Double(count) / elapsed
+        return (Double(count) / elapsed, metrics)
     }
 
     static func fill(path: String, records: Int, template: Envelope) async throws -> Int {
@@ -170,7 +190,11 @@ struct BenchLog: AsyncParsableCommand {
                     var envelope = template
                     var done = 0
                     while more(done) {
-                        envelope.id = ids.next(milliseconds: template.timestampMilliseconds, entropy: &entropy)
+                        // Ids from the wall clock, as the runtime makes them: time-ordered, so the
+                        // id index grows at its right edge like it does in production.
+                        let now = Int64(Date().timeIntervalSince1970 * 1000)
+                        envelope.id = ids.next(milliseconds: now, entropy: &entropy)
+                        envelope.timestampMilliseconds = now
                         _ = try await log.append(envelope, clockMilliseconds: envelope.timestampMilliseconds, entropy: entropy.next64())
                         done += 1
                     }

@@ -44,6 +44,14 @@ extension EventLog {
         }) ?? 0
     }
 
+    /// The writer's counters since open (zero for a read-only log).
+    public var writerMetrics: WriterMetrics {
+        guard let writer = self.writer else { return WriterMetrics() }
+        writer.published.lock()
+        defer { writer.published.unlock() }
+        return writer.metrics
+    }
+
     /// The first seq still in this file (1 unless retention moved older segments out).
     public var firstSeq: UInt64 {
         (try? self.environment.read { txn in
