@@ -84,7 +84,10 @@ let package = Package(
         ),
         .testTarget(
             name: "CartritaLogTests",
-            dependencies: ["CartritaLog", "CartritaCodec", "CartritaEnvelope"],
+            dependencies: [
+                "CartritaLog", "CartritaCodec", "CartritaEnvelope", "CartritaLMDB",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

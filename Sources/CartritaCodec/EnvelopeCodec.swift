@@ -59,15 +59,18 @@ public final class EnvelopeEncoder {
     public func encodeBody(_ envelope: Envelope) throws(CodecError) -> EncodedEnvelope {
         self.writer.reset()
         self.writeFields(envelope)
-        try self.checkSize()
+        // Judged as the standalone envelope (body plus its one-byte fixmap header), so an
+        // envelope is accepted or refused the same way by both entry points.
+        try self.checkSize(headerBytes: 1)
         return EncodedEnvelope(body: self.writer.bytes, fieldCount: Self.fieldCount(envelope))
     }
 
-    func checkSize() throws(CodecError) {
-        guard self.writer.count <= self.limits.maxEnvelopeBytes else {
+    func checkSize(headerBytes: Int = 0) throws(CodecError) {
+        let size = self.writer.count + headerBytes
+        guard size <= self.limits.maxEnvelopeBytes else {
             throw CodecError(
                 .tooLarge, path: "$",
-                "encoded envelope is \(self.writer.count) bytes, over the limit of \(self.limits.maxEnvelopeBytes)")
+                "encoded envelope is \(size) bytes, over the limit of \(self.limits.maxEnvelopeBytes)")
         }
     }
 
@@ -368,6 +371,7 @@ public struct EncodedEnvelope: Sendable {
 public final class EnvelopeDecoder {
     public let limits: CodecLimits
     let zone: UnsafeMutablePointer<msgpack_zone>
+    let interner = StringInterner()
 
     public init(limits: CodecLimits = .default) {
         self.limits = limits
@@ -383,7 +387,7 @@ public final class EnvelopeDecoder {
     public func decode(_ bytes: UnsafeRawBufferPointer) throws(CodecError) -> Envelope {
         let root = try self.parse(bytes, maxBytes: self.limits.maxEnvelopeBytes)
         defer { msgpack_zone_clear(self.zone) }
-        var builder = EnvelopeBuilder()
+        var builder = EnvelopeBuilder(interner: self.interner)
         let seen = try ObjectReader.fields(root, Fields.envelope, "$") { (index, value) throws(CodecError) in
             try builder.set(index, value)
         }
@@ -401,7 +405,7 @@ public final class EnvelopeDecoder {
         defer { msgpack_zone_clear(self.zone) }
         var header = RecordHeader(seq: 0, prevHash: .zero, actorPrevSeq: 0, clockMilliseconds: 0, entropy: 0)
         var version: UInt64 = 0
-        var builder = EnvelopeBuilder()
+        var builder = EnvelopeBuilder(interner: self.interner)
         let headerCount = Fields.recordHeaderCount
         let seen = try ObjectReader.fields(root, Fields.record, "$") { (index, value) throws(CodecError) in
             switch index {
@@ -456,6 +460,7 @@ public final class EnvelopeDecoder {
 
 /// Collects envelope fields in any key order; the payload is decoded last, once the type is known.
 struct EnvelopeBuilder {
+    let interner: StringInterner
     var id: MessageID?
     var parentID: MessageID?
     var correlationID: MessageID?
@@ -481,8 +486,8 @@ struct EnvelopeBuilder {
         case 0: self.id = try ObjectReader.messageID(value, "id")
         case 1: self.parentID = try ObjectReader.messageID(value, "parent_id")
         case 2: self.correlationID = try ObjectReader.messageID(value, "correlation_id")
-        case 3: self.sender = Address(unchecked: try ObjectReader.string(value, "sender"))
-        case 4: self.recipient = Address(unchecked: try ObjectReader.string(value, "recipient"))
+        case 3: self.sender = Address(unchecked: try self.interner.string(value, "sender"))
+        case 4: self.recipient = Address(unchecked: try self.interner.string(value, "recipient"))
         case 5: self.broadcast = try ObjectReader.bool(value, "broadcast")
         case 6: self.timestamp = try ObjectReader.int64(value, "timestamp")
         case 7: self.ttl = try ObjectReader.int32(value, "ttl_ms")

@@ -27,28 +27,28 @@ enum ObjectReader {
         }
     }
 
-    static func wrongType(_ object: Object, expected: String, _ path: String) -> CodecError {
+    static func wrongType(_ object: Object, expected: String, _ path: FieldPath) -> CodecError {
         if object.type == MSGPACK_OBJECT_EXT {
             // An extension is never the right type anywhere in MCP: name that, not the mismatch.
-            return CodecError(.unsupportedType, path: path, "msgpack extension type \(object.via.ext.type) is not part of MCP")
+            return CodecError(.unsupportedType, path: path.description, "msgpack extension type \(object.via.ext.type) is not part of MCP")
         }
-        return CodecError(.wrongType, path: path, "expected \(expected), got \(Self.typeName(object))")
+        return CodecError(.wrongType, path: path.description, "expected \(expected), got \(Self.typeName(object))")
     }
 
     static func isNil(_ object: Object) -> Bool { object.type == MSGPACK_OBJECT_NIL }
 
-    static func bool(_ object: Object, _ path: String) throws(CodecError) -> Bool {
+    static func bool(_ object: Object, _ path: FieldPath) throws(CodecError) -> Bool {
         guard object.type == MSGPACK_OBJECT_BOOLEAN else { throw Self.wrongType(object, expected: "bool", path) }
         return object.via.boolean
     }
 
-    static func int64(_ object: Object, _ path: String) throws(CodecError) -> Int64 {
+    static func int64(_ object: Object, _ path: FieldPath) throws(CodecError) -> Int64 {
         switch object.type {
         case MSGPACK_OBJECT_NEGATIVE_INTEGER:
             return object.via.i64
         case MSGPACK_OBJECT_POSITIVE_INTEGER:
             guard object.via.u64 <= UInt64(Int64.max) else {
-                throw CodecError(.integerOutOfRange, path: path, "\(object.via.u64) does not fit a signed 64-bit integer")
+                throw CodecError(.integerOutOfRange, path: path.description, "\(object.via.u64) does not fit a signed 64-bit integer")
             }
             return Int64(object.via.u64)
         default:
@@ -56,27 +56,27 @@ enum ObjectReader {
         }
     }
 
-    static func int32(_ object: Object, _ path: String) throws(CodecError) -> Int32 {
+    static func int32(_ object: Object, _ path: FieldPath) throws(CodecError) -> Int32 {
         let value = try Self.int64(object, path)
         guard let narrow = Int32(exactly: value) else {
-            throw CodecError(.integerOutOfRange, path: path, "\(value) does not fit a signed 32-bit integer")
+            throw CodecError(.integerOutOfRange, path: path.description, "\(value) does not fit a signed 32-bit integer")
         }
         return narrow
     }
 
-    static func uint64(_ object: Object, _ path: String) throws(CodecError) -> UInt64 {
+    static func uint64(_ object: Object, _ path: FieldPath) throws(CodecError) -> UInt64 {
         switch object.type {
         case MSGPACK_OBJECT_POSITIVE_INTEGER:
             return object.via.u64
         case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-            throw CodecError(.integerOutOfRange, path: path, "\(object.via.i64) is negative")
+            throw CodecError(.integerOutOfRange, path: path.description, "\(object.via.i64) is negative")
         default:
             throw Self.wrongType(object, expected: "unsigned integer", path)
         }
     }
 
     /// Floats, and integers too: many encoders write 2.0 as the integer 2.
-    static func double(_ object: Object, _ path: String) throws(CodecError) -> Double {
+    static func double(_ object: Object, _ path: FieldPath) throws(CodecError) -> Double {
         switch object.type {
         case MSGPACK_OBJECT_FLOAT32, MSGPACK_OBJECT_FLOAT64: return object.via.f64
         case MSGPACK_OBJECT_POSITIVE_INTEGER: return Double(object.via.u64)
@@ -85,56 +85,83 @@ enum ObjectReader {
         }
     }
 
-    static func stringBytes(_ object: Object, _ path: String) throws(CodecError) -> UnsafeRawBufferPointer {
+    static func stringBytes(_ object: Object, _ path: FieldPath) throws(CodecError) -> UnsafeRawBufferPointer {
         guard object.type == MSGPACK_OBJECT_STR else { throw Self.wrongType(object, expected: "string", path) }
         return UnsafeRawBufferPointer(start: object.via.str.ptr, count: Int(object.via.str.size))
     }
 
-    static func string(_ object: Object, _ path: String) throws(CodecError) -> String {
+    static func string(_ object: Object, _ path: FieldPath) throws(CodecError) -> String {
         let bytes = try Self.stringBytes(object, path)
-        guard let text = String(validating: bytes.bindMemory(to: UInt8.self), as: UTF8.self) else {
-            throw CodecError(.invalidUTF8, path: path, "string is not valid UTF-8")
+        guard let text = Self.validatedString(bytes) else {
+            throw CodecError(.invalidUTF8, path: path.description, "string is not valid UTF-8")
         }
         return text
     }
 
-    static func binaryBytes(_ object: Object, _ path: String) throws(CodecError) -> UnsafeRawBufferPointer {
+    /// ASCII, the common case, is checked eight bytes at a time and then built with the
+    /// specialized `String(decoding:)`; anything else goes through full UTF-8 validation. Never
+    /// repairs: invalid UTF-8 is nil, so nothing is silently changed.
+    @inline(__always)
+    static func validatedString(_ bytes: UnsafeRawBufferPointer) -> String? {
+        var index = 0
+        let count = bytes.count
+        var high: UInt64 = 0
+        while index + 8 <= count {
+            high |= bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+            index += 8
+        }
+        while index < count {
+            high |= UInt64(bytes[index])
+            index += 1
+        }
+        var text = String(decoding: bytes.bindMemory(to: UInt8.self), as: UTF8.self)
+        if high & 0x8080_8080_8080_8080 == 0 { return text }
+        // `String(decoding:)` repairs invalid input with U+FFFD. Valid input comes back byte for
+        // byte, and a repair always changes a byte (EF BF BD is itself valid), so equal bytes
+        // prove the input was valid. This beats the generic `String(validating:)` several-fold.
+        let identical = text.withUTF8 { utf8 in
+            utf8.count == count && memcmp(utf8.baseAddress!, bytes.baseAddress!, count) == 0
+        }
+        return identical ? text : nil
+    }
+
+    static func binaryBytes(_ object: Object, _ path: FieldPath) throws(CodecError) -> UnsafeRawBufferPointer {
         guard object.type == MSGPACK_OBJECT_BIN else { throw Self.wrongType(object, expected: "binary", path) }
         return UnsafeRawBufferPointer(start: object.via.bin.ptr, count: Int(object.via.bin.size))
     }
 
-    static func binary(_ object: Object, _ path: String) throws(CodecError) -> [UInt8] {
+    static func binary(_ object: Object, _ path: FieldPath) throws(CodecError) -> [UInt8] {
         [UInt8](try Self.binaryBytes(object, path))
     }
 
-    static func fixedBinary(_ object: Object, count: Int, _ path: String) throws(CodecError) -> UnsafeRawBufferPointer {
+    static func fixedBinary(_ object: Object, count: Int, _ path: FieldPath) throws(CodecError) -> UnsafeRawBufferPointer {
         let bytes = try Self.binaryBytes(object, path)
         guard bytes.count == count else {
-            throw CodecError(.invalidLength, path: path, "expected \(count) bytes, got \(bytes.count)")
+            throw CodecError(.invalidLength, path: path.description, "expected \(count) bytes, got \(bytes.count)")
         }
         return bytes
     }
 
-    static func messageID(_ object: Object, _ path: String) throws(CodecError) -> MessageID {
+    static func messageID(_ object: Object, _ path: FieldPath) throws(CodecError) -> MessageID {
         MessageID(bytes: try Self.fixedBinary(object, count: 16, path))!
     }
 
-    static func enumeration<E: RawRepresentable>(_ object: Object, _ type: E.Type, _ path: String) throws(CodecError) -> E
+    static func enumeration<E: RawRepresentable>(_ object: Object, _ type: E.Type, _ path: FieldPath) throws(CodecError) -> E
     where E.RawValue == String {
         let text = try Self.string(object, path)
         guard let value = E(rawValue: text) else {
-            throw CodecError(.invalidEnumValue, path: path, "\(text) is not a valid \(E.self)")
+            throw CodecError(.invalidEnumValue, path: path.description, "\(text) is not a valid \(E.self)")
         }
         return value
     }
 
-    static func array(_ object: Object, _ path: String) throws(CodecError) -> UnsafeBufferPointer<msgpack_object> {
+    static func array(_ object: Object, _ path: FieldPath) throws(CodecError) -> UnsafeBufferPointer<msgpack_object> {
         guard object.type == MSGPACK_OBJECT_ARRAY else { throw Self.wrongType(object, expected: "array", path) }
         return UnsafeBufferPointer(start: object.via.array.ptr, count: Int(object.via.array.size))
     }
 
     /// A free-form value, in canonical form (see `MCPValue`).
-    static func value(_ object: Object, _ path: String) throws(CodecError) -> MCPValue {
+    static func value(_ object: Object, _ path: FieldPath) throws(CodecError) -> MCPValue {
         switch object.type {
         case MSGPACK_OBJECT_NIL: return .null
         case MSGPACK_OBJECT_BOOLEAN: return .bool(object.via.boolean)
@@ -150,37 +177,36 @@ enum ObjectReader {
             let items = UnsafeBufferPointer(start: object.via.array.ptr, count: Int(object.via.array.size))
             var result: [MCPValue] = []
             result.reserveCapacity(items.count)
+            let base = path.description
             for (index, item) in items.enumerated() {
-                result.append(try Self.value(item, "\(path)[\(index)]"))
+                result.append(try Self.value(item, FieldPath(parent: base, index: index)))
             }
             return .array(result)
         case MSGPACK_OBJECT_MAP:
             return .map(try Self.entries(object, path))
         case MSGPACK_OBJECT_EXT:
-            throw CodecError(.unsupportedType, path: path, "msgpack extension type \(object.via.ext.type) is not part of MCP")
+            throw CodecError(.unsupportedType, path: path.description, "msgpack extension type \(object.via.ext.type) is not part of MCP")
         default:
-            throw CodecError(.malformed, path: path, "unknown msgpack-c object type \(object.type.rawValue)")
+            throw CodecError(.malformed, path: path.description, "unknown msgpack-c object type \(object.type.rawValue)")
         }
     }
 
     /// A free-form map: string keys, no duplicates (a duplicate would silently shadow data).
-    static func entries(_ object: Object, _ path: String) throws(CodecError) -> [MCPValue.MapEntry] {
+    static func entries(_ object: Object, _ path: FieldPath) throws(CodecError) -> [MCPValue.MapEntry] {
         guard object.type == MSGPACK_OBJECT_MAP else { throw Self.wrongType(object, expected: "map", path) }
         let pairs = UnsafeBufferPointer(start: object.via.map.ptr, count: Int(object.via.map.size))
+        let base = path.description
         var result: [MCPValue.MapEntry] = []
         result.reserveCapacity(pairs.count)
         for pair in pairs {
             guard pair.key.type == MSGPACK_OBJECT_STR else {
-                throw CodecError(.wrongType, path: path, "map keys must be strings, got \(Self.typeName(pair.key))")
+                throw CodecError(.wrongType, path: path.description, "map keys must be strings, got \(Self.typeName(pair.key))")
             }
-            let key = try Self.string(pair.key, path + ".{key}")
-            result.append(MCPValue.MapEntry(key, try Self.value(pair.val, path + "." + key)))
+            let key = try Self.string(pair.key, FieldPath(parent: base, name: "{key}"))
+            result.append(MCPValue.MapEntry(key, try Self.value(pair.val, FieldPath(parent: base, name: key))))
         }
-        if result.count > 1 {
-            var seen = Set<String>()
-            for entry in result where !seen.insert(entry.key).inserted {
-                throw CodecError(.duplicateKey, path: path + "." + entry.key, "key appears more than once")
-            }
+        if let duplicate = MCPValue.firstDuplicateKey(result) {
+            throw CodecError(.duplicateKey, path: FieldPath(parent: base, name: duplicate).description, "key appears more than once")
         }
         return result
     }
@@ -190,7 +216,7 @@ enum ObjectReader {
     /// twice is `duplicateKey`. Returns the bit set of indexes seen.
     @inline(__always)
     static func fields(
-        _ object: Object, _ fields: FieldTable, _ path: String,
+        _ object: Object, _ fields: FieldTable, _ path: FieldPath,
         _ body: (Int, Object) throws(CodecError) -> Void
     ) throws(CodecError) -> UInt64 {
         guard object.type == MSGPACK_OBJECT_MAP else { throw Self.wrongType(object, expected: "map", path) }
@@ -198,16 +224,16 @@ enum ObjectReader {
         var seen: UInt64 = 0
         for pair in pairs {
             guard pair.key.type == MSGPACK_OBJECT_STR else {
-                throw CodecError(.wrongType, path: path, "field names must be strings, got \(Self.typeName(pair.key))")
+                throw CodecError(.wrongType, path: path.description, "field names must be strings, got \(Self.typeName(pair.key))")
             }
             let key = UnsafeRawBufferPointer(start: pair.key.via.str.ptr, count: Int(pair.key.via.str.size))
             guard let index = fields.index(of: key) else {
                 let name = String(decoding: key, as: UTF8.self)
-                throw CodecError(.unknownKey, path: Self.join(path, name), "\(name) is not a field here")
+                throw CodecError(.unknownKey, path: Self.join(path, name).description, "\(name) is not a field here")
             }
             let bit: UInt64 = 1 << UInt64(index)
             guard seen & bit == 0 else {
-                throw CodecError(.duplicateKey, path: Self.join(path, fields.names[index]), "field appears more than once")
+                throw CodecError(.duplicateKey, path: Self.join(path, fields.names[index]).description, "field appears more than once")
             }
             seen |= bit
             try body(index, pair.val)
@@ -216,15 +242,17 @@ enum ObjectReader {
     }
 
     /// Throws `missingKey` for the first required field not in `seen`.
-    static func require(_ seen: UInt64, _ required: UInt64, _ fields: FieldTable, _ path: String) throws(CodecError) {
+    static func require(_ seen: UInt64, _ required: UInt64, _ fields: FieldTable, _ path: FieldPath) throws(CodecError) {
         let missing = required & ~seen
         guard missing != 0 else { return }
         let index = missing.trailingZeroBitCount
-        throw CodecError(.missingKey, path: Self.join(path, fields.names[index]), "required field is missing")
+        throw CodecError(.missingKey, path: Self.join(path, fields.names[index]).description, "required field is missing")
     }
 
-    static func join(_ path: String, _ name: String) -> String {
-        path == "$" || path.isEmpty ? name : path + "." + name
+    /// A child path; nothing is concatenated until an error needs the text.
+    @inline(__always)
+    static func join(_ path: FieldPath, _ name: String) -> FieldPath {
+        FieldPath(parent: path.description, name: name)
     }
 }
 
@@ -237,21 +265,98 @@ struct FieldTable: Sendable {
         precondition(names.count <= 64, "at most 64 fields per map")
         self.names = names
         self.utf8 = names.map { Array($0.utf8) }
+        self.prefixes = self.utf8.map { name in (name.count, name.withUnsafeBytes { Self.prefixWord($0) }) }
     }
+
+    /// Per name: its length and its first (up to) eight bytes as one word, so most candidates
+    /// are rejected with two integer compares and no memcmp.
+    let prefixes: [(count: Int, word: UInt64)]
 
     @inline(__always)
     func index(of key: UnsafeRawBufferPointer) -> Int? {
-        for index in 0..<self.utf8.count where self.utf8[index].count == key.count {
+        let count = key.count
+        guard count > 0 else { return nil }
+        let word = Self.prefixWord(key)
+        for index in 0..<self.prefixes.count where self.prefixes[index].count == count && self.prefixes[index].word == word {
+            if count <= 8 { return index }
             let equal = self.utf8[index].withUnsafeBytes { name in
-                memcmp(name.baseAddress!, key.baseAddress!, key.count) == 0
+                memcmp(name.baseAddress! + 8, key.baseAddress! + 8, count - 8) == 0
             }
             if equal { return index }
         }
         return nil
     }
 
+    @inline(__always)
+    static func prefixWord(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        if bytes.count >= 8 { return bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self) }
+        var word: UInt64 = 0
+        for index in 0..<bytes.count { word |= UInt64(bytes[index]) << (8 * UInt64(index)) }
+        return word
+    }
+
     /// The bit mask of the given names, for `ObjectReader.require`.
     func mask(_ required: String...) -> UInt64 {
         required.reduce(0) { mask, name in mask | (1 << UInt64(self.names.firstIndex(of: name)!)) }
+    }
+}
+
+/// Where a value sits (`payload.task.type`, `payload.input.files[2]`), built lazily: decoding
+/// carries a parent (materialized once per container) and a name or index, and the text is only
+/// joined when an error is thrown. Eager joins cost dozens of allocations per envelope.
+struct FieldPath: ExpressibleByStringLiteral, CustomStringConvertible {
+    var parent: String
+    var name: String?
+    var index: Int
+
+    init(parent: String, name: String? = nil, index: Int = -1) {
+        self.parent = parent
+        self.name = name
+        self.index = index
+    }
+
+    init(stringLiteral value: String) {
+        self.init(parent: value)
+    }
+
+    /// A name under the root (`$`) or an empty parent stands alone: `ttl_ms`, not `$.ttl_ms`.
+    var description: String {
+        var text = self.parent
+        if let name = self.name { text = text.isEmpty || text == "$" ? name : text + "." + name }
+        if self.index >= 0 { text += "[\(self.index)]" }
+        return text
+    }
+}
+
+/// Actor addresses repeat in every message (a few dozen actors exchange millions of them). A
+/// decoder keeps the last strings it made for them in a small direct-mapped cache, so a
+/// repeated address costs a hash and a compare instead of an allocation and UTF-8 validation.
+/// Bounded (256 slots, strings of at most `maxBytes`), and a hit returns exactly the same text.
+final class StringInterner {
+    struct Slot {
+        var bytes: [UInt8]
+        var string: String
+    }
+
+    static let slotCount = 256
+    static let maxBytes = 128
+    var slots: [Slot?] = Array(repeating: nil, count: StringInterner.slotCount)
+
+    func string(_ object: msgpack_object, _ path: FieldPath) throws(CodecError) -> String {
+        let bytes = try ObjectReader.stringBytes(object, path)
+        guard bytes.count <= Self.maxBytes, bytes.count > 0 else { return try ObjectReader.string(object, path) }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
+        for byte in bytes {
+            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+        }
+        let index = Int(hash % UInt64(Self.slotCount))
+        if let slot = self.slots[index], slot.bytes.count == bytes.count,
+            slot.bytes.withUnsafeBytes({ memcmp($0.baseAddress!, bytes.baseAddress!, bytes.count) == 0 })
+        {
+            return slot.string
+        }
+        let text = try ObjectReader.string(object, path)
+        self.slots[index] = Slot(bytes: [UInt8](bytes), string: text)
+        return text
     }
 }

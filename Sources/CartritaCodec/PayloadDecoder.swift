@@ -29,24 +29,30 @@ enum PayloadDecoder {
     static let streamData = FieldTable(["stream_id", "index", "chunk"])
     static let streamEnd = FieldTable(["stream_id", "count", "digest"])
 
+    /// Payloads always sit at `payload`, so the nested maps below pass literal paths: building
+    /// `payload.task.constraints` by concatenation on every decode cost an allocation per map.
+    ///
     /// Walks `object` with `table`, skipping nil values of optional fields, then checks that
-    /// every field in `required` was present.
+    /// every field in `required` was present. Fields in `nilIsValue` are free-form values
+    /// (`input.data`, `result`) for which nil is a value (`MCPValue.null`), not absence: absent
+    /// decodes to Swift nil, msgpack nil to `.null`, so both round-trip.
     static func walk(
-        _ object: Object, _ table: FieldTable, _ path: String, required: UInt64,
-        _ body: (Int, Object, String) throws(CodecError) -> Void
+        _ object: Object, _ table: FieldTable, _ path: FieldPath, required: UInt64, nilIsValue: UInt64 = 0,
+        _ body: (Int, Object, FieldPath) throws(CodecError) -> Void
     ) throws(CodecError) {
         var present: UInt64 = 0
+        let parent = path.description  // once per map, not once per field
         _ = try R.fields(object, table, path) { (index, value) throws(CodecError) in
             let bit: UInt64 = 1 << UInt64(index)
-            if R.isNil(value) && required & bit == 0 { return }
+            if R.isNil(value) && (required | nilIsValue) & bit == 0 { return }
             present |= bit
-            try body(index, value, R.join(path, table.names[index]))
+            try body(index, value, FieldPath(parent: parent, name: table.names[index]))
         }
         try R.require(present, required, table, path)
     }
 
     static func decode(_ type: MessageType, _ object: Object) throws(CodecError) -> Payload {
-        let p = "payload"
+        let p: FieldPath = "payload"
         switch type {
         case .ping, .pong:
             var nonce: UInt64 = 0
@@ -78,11 +84,11 @@ enum PayloadDecoder {
             return .taskRequest(try Self.taskRequest(object, p))
         case .taskResponse:
             var response = TaskResponse(status: .pending)
-            try Self.walk(object, Self.taskResponse, p, required: 0b0001) { (index, value, path) throws(CodecError) in
+            try Self.walk(object, Self.taskResponse, p, required: 0b0001, nilIsValue: 0b0010) { (index, value, path) throws(CodecError) in
                 switch index {
                 case 0: response.status = try R.enumeration(value, TaskStatus.self, path)
                 case 1: response.result = try R.value(value, path)
-                case 2: response.metrics = try Self.metrics(value, path)
+                case 2: response.metrics = try Self.metrics(value, "payload.metrics")
                 default: response.errorMessage = try R.string(value, path)
                 }
             }
@@ -115,7 +121,7 @@ enum PayloadDecoder {
             try Self.walk(object, Self.resourceRequest, p, required: 0b011) { (index, value, path) throws(CodecError) in
                 switch index {
                 case 0: correlation = try R.messageID(value, path)
-                case 1: amounts = try Self.amounts(value, path)
+                case 1: amounts = try Self.amounts(value, "payload.amounts")
                 default: reason = try R.string(value, path)
                 }
             }
@@ -127,7 +133,7 @@ enum PayloadDecoder {
             try Self.walk(object, Self.resourceGrant, p, required: 0b011) { (index, value, path) throws(CodecError) in
                 switch index {
                 case 0: correlation = try R.messageID(value, path)
-                case 1: amounts = try Self.amounts(value, path)
+                case 1: amounts = try Self.amounts(value, "payload.amounts")
                 default: lease = try R.int64(value, path)
                 }
             }
@@ -137,7 +143,7 @@ enum PayloadDecoder {
             try Self.walk(object, Self.resourceDeny, p, required: 0b1111) { (index, value, path) throws(CodecError) in
                 switch index {
                 case 0: deny.forCorrelationID = try R.messageID(value, path)
-                case 1: deny.requested = try Self.amounts(value, path)
+                case 1: deny.requested = try Self.amounts(value, "payload.requested")
                 case 2: deny.code = TaskErrorCode(rawValue: try R.string(value, path))
                 default: deny.reason = try R.string(value, path)
                 }
@@ -175,18 +181,18 @@ enum PayloadDecoder {
         }
     }
 
-    static func taskRequest(_ object: Object, _ p: String) throws(CodecError) -> TaskRequest {
+    static func taskRequest(_ object: Object, _ p: FieldPath) throws(CodecError) -> TaskRequest {
         var request = TaskRequest(task: TaskSpec(type: ""))
         try Self.walk(object, Self.taskRequest, p, required: 0b011) { (index, value, path) throws(CodecError) in
             switch index {
             case 0:
-                try Self.walk(value, Self.task, path, required: 0b011) { (index, value, path) throws(CodecError) in
+                try Self.walk(value, Self.task, "payload.task", required: 0b011) { (index, value, path) throws(CodecError) in
                     switch index {
                     case 0: request.task.type = try R.string(value, path)
-                    case 1: request.task.parameters = try R.entries(value, path)
+                    case 1: request.task.parameters = try R.entries(value, "payload.task.parameters")
                     default:
                         var constraints = TaskConstraints()
-                        try Self.walk(value, Self.constraints, path, required: 0) { (index, value, path) throws(CodecError) in
+                        try Self.walk(value, Self.constraints, "payload.task.constraints", required: 0) { (index, value, path) throws(CodecError) in
                             switch index {
                             case 0: constraints.maxExecutionTimeMilliseconds = try R.int64(value, path)
                             case 1: constraints.maxMemoryMB = try R.int64(value, path)
@@ -197,21 +203,22 @@ enum PayloadDecoder {
                     }
                 }
             case 1:
-                try Self.walk(value, Self.input, path, required: 0b10) { (index, value, path) throws(CodecError) in
+                try Self.walk(value, Self.input, "payload.input", required: 0b10, nilIsValue: 0b01) { (index, value, path) throws(CodecError) in
                     switch index {
                     case 0: request.input.data = try R.value(value, path)
                     default:
-                        let items = try R.array(value, path)
+                        let items = try R.array(value, "payload.input.files")
                         request.input.files = []
                         request.input.files.reserveCapacity(items.count)
+                        let base = "payload.input.files"
                         for (position, item) in items.enumerated() {
-                            request.input.files.append(try Self.file(item, "\(path)[\(position)]"))
+                            request.input.files.append(try Self.file(item, FieldPath(parent: base, index: position)))
                         }
                     }
                 }
             default:
                 var preferences = TaskPreferences()
-                try Self.walk(value, Self.preferences, path, required: 0b111) { (index, value, path) throws(CodecError) in
+                try Self.walk(value, Self.preferences, "payload.preferences", required: 0b111) { (index, value, path) throws(CodecError) in
                     switch index {
                     case 0: preferences.qualityLevel = try R.enumeration(value, QualityLevel.self, path)
                     case 1: preferences.costOptimization = try R.bool(value, path)
@@ -224,7 +231,7 @@ enum PayloadDecoder {
         return request
     }
 
-    static func file(_ object: Object, _ p: String) throws(CodecError) -> FileInput {
+    static func file(_ object: Object, _ p: FieldPath) throws(CodecError) -> FileInput {
         var name = ""
         var contentType = ""
         var size: Int64 = 0
@@ -242,12 +249,12 @@ enum PayloadDecoder {
         switch (url, inline) {
         case (let url?, nil): return FileInput(name: name, contentType: contentType, sizeBytes: size, source: .url(url))
         case (nil, let bytes?): return FileInput(name: name, contentType: contentType, sizeBytes: size, source: .inline(bytes))
-        case (nil, nil): throw CodecError(.missingKey, path: p + ".url", "a file needs url or inline_data")
-        default: throw CodecError(.duplicateKey, path: p + ".inline_data", "a file has url or inline_data, not both")
+        case (nil, nil): throw CodecError(.missingKey, path: R.join(p, "url").description, "a file needs url or inline_data")
+        default: throw CodecError(.duplicateKey, path: R.join(p, "inline_data").description, "a file has url or inline_data, not both")
         }
     }
 
-    static func metrics(_ object: Object, _ p: String) throws(CodecError) -> TaskMetrics {
+    static func metrics(_ object: Object, _ p: FieldPath) throws(CodecError) -> TaskMetrics {
         var metrics = TaskMetrics()
         try Self.walk(object, Self.metrics, p, required: 0) { (index, value, path) throws(CodecError) in
             switch index {
@@ -261,7 +268,7 @@ enum PayloadDecoder {
         return metrics
     }
 
-    static func amounts(_ object: Object, _ p: String) throws(CodecError) -> ResourceAmounts {
+    static func amounts(_ object: Object, _ p: FieldPath) throws(CodecError) -> ResourceAmounts {
         var amounts = ResourceAmounts()
         try Self.walk(object, Self.amounts, p, required: 0) { (index, value, path) throws(CodecError) in
             switch index {

@@ -35,8 +35,107 @@ struct Preflight {
             throw CodecError(.tooLarge, path: "$", "input is \(bytes.count) bytes, over the limit of \(maxBytes)")
         }
         guard bytes.count > 0 else { throw CodecError(.truncated, path: "$", offset: 0, "empty input") }
+        // The fast scan accepts exactly what the path-tracking scan accepts; it only cannot say
+        // where a problem is. Errors are rare, so they pay for the second, slower pass.
+        if Self.fastScan(bytes, limits: limits) { return }
         var scan = Preflight(bytes: bytes, limits: limits)
         try scan.run()
+        // The slow scan must fail where the fast one did; if not, refuse rather than trust it.
+        throw CodecError(.malformed, path: "$", "structural scans disagree")
+    }
+
+    /// The same rules as `run()`, as a tight loop over raw bytes with a fixed stack of counts.
+    /// Returns false at the first problem.
+    static func fastScan(_ bytes: UnsafeRawBufferPointer, limits: CodecLimits) -> Bool {
+        guard let base = bytes.baseAddress else { return false }
+        let end = bytes.count
+        let maxDepth = limits.maxDepth
+        let maxEntries = limits.maxContainerEntries
+        let maxString = limits.maxStringBytes
+        let maxBinary = limits.maxBinaryBytes
+        return withUnsafeTemporaryAllocation(of: Int.self, capacity: maxDepth + 1) { stack -> Bool in
+            var offset = 0
+            var depth = 0  // open containers; stack[0] is the top level, expecting one value
+            stack[0] = 1
+
+            @inline(__always) func be(_ at: Int, _ width: Int) -> Int {
+                var value = 0
+                for index in 0..<width { value = value << 8 | Int(base.load(fromByteOffset: at + index, as: UInt8.self)) }
+                return value
+            }
+
+            while true {
+                while stack[depth] == 0 {
+                    if depth == 0 { return offset == end }
+                    depth -= 1
+                }
+                stack[depth] -= 1
+                guard offset < end else { return false }
+                let byte = base.load(fromByteOffset: offset, as: UInt8.self)
+                offset += 1
+                var containerCount = -1
+                var isMap = false
+                var skip = 0
+                switch byte {
+                case 0x00...0x7f, 0xe0...0xff, 0xc0, 0xc2, 0xc3:
+                    continue
+                case 0x80...0x8f:
+                    containerCount = Int(byte & 0x0f)
+                    isMap = true
+                case 0x90...0x9f:
+                    containerCount = Int(byte & 0x0f)
+                case 0xa0...0xbf:
+                    skip = Int(byte & 0x1f)
+                    guard skip <= maxString else { return false }
+                case 0xc1:
+                    return false
+                case 0xc4, 0xc5, 0xc6, 0xd9, 0xda, 0xdb:
+                    let width = byte == 0xc4 || byte == 0xd9 ? 1 : (byte == 0xc5 || byte == 0xda ? 2 : 4)
+                    guard end - offset >= width else { return false }
+                    skip = be(offset, width)
+                    offset += width
+                    guard skip <= (byte <= 0xc6 ? maxBinary : maxString) else { return false }
+                case 0xc7, 0xc8, 0xc9:
+                    let width = byte == 0xc7 ? 1 : (byte == 0xc8 ? 2 : 4)
+                    guard end - offset >= width else { return false }
+                    skip = be(offset, width) + 1
+                    offset += width
+                case 0xca, 0xce, 0xd2: skip = 4
+                case 0xcb, 0xcf, 0xd3: skip = 8
+                case 0xcc, 0xd0: skip = 1
+                case 0xcd, 0xd1: skip = 2
+                case 0xd4: skip = 2
+                case 0xd5: skip = 3
+                case 0xd6: skip = 5
+                case 0xd7: skip = 9
+                case 0xd8: skip = 17
+                case 0xdc, 0xde:
+                    guard end - offset >= 2 else { return false }
+                    containerCount = be(offset, 2)
+                    offset += 2
+                    isMap = byte == 0xde
+                case 0xdd, 0xdf:
+                    guard end - offset >= 4 else { return false }
+                    containerCount = be(offset, 4)
+                    offset += 4
+                    isMap = byte == 0xdf
+                default:
+                    return false
+                }
+                if containerCount >= 0 {
+                    guard depth < maxDepth, containerCount <= maxEntries else { return false }
+                    let values = isMap ? containerCount * 2 : containerCount
+                    guard values <= end - offset else { return false }
+                    if values > 0 {
+                        depth += 1
+                        stack[depth] = values
+                    }
+                } else {
+                    guard skip <= end - offset else { return false }
+                    offset += skip
+                }
+            }
+        }
     }
 
     mutating func run() throws(CodecError) {

@@ -52,7 +52,14 @@ public struct TraceID: Hashable, Sendable, CustomStringConvertible {
         self.low = low
     }
 
-    public init?<Bytes: Collection>(bytes: Bytes) where Bytes.Element == UInt8 {
+    @inlinable
+    public init?(bytes: UnsafeRawBufferPointer) {
+        guard let id = MessageID(bytes: bytes) else { return nil }
+        self.init(high: id.high, low: id.low)
+    }
+
+    @inlinable
+    public init?(bytes: [UInt8]) {
         guard let id = MessageID(bytes: bytes) else { return nil }
         self.init(high: id.high, low: id.low)
     }
@@ -75,9 +82,16 @@ public struct SpanID: Hashable, Sendable, CustomStringConvertible {
         self.rawValue = rawValue
     }
 
-    public init?<Bytes: Collection>(bytes: Bytes) where Bytes.Element == UInt8 {
+    @inlinable
+    public init?(bytes: UnsafeRawBufferPointer) {
         guard bytes.count == 8 else { return nil }
-        self.rawValue = bytes.reduce(0) { $0 << 8 | UInt64($1) }
+        self.rawValue = UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
+    }
+
+    @inlinable
+    public init?(bytes: [UInt8]) {
+        guard let span = bytes.withUnsafeBytes({ SpanID(bytes: $0) }) else { return nil }
+        self = span
     }
 
     public init?(hex: String) {

@@ -15,18 +15,20 @@ public struct MessageID: Hashable, Comparable, Sendable {
     }
 
     /// From exactly 16 bytes, most significant first. Returns nil for any other count.
-    public init?<Bytes: Collection>(bytes: Bytes) where Bytes.Element == UInt8 {
+    /// Non-generic on purpose: the decoder calls it per id, across modules, where a generic
+    /// initializer would run unspecialized and look up type metadata every time.
+    @inlinable
+    public init?(bytes: UnsafeRawBufferPointer) {
         guard bytes.count == 16 else { return nil }
-        var high: UInt64 = 0
-        var low: UInt64 = 0
-        for (index, byte) in bytes.enumerated() {
-            if index < 8 {
-                high = high << 8 | UInt64(byte)
-            } else {
-                low = low << 8 | UInt64(byte)
-            }
-        }
-        self.init(high: high, low: low)
+        self.init(
+            high: UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+            low: UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+    }
+
+    @inlinable
+    public init?(bytes: [UInt8]) {
+        guard let id = bytes.withUnsafeBytes({ MessageID(bytes: $0) }) else { return nil }
+        self = id
     }
 
     /// The canonical text form, `xxxxxxxx-xxxx-7xxx-yxxx-xxxxxxxxxxxx`, lower case.
@@ -51,15 +53,10 @@ public struct MessageID: Hashable, Comparable, Sendable {
         self.init(bytes: bytes)
     }
 
-    public var bytes: [UInt8] {
-        var result = [UInt8](repeating: 0, count: 16)
-        self.withBytes { source in
-            for index in 0..<16 { result[index] = source[index] }
-        }
-        return result
-    }
+    public var bytes: [UInt8] { self.withBytes { [UInt8]($0) } }
 
     /// Calls `body` with the 16 bytes, most significant first, without allocating.
+    @inlinable
     public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         var pair = (self.high.bigEndian, self.low.bigEndian)
         return try withUnsafeBytes(of: &pair) { try body($0) }

@@ -378,7 +378,8 @@ enum Validate {
             guard items.count <= limits.maxEntries else {
                 throw EnvelopeError(.tooManyEntries, path: path, "more than \(limits.maxEntries) items")
             }
-            for (index, item) in items.enumerated() {
+            // Only containers have rules; a path is built only for them.
+            for (index, item) in items.enumerated() where item.isContainer {
                 try Self.value(item, "\(path)[\(index)]", limits, depth: depth + 1)
             }
         case .map(let entries):
@@ -388,13 +389,10 @@ enum Validate {
             guard entries.count <= limits.maxEntries else {
                 throw EnvelopeError(.tooManyEntries, path: path, "more than \(limits.maxEntries) entries")
             }
-            if entries.count > 1 {
-                var seen = Set<String>()
-                for entry in entries where !seen.insert(entry.key).inserted {
-                    throw EnvelopeError(.duplicateKey, path: "\(path).\(entry.key)", "key given twice")
-                }
+            if let duplicate = MCPValue.firstDuplicateKey(entries) {
+                throw EnvelopeError(.duplicateKey, path: "\(path).\(duplicate)", "key given twice")
             }
-            for entry in entries {
+            for entry in entries where entry.value.isContainer {
                 try Self.value(entry.value, "\(path).\(entry.key)", limits, depth: depth + 1)
             }
         default:

@@ -40,6 +40,32 @@ public enum MCPValue: Hashable, Sendable {
         return entries.first { $0.key == key }?.value
     }
 
+    /// The first key that appears twice, if any. Small maps (the usual case) compare pairwise;
+    /// a Set is only built for large ones.
+    public static func firstDuplicateKey(_ entries: [MapEntry]) -> String? {
+        let count = entries.count
+        guard count > 1 else { return nil }
+        if count <= 16 {
+            for later in 1..<count {
+                for earlier in 0..<later where entries[earlier].key == entries[later].key {
+                    return entries[later].key
+                }
+            }
+            return nil
+        }
+        var seen = Set<String>()
+        seen.reserveCapacity(count)
+        for entry in entries where !seen.insert(entry.key).inserted { return entry.key }
+        return nil
+    }
+
+    public var isContainer: Bool {
+        switch self {
+        case .array, .map: true
+        default: false
+        }
+    }
+
     /// Depth of nesting: a scalar is 0, `[1]` is 1.
     public var depth: Int {
         switch self {

@@ -65,10 +65,17 @@ public final class EventLog: @unchecked Sendable {
     public init(path: String, configuration: EventLogConfiguration = EventLogConfiguration()) throws(EventLogError) {
         self.configuration = configuration
         self.encoders = EncoderPool(limits: configuration.codecLimits)
-        do {
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        } catch {
-            throw EventLogError(.storage, "cannot create \(path): \(error)")
+        if configuration.readOnly {
+            // LMDB would create data.mdb (and the folder) on open: a read-only open must not.
+            guard FileManager.default.fileExists(atPath: path + "/data.mdb") else {
+                throw EventLogError(.notFound, "no event log in \(path)")
+            }
+        } else {
+            do {
+                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            } catch {
+                throw EventLogError(.storage, "cannot create \(path): \(error)")
+            }
         }
         self.path = path
 

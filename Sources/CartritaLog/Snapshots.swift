@@ -159,7 +159,11 @@ extension EventLog {
                         entry = entry == nil ? try cursor.last() : try cursor.prev()
                     }
                     while let (key, value) = entry, key.starts(with: prefix), key.count == prefix.count + 8 {
-                        if let snapshot = try? Snapshot.decode(value), accepting(snapshot.formatVersion) {
+                        // A snapshot stored under another actor's or seq's key is as unusable as
+                        // an unreadable one: replaying after the wrong seq would corrupt the state.
+                        if let snapshot = try? Snapshot.decode(value), snapshot.actor == actor,
+                            snapshot.seq == key.bigEndianUInt64(atByteOffset: prefix.count), accepting(snapshot.formatVersion)
+                        {
                             return snapshot
                         }
                         entry = try cursor.prev()
@@ -184,7 +188,10 @@ extension EventLog {
                         let seq = key.bigEndianUInt64(atByteOffset: prefix.count) ?? 0
                         do throws(SnapshotProblem) {
                             let snapshot = try Snapshot.decode(value)
-                            infos.append(SnapshotInfo(actor: actor, seq: seq, formatVersion: snapshot.formatVersion, stateBytes: snapshot.state.count, problem: nil))
+                            let misplaced = snapshot.actor != actor || snapshot.seq != seq
+                            infos.append(SnapshotInfo(
+                                actor: actor, seq: seq, formatVersion: snapshot.formatVersion, stateBytes: snapshot.state.count,
+                                problem: misplaced ? "stored under \(actor) at \(seq) but holds \(snapshot.actor) at \(snapshot.seq)" : nil))
                         } catch {
                             infos.append(SnapshotInfo(actor: actor, seq: seq, formatVersion: nil, stateBytes: value.count, problem: error.message))
                         }

@@ -51,9 +51,9 @@ extension EventLog {
     /// the key, `prev_hash` equals SHA-256 of the previous record's stored bytes, the last
     /// record's hash equals the stored head hash, `actor_prev_seq` points at the previous record
     /// of the same recipient, the id index maps each id to its record and holds nothing else,
-    /// the actor heads equal the last record of each actor, and the secondary indexes hold one
-    /// entry per record up to their watermark. Stops at the first problem; never crashes on a
-    /// damaged file.
+    /// the actor heads equal the last record of each actor, and the secondary indexes hold each
+    /// record's own entry up to their watermark and nothing else. Stops at the first problem;
+    /// never crashes on a damaged file.
     public func verify(progress: ((UInt64) -> Void)? = nil) throws(EventLogError) -> VerifyReport {
         do {
             return try self.environment.read { txn in try self.verify(txn, progress: progress) }
@@ -72,6 +72,9 @@ extension EventLog {
         } ?? .zero
         var previousSeq: UInt64?
         var lastOfActor: [String: UInt64] = [:]
+        // Records up to the watermark must each have their own secondary-index entries (the
+        // entry counts are compared after the walk, so together nothing is missing or extra).
+        let indexApplied = try txn.get(self.databases.meta, key: EventLog.metaKey(MetaKey.indexAppliedSeq))?.bigEndianUInt64() ?? 0
         var problem: VerifyReport.Problem?
 
         func fail(_ seq: UInt64, _ kind: VerifyReport.Problem.Kind, _ message: String) -> Bool {
@@ -113,6 +116,14 @@ extension EventLog {
                 let indexed = try record.envelope.id.withBytes { try txn.get(self.databases.ids, key: $0)?.bigEndianUInt64() }
                 guard indexed == seq else {
                     return fail(seq, .idIndex, "the id index maps \(record.envelope.id) to \(indexed.map(String.init) ?? "nothing")")
+                }
+                if seq <= indexApplied {
+                    guard try txn.get(self.databases.byCorrelation, key: EventLog.correlationKey(record.envelope.correlationID, seq)) != nil else {
+                        return fail(seq, .secondaryIndex, "the correlation index has no entry for this record (applied up to \(indexApplied))")
+                    }
+                    guard try txn.get(self.databases.byActor, key: EventLog.actorKey(recipient, seq)) != nil else {
+                        return fail(seq, .secondaryIndex, "the actor index has no entry for this record (applied up to \(indexApplied))")
+                    }
                 }
                 lastOfActor[recipient] = seq
                 expectedPrevHash = LogWriter.sha256(value)

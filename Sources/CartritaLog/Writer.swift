@@ -41,6 +41,10 @@ final class LogWriter: @unchecked Sendable {
     var pendingIndex: [IndexEntry] = []
     var indexAppliedSeq: UInt64
     var lastSync = ContinuousClock.now
+    var lastReaderCheck = ContinuousClock.now
+    /// How often an idle writer clears reader slots left by dead processes (a dead reader's slot
+    /// pins old pages, so the file would grow without bound).
+    static let readerCheckInterval = Duration.seconds(30)
     let recordWriter = MsgPackWriter(initialCapacityBytes: 1 << 16)
 
     /// Published for readers on other threads (`EventLog.lastSeq`, `EventLog.writerMetrics`).
@@ -161,7 +165,8 @@ final class LogWriter: @unchecked Sendable {
             self.condition.lock()
             if self.queue.isEmpty && !self.stopping {
                 if self.pendingIndex.isEmpty && self.configuration.durability != .fast {
-                    self.condition.wait()
+                    // Wake at least once per reader-check interval, even with nothing to do.
+                    _ = self.condition.wait(until: Date(timeIntervalSinceNow: 30))
                 } else {
                     // Something to do when idle: index entries, or the periodic sync.
                     let wait = self.pendingIndex.isEmpty ? self.configuration.fastSyncIntervalMilliseconds : Self.indexIdleWaitMilliseconds
@@ -171,9 +176,14 @@ final class LogWriter: @unchecked Sendable {
             if self.queue.isEmpty {
                 let stopping = self.stopping
                 self.condition.unlock()
-                // Idle: catch the indexes up, sync in fast mode.
+                // Idle: catch the indexes up, sync in fast mode, clear dead readers now and then.
                 if !self.pendingIndex.isEmpty { self.applyIndexes(limit: self.configuration.maxIndexLagRecords) }
+                // Closing: leave the indexes complete, so the next open has no backlog to rebuild.
+                while stopping && !self.pendingIndex.isEmpty {
+                    guard self.applyIndexes(limit: self.configuration.maxIndexLagRecords) else { break }
+                }
                 self.syncIfDue(force: stopping)
+                self.clearStaleReadersIfDue()
                 if stopping {
                     self.condition.lock()
                     if self.queue.isEmpty {
@@ -305,7 +315,8 @@ final class LogWriter: @unchecked Sendable {
                 }
                 continue  // retry the whole batch in a bigger map: nothing was acknowledged
             } catch {
-                return batch.map { _ in .failure(EventLogError.wrap(error, "committing \(batch.count) records")) }
+                let failure = self.classify(error, context: "committing \(batch.count) records", neededBytes: batch.reduce(0) { $0 + $1.encoded.body.count })
+                return batch.map { _ in .failure(failure) }
             }
             // Committed: now, and only now, the writer's memory moves forward.
             self.nextSeq = nextSeq
@@ -317,6 +328,25 @@ final class LogWriter: @unchecked Sendable {
             self.published.unlock()
             return results
         }
+    }
+
+    /// LMDB reports a short write as EIO, which is what a full file system gives it: an I/O
+    /// failure while the file system has less room than the batch needs is `disk_full`.
+    func classify(_ error: any Error, context: String, neededBytes: Int) -> EventLogError {
+        var failure = EventLogError.wrap(error, context)
+        guard failure.code == .storage, let lmdb = failure.lmdbError, lmdb.code == .ioError || lmdb.code == .diskFull else {
+            return failure
+        }
+        var info = statvfs()
+        if statvfs(self.environment.path, &info) == 0 {
+            let freeBytes = Int(info.f_bavail) * Int(info.f_frsize)
+            // Pages are copied on write: a commit needs room for at least twice its records.
+            if freeBytes < 2 * neededBytes + (1 << 20) {
+                failure.code = .diskFull
+                failure.message = "\(context): the file system holding \(self.environment.path) is full (\(freeBytes) bytes free): \(lmdb)"
+            }
+        }
+        return failure
     }
 
     /// Doubles the map, up to `maxMapSizeBytes`. Returns an error when the cap is reached.
@@ -340,6 +370,17 @@ final class LogWriter: @unchecked Sendable {
         guard force || ContinuousClock.now - self.lastSync >= interval else { return }
         try? self.environment.sync(force: true)
         self.lastSync = ContinuousClock.now
+    }
+
+    func clearStaleReadersIfDue() {
+        guard ContinuousClock.now - self.lastReaderCheck >= Self.readerCheckInterval else { return }
+        self.lastReaderCheck = ContinuousClock.now
+        let cleared = (try? self.environment.readerCheck()) ?? 0
+        if cleared > 0 {
+            self.published.lock()
+            self.metrics.staleReadersCleared += cleared
+            self.published.unlock()
+        }
     }
 
     static func sha256(_ bytes: UnsafeRawBufferPointer) -> Digest32 {
@@ -424,6 +465,8 @@ public struct WriterMetrics: Sendable, Hashable {
     /// Time inside group commits (building records, hashing, LMDB puts, commit and sync).
     public var commitNanoseconds: Int64 = 0
     public var maxCommitNanoseconds: Int64 = 0
+    /// Reader slots of dead processes cleared by the idle writer.
+    public var staleReadersCleared = 0
 
     public var averageBatchRecords: Double { self.batches == 0 ? 0 : Double(self.records) / Double(self.batches) }
     public var averageCommitMilliseconds: Double { self.batches == 0 ? 0 : Double(self.commitNanoseconds) / Double(self.batches) / 1e6 }
