@@ -96,7 +96,7 @@ public struct CodecLimits: Hashable, Sendable {
         self.maxEnvelopeBytes = maxEnvelopeBytes
         self.maxStringBytes = maxStringBytes
         self.maxBinaryBytes = maxBinaryBytes
-        self.maxDepth = min(maxDepth, 31)
+        self.maxDepth = max(0, min(maxDepth, 31))  // the fast scan sizes its stack from this
         self.maxContainerEntries = maxContainerEntries
         self.envelope = envelope
     }

@@ -146,13 +146,14 @@ enum ObjectReader {
         MessageID(bytes: try Self.fixedBinary(object, count: 16, path))!
     }
 
-    static func enumeration<E: RawRepresentable>(_ object: Object, _ type: E.Type, _ path: FieldPath) throws(CodecError) -> E
-    where E.RawValue == String {
+    /// An enum value matched by its bytes against the spec strings: no String is built and no
+    /// string switch runs on the hot path. A miss is judged as before: invalid UTF-8 first, then
+    /// an unknown value.
+    static func enumeration<E: ByteMatchedEnum>(_ object: Object, _ type: E.Type, _ path: FieldPath) throws(CodecError) -> E {
+        let bytes = try Self.stringBytes(object, path)
+        if let index = E.byteTable.names.index(of: bytes) { return E.byteTable.cases[index] }
         let text = try Self.string(object, path)
-        guard let value = E(rawValue: text) else {
-            throw CodecError(.invalidEnumValue, path: path.description, "\(text) is not a valid \(E.self)")
-        }
-        return value
+        throw CodecError(.invalidEnumValue, path: path.description, "\(text) is not a valid \(E.self)")
     }
 
     static func array(_ object: Object, _ path: FieldPath) throws(CodecError) -> UnsafeBufferPointer<msgpack_object> {
@@ -222,12 +223,13 @@ enum ObjectReader {
         guard object.type == MSGPACK_OBJECT_MAP else { throw Self.wrongType(object, expected: "map", path) }
         let pairs = UnsafeBufferPointer(start: object.via.map.ptr, count: Int(object.via.map.size))
         var seen: UInt64 = 0
+        var next = 0  // canonical encoders write the fields in table order: try that one first
         for pair in pairs {
             guard pair.key.type == MSGPACK_OBJECT_STR else {
                 throw CodecError(.wrongType, path: path.description, "field names must be strings, got \(Self.typeName(pair.key))")
             }
             let key = UnsafeRawBufferPointer(start: pair.key.via.str.ptr, count: Int(pair.key.via.str.size))
-            guard let index = fields.index(of: key) else {
+            guard let index = fields.index(of: key, startingAt: next) else {
                 let name = String(decoding: key, as: UTF8.self)
                 throw CodecError(.unknownKey, path: Self.join(path, name).description, "\(name) is not a field here")
             }
@@ -236,6 +238,7 @@ enum ObjectReader {
                 throw CodecError(.duplicateKey, path: Self.join(path, fields.names[index]).description, "field appears more than once")
             }
             seen |= bit
+            next = index + 1
             try body(index, pair.val)
         }
         return seen
@@ -256,6 +259,28 @@ enum ObjectReader {
     }
 }
 
+/// The cases of a string enum, matched by bytes (see `ObjectReader.enumeration`).
+struct EnumTable<E: RawRepresentable & CaseIterable>: Sendable where E.RawValue == String, E: Sendable {
+    let names: FieldTable
+    let cases: [E]
+
+    init() {
+        self.cases = Array(E.allCases)
+        self.names = FieldTable(self.cases.map(\.rawValue))
+    }
+}
+
+protocol ByteMatchedEnum: RawRepresentable, CaseIterable, Sendable where RawValue == String {
+    static var byteTable: EnumTable<Self> { get }
+}
+
+extension Priority: ByteMatchedEnum { static let byteTable = EnumTable<Priority>() }
+extension MessageType: ByteMatchedEnum { static let byteTable = EnumTable<MessageType>() }
+extension DeliveryMode: ByteMatchedEnum { static let byteTable = EnumTable<DeliveryMode>() }
+extension HealthStatus: ByteMatchedEnum { static let byteTable = EnumTable<HealthStatus>() }
+extension TaskStatus: ByteMatchedEnum { static let byteTable = EnumTable<TaskStatus>() }
+extension QualityLevel: ByteMatchedEnum { static let byteTable = EnumTable<QualityLevel>() }
+
 /// Field names of one map, matched by bytes without building Strings.
 struct FieldTable: Sendable {
     let names: [String]
@@ -272,19 +297,26 @@ struct FieldTable: Sendable {
     /// are rejected with two integer compares and no memcmp.
     let prefixes: [(count: Int, word: UInt64)]
 
+    /// The index of `key`, trying `startingAt` first (a guess, any value is safe), then all.
     @inline(__always)
-    func index(of key: UnsafeRawBufferPointer) -> Int? {
+    func index(of key: UnsafeRawBufferPointer, startingAt guess: Int = 0) -> Int? {
         let count = key.count
         guard count > 0 else { return nil }
         let word = Self.prefixWord(key)
-        for index in 0..<self.prefixes.count where self.prefixes[index].count == count && self.prefixes[index].word == word {
-            if count <= 8 { return index }
-            let equal = self.utf8[index].withUnsafeBytes { name in
-                memcmp(name.baseAddress! + 8, key.baseAddress! + 8, count - 8) == 0
-            }
-            if equal { return index }
+        if guess > 0 && guess < self.prefixes.count && self.matches(guess, key, count, word) { return guess }
+        for index in 0..<self.prefixes.count where self.matches(index, key, count, word) {
+            return index
         }
         return nil
+    }
+
+    @inline(__always)
+    func matches(_ index: Int, _ key: UnsafeRawBufferPointer, _ count: Int, _ word: UInt64) -> Bool {
+        guard self.prefixes[index].count == count && self.prefixes[index].word == word else { return false }
+        if count <= 8 { return true }
+        return self.utf8[index].withUnsafeBytes { name in
+            memcmp(name.baseAddress! + 8, key.baseAddress! + 8, count - 8) == 0
+        }
     }
 
     @inline(__always)
@@ -321,6 +353,7 @@ struct FieldPath: ExpressibleByStringLiteral, CustomStringConvertible {
 
     /// A name under the root (`$`) or an empty parent stands alone: `ttl_ms`, not `$.ttl_ms`.
     var description: String {
+        guard self.name != nil || self.index >= 0 else { return self.parent }
         var text = self.parent
         if let name = self.name { text = text.isEmpty || text == "$" ? name : text + "." + name }
         if self.index >= 0 { text += "[\(self.index)]" }

@@ -18,7 +18,6 @@ public struct EnvelopeError: Error, Hashable, Sendable, CustomStringConvertible 
         public static let invalidTraceID = Code(rawValue: "invalid_trace_id")
         public static let invalidSpanID = Code(rawValue: "invalid_span_id")
         public static let broadcastToNonSupervisor = Code(rawValue: "broadcast_to_non_supervisor")
-        public static let selfAddressed = Code(rawValue: "self_addressed")
         public static let invalidTaskType = Code(rawValue: "invalid_task_type")
         public static let invalidConstraint = Code(rawValue: "invalid_constraint")
         public static let invalidFile = Code(rawValue: "invalid_file")
@@ -130,10 +129,11 @@ extension MessageContext {
         guard self.customAttributes.count <= limits.maxEntries else {
             throw EnvelopeError(.tooManyEntries, path: "context.custom_attributes", "more than \(limits.maxEntries) attributes")
         }
-        var seen = Set<String>()
+        // Keys compared by UTF-8 bytes, as on the wire (see `MCPValue.firstDuplicateKey`).
+        var seen = Set<[UInt8]>()
         for attribute in self.customAttributes {
             let path = "context.custom_attributes.\(attribute.key)"
-            guard seen.insert(attribute.key).inserted else {
+            guard seen.insert(Array(attribute.key.utf8)).inserted else {
                 throw EnvelopeError(.duplicateKey, path: path, "attribute given twice")
             }
             try Validate.text(attribute.key, path, limits)

@@ -40,22 +40,24 @@ public enum MCPValue: Hashable, Sendable {
         return entries.first { $0.key == key }?.value
     }
 
-    /// The first key that appears twice, if any. Small maps (the usual case) compare pairwise;
-    /// a Set is only built for large ones.
+    /// The first key that appears twice, if any. Keys are compared by their UTF-8 bytes, as
+    /// msgpack stores them: Swift's `==` on String would treat "é" and "e\u{301}" (two
+    /// different keys on the wire) as one. Small maps (the usual case) compare pairwise; a Set
+    /// of byte arrays is only built for large ones.
     public static func firstDuplicateKey(_ entries: [MapEntry]) -> String? {
         let count = entries.count
         guard count > 1 else { return nil }
         if count <= 16 {
             for later in 1..<count {
-                for earlier in 0..<later where entries[earlier].key == entries[later].key {
+                for earlier in 0..<later where entries[earlier].key.utf8.elementsEqual(entries[later].key.utf8) {
                     return entries[later].key
                 }
             }
             return nil
         }
-        var seen = Set<String>()
+        var seen = Set<[UInt8]>()
         seen.reserveCapacity(count)
-        for entry in entries where !seen.insert(entry.key).inserted { return entry.key }
+        for entry in entries where !seen.insert(Array(entry.key.utf8)).inserted { return entry.key }
         return nil
     }
 

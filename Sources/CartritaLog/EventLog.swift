@@ -269,9 +269,12 @@ public final class EventLog: @unchecked Sendable {
 
     func submit(_ pending: PendingRecord) async throws(EventLogError) -> UInt64 {
         let writer = try self.writerOrThrow()
-        let result: Result<UInt64, EventLogError> = await withCheckedContinuation { continuation in
+        // Unsafe (unchecked) continuation: this is the hot path of every append, and each path
+        // below resumes it exactly once: the writer calls the completion once per record, or
+        // enqueue throws and the catch resumes.
+        let result: Result<UInt64, EventLogError> = await withUnsafeContinuation { continuation in
             do throws(EventLogError) {
-                try writer.enqueue([pending.with { continuation.resume(returning: $0) }])
+                try writer.enqueue(one: pending.with { continuation.resume(returning: $0) })
             } catch {
                 continuation.resume(returning: .failure(error))
             }

@@ -126,6 +126,19 @@ final class LogWriter: @unchecked Sendable {
 
     // MARK: Producers' side
 
+    /// One record, without the array of the batch form (the common case, once per append).
+    func enqueue(one record: PendingRecord) throws(EventLogError) {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        guard !self.stopping else { throw EventLogError(.closed, "the log is closed") }
+        guard self.queuedRecords < self.configuration.maxQueuedRecords else {
+            throw EventLogError(.overloaded, "\(self.queuedRecords) records already wait for the writer (limit \(self.configuration.maxQueuedRecords))")
+        }
+        self.queue.append(.append(record))
+        self.queuedRecords += 1
+        self.condition.signal()
+    }
+
     func enqueue(_ records: [PendingRecord]) throws(EventLogError) {
         self.condition.lock()
         defer { self.condition.unlock() }

@@ -1,6 +1,7 @@
-import CartritaCodec
 import CartritaEnvelope
 import XCTest
+
+@testable import CartritaCodec
 
 /// Random damage to valid encodings: the decoder either succeeds or throws a `CodecError`, never
 /// crashes; and whatever it accepts re-encodes to bytes that decode to the same value.
@@ -112,10 +113,49 @@ final class MutationRobustnessTests: XCTestCase {
             }
             // Never crash on the generic value API either.
             _ = try? decoder.decodeValue(input)
+            // The fast structural scan accepts exactly what the path-tracking scan accepts.
+            input.withUnsafeBytes { raw in
+                guard raw.count > 0 else { return }
+                var slow = Preflight(bytes: raw, limits: .default)
+                let slowAccepts = (try? slow.run()) != nil
+                if Preflight.fastScan(raw, limits: .default) != slowAccepts {
+                    XCTFail("fast scan says \(!slowAccepts), slow scan says \(slowAccepts), \(context)")
+                }
+            }
         }
         print("mutation test (seed \(Self.seed)): \(Self.iterations) inputs, \(accepted) envelopes and \(acceptedRecords) records accepted; errors: \(codes.sorted { $0.key < $1.key })")
         XCTAssertGreaterThan(accepted + acceptedRecords, 100, "some mutations (e.g. flipped bits inside strings) should still decode")
         XCTAssertGreaterThan(codes.count, 8, "mutations should reach many different checks")
+    }
+
+    /// The fast and slow structural scans agree under tight limits too (every limit is hit).
+    func testFastAndSlowScansAgreeUnderTightLimits() throws {
+        var generator = EnvelopeGenerator(seed: 0xF022_0003)
+        generator.allowBig = false
+        let encoder = EnvelopeEncoder()
+        var mutator = Mutator(random: SplitMix64(seed: 0xF022_0003))
+        let limitSets = [
+            CodecLimits(maxStringBytes: 8, maxBinaryBytes: 8, maxDepth: 3, maxContainerEntries: 4),
+            CodecLimits(maxStringBytes: 0, maxBinaryBytes: 0, maxDepth: 1, maxContainerEntries: 15),
+            CodecLimits(maxDepth: 0),
+            CodecLimits(maxDepth: -3, maxContainerEntries: -1),
+        ]
+        var disagreements = 0
+        for index in 0..<3_000 {
+            let base = try encoder.encode(generator.envelope(type: MessageType.allCases[index % MessageType.allCases.count]))
+            let input = index % 2 == 0 ? base : mutator.mutate(base, donor: base)
+            for limits in limitSets {
+                input.withUnsafeBytes { raw in
+                    guard raw.count > 0 else { return }
+                    var slow = Preflight(bytes: raw, limits: limits)
+                    let slowAccepts = (try? slow.run()) != nil
+                    if Preflight.fastScan(raw, limits: limits) != slowAccepts { disagreements += 1 }
+                }
+                // And decoding under nonsense limits fails cleanly instead of crashing.
+                _ = try? EnvelopeDecoder(limits: limits).decode(input)
+            }
+        }
+        XCTAssertEqual(disagreements, 0)
     }
 
     /// Pure random bytes, of every small length, never crash.

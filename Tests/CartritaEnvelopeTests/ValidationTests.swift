@@ -381,3 +381,18 @@ final class ValidationTests: XCTestCase {
         XCTAssertEqual(EnvelopeError.Code.broadcastToNonSupervisor.rawValue, "broadcast_to_non_supervisor")
     }
 }
+
+final class KeyIdentityTests: XCTestCase {
+    /// "é" (U+00E9) and "e" + U+0301 are equal Swift strings but different msgpack keys: both
+    /// must be accepted as distinct, in small and large maps and in custom attributes.
+    func testCanonicallyEquivalentKeysAreDistinct() {
+        let composed = "\u{e9}"
+        let decomposed = "e\u{301}"
+        XCTAssertEqual(composed, decomposed, "Swift treats them as equal; the wire does not")
+        XCTAssertNil(MCPValue.firstDuplicateKey([.init(composed, 1), .init(decomposed, 2)]))
+        let large = (0..<40).map { MCPValue.MapEntry("k\($0)", .int(Int64($0))) } + [.init(composed, 1), .init(decomposed, 2)]
+        XCTAssertNil(MCPValue.firstDuplicateKey(large))
+        XCTAssertEqual(MCPValue.firstDuplicateKey(large + [.init("k3", 0)]), "k3")
+        XCTAssertEqual(MCPValue.firstDuplicateKey([.init("a", 1), .init("b", 1), .init("a", 2)]), "a")
+    }
+}
