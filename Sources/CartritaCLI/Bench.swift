@@ -37,12 +37,11 @@ struct BenchLog: AsyncParsableCommand {
         let encodeNs = Self.encodeNanoseconds(template)
         let decodeNs = Self.decodeNanoseconds(template)
 
-        // Raw LMDB: the same record bytes, batched 1024 to a durable commit, no encoding or hashing.
         let sampleRecord = Self.recordBytes(template)
-        let raw = try Self.rawLMDB(path: scratch + "/raw", recordBytes: sampleRecord, seconds: self.seconds)
 
         var appends: [(String, [(String, JSON)])] = []
         var writers: [(String, JSON)] = []
+        var writerMetrics: [String: WriterMetrics] = [:]
         for config in self.configs.split(separator: ",") {
             let parts = config.split(separator: ":")
             guard parts.count == 2, let mode = Durability(rawValue: String(parts[0])), let producers = Int(parts[1]), producers > 0 else {
@@ -65,8 +64,18 @@ struct BenchLog: AsyncParsableCommand {
                     ("max_commit_ms", .double((Double(metrics.maxCommitNanoseconds) / 1e3).rounded() / 1e3)),
                 ])
             ))
+            writerMetrics["\(mode.rawValue):\(producers)"] = metrics
             if !self.json { print("appends/s \(mode.rawValue) \(producers) producers: \(Int(rate))") }
         }
+
+        // Raw LMDB, durable, the same record bytes, no encoding, hashing or indexes: once with
+        // 1024 records per commit, once with the batch size the log itself reached with 1024
+        // producers ("the same batching"): each producer waits for its own acknowledgement, so
+        // they split into two groups that alternate between committing and gathering.
+        let raw = try Self.rawLMDB(path: scratch + "/raw", recordBytes: sampleRecord, batchRecords: 1024, seconds: self.seconds)
+        let logBatch = writerMetrics["durable:1024"].map { Int($0.averageBatchRecords.rounded()) } ?? 1024
+        let rawSameBatching = try Self.rawLMDB(
+            path: scratch + "/raw-same", recordBytes: sampleRecord, batchRecords: max(logBatch, 1), seconds: self.seconds)
 
         // A large log for scanning, written with 1024 producers in fast mode then synced.
         let bigPath = self.data ?? (scratch + "/big")
@@ -78,6 +87,7 @@ struct BenchLog: AsyncParsableCommand {
         let appendsJSON: JSON = .object(appends.map { row in (row.0, JSON.object(row.1)) })
         let bytesPerRecord = (Double(fileBytes) / Double(max(written, 1))).rounded()
         let ratio = (raw / max(durable1024, 1) * 100).rounded() / 100
+        let ratioSameBatching = (rawSameBatching / max(durable1024, 1) * 100).rounded() / 100
         let result: JSON = .object([
             ("appends_per_s", appendsJSON),
             ("encode_ns", .double(encodeNs.rounded())),
@@ -88,6 +98,9 @@ struct BenchLog: AsyncParsableCommand {
             ("payload_bytes", .int(Int64(self.payloadBytes))),
             ("raw_lmdb_appends_per_s", .double(raw.rounded())),
             ("durable_1024_vs_raw_ratio", .double(ratio)),
+            ("raw_lmdb_same_batching_appends_per_s", .double(rawSameBatching.rounded())),
+            ("raw_same_batching_records_per_commit", .int(Int64(logBatch))),
+            ("durable_1024_vs_raw_same_batching_ratio", .double(ratioSameBatching)),
             ("scan_log_records", .int(Int64(written))),
             ("writer", .object(writers)),
             ("seconds_per_config", .double(self.seconds)),
@@ -136,9 +149,10 @@ struct BenchLog: AsyncParsableCommand {
         return (ContinuousClock.now - start).seconds * 1e9 / Double(iterations)
     }
 
-    /// Raw LMDB, durable, 1024 records per commit with MDB_APPEND: the ceiling for the log.
-    static func rawLMDB(path: String, recordBytes: [UInt8], seconds: Double) throws -> Double {
-        let environment = try LMDBEnvironment(path: path, configuration: .init(mapSizeBytes: 4 << 30))
+    /// Raw LMDB, durable, `batchRecords` records per commit with MDB_APPEND: the ceiling for the log.
+    static func rawLMDB(path: String, recordBytes: [UInt8], batchRecords: Int, seconds: Double) throws -> Double {
+        // Address space only: without MDB_WRITEMAP LMDB does not preallocate the file.
+        let environment = try LMDBEnvironment(path: path, configuration: .init(mapSizeBytes: 1 << 36))
         defer { try? environment.close() }
         let database = try environment.openDatabase(name: "raw")
         var seq: UInt64 = 0
@@ -146,7 +160,7 @@ struct BenchLog: AsyncParsableCommand {
         let deadline = start + .milliseconds(Int(seconds * 1000))
         while ContinuousClock.now < deadline {
             try environment.write { txn in
-                for _ in 0..<1024 {
+                for _ in 0..<batchRecords {
                     seq += 1
                     try txn.put(database, key: LMDBBigEndianKey(seq), value: recordBytes, flags: .append)
                 }

@@ -407,15 +407,23 @@ public final class EnvelopeDecoder {
         var version: UInt64 = 0
         var builder = EnvelopeBuilder(interner: self.interner)
         let headerCount = Fields.recordHeaderCount
+        // The version decides how everything else is read, so it is judged first, wherever it
+        // sits in the map: a newer record is `unsupported_version`, never an `unknown_key` of a
+        // field this build does not know yet. The writer puts it first, so this finds it at once.
+        let pairs = UnsafeBufferPointer(start: root.via.map.ptr, count: Int(root.via.map.size))
+        guard let versionPair = pairs.first(where: { Self.isVersionKey($0.key) }) else {
+            throw CodecError(.missingKey, path: "v", "record format version is missing")
+        }
+        version = try ObjectReader.uint64(versionPair.val, "v")
+        guard version == UInt64(RecordHeader.formatVersion) else {
+            throw CodecError(
+                .unsupportedVersion, path: "v",
+                "record format \(version); this build reads format \(RecordHeader.formatVersion)")
+        }
         let seen = try ObjectReader.fields(root, Fields.record, "$") { (index, value) throws(CodecError) in
             switch index {
             case 0:
-                version = try ObjectReader.uint64(value, "v")
-                guard version == UInt64(RecordHeader.formatVersion) else {
-                    throw CodecError(
-                        .unsupportedVersion, path: "v",
-                        "record format \(version); this build reads format \(RecordHeader.formatVersion)")
-                }
+                break  // judged above
             case 1: header.seq = try ObjectReader.uint64(value, "seq")
             case 2: header.prevHash = Digest32(bytes: try ObjectReader.fixedBinary(value, count: 32, "prev_hash"))
             case 3: header.actorPrevSeq = try ObjectReader.uint64(value, "actor_prev_seq")
@@ -424,12 +432,13 @@ public final class EnvelopeDecoder {
             default: try builder.set(index - headerCount, value)
             }
         }
-        // Check the version before anything else is judged: a newer record may differ in shape.
-        if seen & 1 == 0 {
-            throw CodecError(.missingKey, path: "v", "record format version is missing")
-        }
         try ObjectReader.require(seen, Fields.recordRequired, Fields.record, "$")
         return LogRecord(header: header, envelope: try builder.finish(limits: self.limits))
+    }
+
+    @inline(__always)
+    static func isVersionKey(_ key: msgpack_object) -> Bool {
+        key.type == MSGPACK_OBJECT_STR && key.via.str.size == 1 && key.via.str.ptr.pointee == CChar(UInt8(ascii: "v"))
     }
 
     /// Size limit, structural scan, then msgpack-c. The result lives in `zone` until cleared.

@@ -391,3 +391,39 @@ final class HardenedDecoderTests: XCTestCase {
         XCTAssertEqual(invalid.description, "invalid_envelope at ttl_ms [invalid_ttl]: invalid_ttl: must be > 0")
     }
 }
+
+/// The record's `v` is judged before any other key, wherever it sits in the map.
+final class RecordVersionOrderTests: XCTestCase {
+    /// A hand-written record map: `pairs` are (key, msgpack bytes of the value).
+    func record(_ pairs: [(String, [UInt8])]) -> [UInt8] {
+        var bytes: [UInt8] = [0xde, UInt8(pairs.count >> 8), UInt8(pairs.count & 0xff)]
+        for (key, value) in pairs {
+            bytes.append(0xa0 | UInt8(key.utf8.count))
+            bytes += Array(key.utf8)
+            bytes += value
+        }
+        return bytes
+    }
+
+    func testNewerVersionAfterAnUnknownKeyIsUnsupportedVersion() {
+        let bytes = self.record([("future_field", [0x01]), ("v", [0x02])])
+        XCTAssertThrowsError(try EnvelopeDecoder().decodeRecord(bytes)) { error in
+            XCTAssertEqual((error as? CodecError)?.code, .unsupportedVersion, "\(error)")
+        }
+    }
+
+    func testMissingVersionWithAnUnknownKeyIsMissingKey() {
+        let bytes = self.record([("future_field", [0x01]), ("seq", [0x01])])
+        XCTAssertThrowsError(try EnvelopeDecoder().decodeRecord(bytes)) { error in
+            XCTAssertEqual((error as? CodecError)?.code, .missingKey, "\(error)")
+            XCTAssertEqual((error as? CodecError)?.path, "v")
+        }
+    }
+
+    func testVersionOneAfterOtherKeysStillDecodesByVersionOneRules() {
+        let bytes = self.record([("future_field", [0x01]), ("v", [0x01])])
+        XCTAssertThrowsError(try EnvelopeDecoder().decodeRecord(bytes)) { error in
+            XCTAssertEqual((error as? CodecError)?.code, .unknownKey, "\(error)")
+        }
+    }
+}
