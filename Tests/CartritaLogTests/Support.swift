@@ -83,17 +83,9 @@ func expectLogError<T>(
     _ code: EventLogError.Code, _ what: String = "", file: StaticString = #filePath, line: UInt = #line,
     _ body: () async throws -> T
 ) async -> EventLogError? {
-    do {
-        let value = try await body()
-        XCTFail("\(what): expected \(code), got success \(value)", file: file, line: line)
-        return nil
-    } catch let error as EventLogError {
-        XCTAssertEqual(error.code, code, "\(what): \(error)", file: file, line: line)
-        return error
-    } catch {
-        XCTFail("\(what): expected EventLogError \(code), got \(error)", file: file, line: line)
-        return nil
-    }
+    let result: Result<T, any Error>
+    do { result = .success(try await body()) } catch { result = .failure(error) }
+    return checkLogError(code, what, result, file: file, line: line)
 }
 
 @discardableResult
@@ -101,14 +93,21 @@ func expectLogErrorSync<T>(
     _ code: EventLogError.Code, _ what: String = "", file: StaticString = #filePath, line: UInt = #line,
     _ body: () throws -> T
 ) -> EventLogError? {
-    do {
-        let value = try body()
+    checkLogError(code, what, Result { try body() }, file: file, line: line)
+}
+
+/// The assertion both forms share: the body must have failed with an `EventLogError` of `code`.
+func checkLogError<T>(
+    _ code: EventLogError.Code, _ what: String, _ result: Result<T, any Error>, file: StaticString, line: UInt
+) -> EventLogError? {
+    switch result {
+    case .success(let value):
         XCTFail("\(what): expected \(code), got success \(value)", file: file, line: line)
         return nil
-    } catch let error as EventLogError {
+    case .failure(let error as EventLogError):
         XCTAssertEqual(error.code, code, "\(what): \(error)", file: file, line: line)
         return error
-    } catch {
+    case .failure(let error):
         XCTFail("\(what): expected EventLogError \(code), got \(error)", file: file, line: line)
         return nil
     }
