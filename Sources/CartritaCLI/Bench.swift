@@ -24,6 +24,8 @@ struct BenchLog: AsyncParsableCommand {
     @Option(help: "Bytes of input data in each envelope's payload.") var payloadBytes: Int = 512
     @Option(help: "Append configurations to run, as MODE:PRODUCERS,... (default: the issue's set).")
     var configs: String = "durable:1,durable:64,durable:1024,relaxed:1024,fast:1024"
+    @Option(help: "Group-commit linger of the appending logs, in microseconds (0: none).")
+    var lingerMicroseconds: Int = EventLogConfiguration().groupCommitLingerMicroseconds
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() async throws {
@@ -49,7 +51,7 @@ struct BenchLog: AsyncParsableCommand {
             }
             let (rate, metrics) = try await Self.appendRate(
                 path: scratch + "/\(mode.rawValue)-\(producers)", durability: mode, producers: producers,
-                seconds: self.seconds, template: template)
+                seconds: self.seconds, template: template, lingerMicroseconds: self.lingerMicroseconds)
             if let row = appends.firstIndex(where: { $0.0 == mode.rawValue }) {
                 appends[row].1.append((String(producers), .double(rate.rounded())))
             } else {
@@ -104,6 +106,7 @@ struct BenchLog: AsyncParsableCommand {
             ("scan_log_records", .int(Int64(written))),
             ("writer", .object(writers)),
             ("seconds_per_config", .double(self.seconds)),
+            ("group_commit_linger_us", .int(Int64(self.lingerMicroseconds))),
         ])
         if self.json {
             printJSON(result)
@@ -171,9 +174,10 @@ struct BenchLog: AsyncParsableCommand {
 
     /// Fresh ids for every append (the log refuses duplicates), from each producer's own generator.
     static func appendRate(
-        path: String, durability: Durability, producers: Int, seconds: Double, template: Envelope
+        path: String, durability: Durability, producers: Int, seconds: Double, template: Envelope, lingerMicroseconds: Int
     ) async throws -> (Double, WriterMetrics) {
-        let log = try EventLog(path: path, configuration: EventLogConfiguration(durability: durability))
+        let log = try EventLog(
+            path: path, configuration: EventLogConfiguration(durability: durability, groupCommitLingerMicroseconds: lingerMicroseconds))
         let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
         let start = ContinuousClock.now
         let count = try await Self.produce(log: log, producers: producers, template: template) { _ in ContinuousClock.now < deadline }

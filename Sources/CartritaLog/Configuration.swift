@@ -26,6 +26,10 @@ public struct EventLogConfiguration: Sendable {
     public var maxBatchRecords: Int
     /// Group commit: stop adding to a batch past this many bytes of records.
     public var maxBatchBytes: Int
+    /// Group commit: when fewer records wait than the previous batch held, wait at most this
+    /// long for the rest before committing (0: never wait). Trades a little latency for fewer
+    /// syncs per record when many producers each wait for their own acknowledgement.
+    public var groupCommitLingerMicroseconds: Int
     /// Producers waiting for the writer beyond this count are refused with `overloaded`.
     public var maxQueuedRecords: Int
     /// In `fast` mode, how often the writer syncs.
@@ -46,6 +50,7 @@ public struct EventLogConfiguration: Sendable {
         maxBatchRecords: Int = 4096,
         maxBatchBytes: Int = 16 << 20,
         maxQueuedRecords: Int = 1 << 20,
+        groupCommitLingerMicroseconds: Int = 200,
         fastSyncIntervalMilliseconds: Int = 100,
         maxIndexLagRecords: Int = 65_536,
         snapshotsKeptPerActor: Int = 3,
@@ -58,6 +63,7 @@ public struct EventLogConfiguration: Sendable {
         self.maxBatchRecords = maxBatchRecords
         self.maxBatchBytes = maxBatchBytes
         self.maxQueuedRecords = maxQueuedRecords
+        self.groupCommitLingerMicroseconds = groupCommitLingerMicroseconds
         self.fastSyncIntervalMilliseconds = fastSyncIntervalMilliseconds
         self.maxIndexLagRecords = maxIndexLagRecords
         self.snapshotsKeptPerActor = snapshotsKeptPerActor

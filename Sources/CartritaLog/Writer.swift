@@ -41,6 +41,8 @@ final class LogWriter: @unchecked Sendable {
     var pendingIndex: [IndexEntry] = []
     var indexAppliedSeq: UInt64
     var lastSync = ContinuousClock.now
+    /// Size of the previous batch, for the group-commit linger.
+    var lastBatchRecords = 0
     var lastReaderCheck = ContinuousClock.now
     /// How often an idle writer clears reader slots left by dead processes (a dead reader's slot
     /// pins old pages, so the file would grow without bound).
@@ -212,6 +214,17 @@ final class LogWriter: @unchecked Sendable {
                 }
                 continue
             }
+            // Linger: when fewer records wait than the last batch held, the producers that batch
+            // acknowledged are probably about to append again; waiting a moment lets them join
+            // this commit instead of paying for the next sync. Bounded, and off when set to 0.
+            if self.configuration.groupCommitLingerMicroseconds > 0, self.queuedRecords > 0,
+                self.queuedRecords < min(self.lastBatchRecords, self.configuration.maxBatchRecords), !self.stopping
+            {
+                let deadline = Date(timeIntervalSinceNow: Double(self.configuration.groupCommitLingerMicroseconds) / 1e6)
+                while self.queuedRecords < min(self.lastBatchRecords, self.configuration.maxBatchRecords), !self.stopping {
+                    if !self.condition.wait(until: deadline) { break }
+                }
+            }
             // Take a batch: consecutive appends up to the caps, or one other request.
             var batch: [PendingRecord] = []
             var other: Request?
@@ -238,6 +251,7 @@ final class LogWriter: @unchecked Sendable {
             self.condition.unlock()
 
             if !batch.isEmpty {
+                self.lastBatchRecords = batch.count
                 let commitStart = ContinuousClock.now
                 let results = self.commit(batch)
                 let commitNanoseconds = (ContinuousClock.now - commitStart).nanoseconds
