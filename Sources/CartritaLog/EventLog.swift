@@ -36,7 +36,8 @@ public final class EventLog: @unchecked Sendable {
     let environment: LMDBEnvironment
     let databases: Databases
     let writer: LogWriter?
-    let lockDescriptor: Int32
+    /// Held while the log is open for writing; nil when read-only.
+    let writerLock: WriterLock?
     let encoders: EncoderPool
 
     struct Databases: Sendable {
@@ -79,18 +80,8 @@ public final class EventLog: @unchecked Sendable {
         }
         self.path = path
 
-        var descriptor: Int32 = -1
-        if !configuration.readOnly {
-            descriptor = open(path + "/writer.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
-            guard descriptor >= 0 else {
-                throw EventLogError(.storage, "cannot open \(path)/writer.lock: errno \(errno)")
-            }
-            guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-                Glibc.close(descriptor)
-                throw EventLogError(.locked, "another process is writing to \(path)")
-            }
-        }
-        self.lockDescriptor = descriptor
+        let writerLock = configuration.readOnly ? nil : try WriterLock.acquire(folder: path)
+        self.writerLock = writerLock
 
         var flags: LMDBEnvironmentFlags = []
         switch configuration.durability {
@@ -124,10 +115,10 @@ public final class EventLog: @unchecked Sendable {
                 return databases
             }
         } catch let error as LMDBError where error.code == .notFound && configuration.readOnly {
-            if descriptor >= 0 { Glibc.close(descriptor) }
+            writerLock?.release()
             throw EventLogError(.notFound, "no event log in \(path)")
         } catch {
-            if descriptor >= 0 { Glibc.close(descriptor) }
+            writerLock?.release()
             throw EventLogError.wrap(error, "opening \(path)")
         }
 
@@ -145,7 +136,7 @@ public final class EventLog: @unchecked Sendable {
             }
             self.writer = configuration.readOnly ? nil : try LogWriter(environment: environment, databases: self.databases, configuration: configuration)
         } catch {
-            if descriptor >= 0 { Glibc.close(descriptor) }
+            writerLock?.release()
             throw EventLogError.wrap(error, "opening \(path)")
         }
         self.writer?.start()
@@ -156,17 +147,12 @@ public final class EventLog: @unchecked Sendable {
     public func close() {
         self.writer?.stop()
         try? self.environment.close()
-        if self.lockDescriptor >= 0 {
-            flock(self.lockDescriptor, LOCK_UN)
-            Glibc.close(self.lockDescriptor)
-        }
+        self.writerLock?.release()
     }
 
     deinit {
+        // The writer commits what is queued first; the lock goes after (WriterLock's deinit).
         self.writer?.stop()
-        if self.lockDescriptor >= 0 {
-            Glibc.close(self.lockDescriptor)
-        }
     }
 
     /// The map size an existing data file needs, so reopening never maps less than is there.
@@ -397,4 +383,40 @@ final class EncoderPool: @unchecked Sendable {
         }
         return try body(encoder)
     }
+}
+
+/// `writer.lock` in the data folder, held with `flock` while a log is open for writing, so a
+/// second writer (this process or another) is refused with `locked`. The descriptor is released
+/// exactly once, by `close()` or at the latest by deinit: closing it twice could close an
+/// unrelated file that reused the number.
+final class WriterLock: @unchecked Sendable {
+    private let mutex = NSLock()
+    private var descriptor: Int32
+
+    private init(descriptor: Int32) {
+        self.descriptor = descriptor
+    }
+
+    static func acquire(folder: String) throws(EventLogError) -> WriterLock {
+        let descriptor = open(folder + "/writer.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw EventLogError(.storage, "cannot open \(folder)/writer.lock: errno \(errno)")
+        }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            Glibc.close(descriptor)
+            throw EventLogError(.locked, "another process is writing to \(folder)")
+        }
+        return WriterLock(descriptor: descriptor)
+    }
+
+    func release() {
+        self.mutex.lock()
+        defer { self.mutex.unlock() }
+        guard self.descriptor >= 0 else { return }
+        flock(self.descriptor, LOCK_UN)
+        Glibc.close(self.descriptor)
+        self.descriptor = -1
+    }
+
+    deinit { self.release() }
 }

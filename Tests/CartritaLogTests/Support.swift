@@ -172,6 +172,7 @@ struct IndexModel {
 /// Opens the closed log folder with LMDB directly and runs `body` in one write transaction.
 /// `open(name)` gives a named database of the log. The EventLog of that folder must be closed:
 /// LMDB forbids opening one environment twice in a process.
+@discardableResult
 func withRawLog<R>(_ path: String, _ body: (LMDBWriteTransaction, (String) throws -> LMDBDatabase) throws -> R) throws -> R {
     let fileBytes = (try? FileManager.default.attributesOfItem(atPath: path + "/data.mdb")[.size] as? NSNumber)?.intValue ?? 0
     let environment = try LMDBEnvironment(
@@ -190,7 +191,7 @@ func actorKey(_ actor: String, _ seq: UInt64) -> [UInt8] { Array(actor.utf8) + [
 /// All keys of a database, copied out.
 func allKeys(_ txn: LMDBReadTransaction, _ database: LMDBDatabase) throws -> [[UInt8]] {
     var keys: [[UInt8]] = []
-    try txn.withCursor(database) { cursor in
+    _ = try txn.withCursor(database) { cursor in
         try cursor.forEach { key, _ in
             keys.append([UInt8](key))
             return true
