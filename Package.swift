@@ -6,6 +6,8 @@ import PackageDescription
 //   CartritaCodec     (msgpack through msgpack-c)                -> Envelope, CMsgPack
 //   CartritaLMDB      (thin safe layer over liblmdb)             -> CLMDB
 //   CartritaLog       (LMDB event log, snapshots, indexes)       -> Codec, LMDB, Crypto
+//   CartritaRuntime   (actor contract, mailboxes, routing: pure)  -> Envelope
+//   CartritaAgents    (the tier-2 agents' deterministic work)    -> Runtime, Envelope
 //   CartritaCLI       (the `cartrita` executable)                -> everything above
 // Server packages (Hummingbird, swift-otel, gRPC) never enter the inner three.
 let swiftSettings: [SwiftSetting] = [
@@ -21,6 +23,8 @@ let package = Package(
         .library(name: "CartritaCodec", targets: ["CartritaCodec"]),
         .library(name: "CartritaLMDB", targets: ["CartritaLMDB"]),
         .library(name: "CartritaLog", targets: ["CartritaLog"]),
+        .library(name: "CartritaRuntime", targets: ["CartritaRuntime"]),
+        .library(name: "CartritaAgents", targets: ["CartritaAgents"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -59,6 +63,16 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "CartritaRuntime",
+            dependencies: ["CartritaEnvelope"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "CartritaAgents",
+            dependencies: ["CartritaRuntime", "CartritaEnvelope"],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "CartritaCLI",
             dependencies: [
@@ -75,6 +89,16 @@ let package = Package(
         .testTarget(
             name: "CartritaCodecTests",
             dependencies: ["CartritaCodec", "CartritaEnvelope"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CartritaRuntimeTests",
+            dependencies: ["CartritaRuntime", "CartritaEnvelope"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CartritaAgentsTests",
+            dependencies: ["CartritaAgents", "CartritaRuntime", "CartritaEnvelope"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

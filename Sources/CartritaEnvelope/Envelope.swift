@@ -4,7 +4,8 @@
 public enum Priority: String, CaseIterable, Comparable, Sendable {
     case low, normal, high, critical
 
-    var rank: Int {
+    /// 0 for low … 3 for critical, in `allCases` order.
+    public var rank: Int {
         switch self {
         case .low: 0
         case .normal: 1

@@ -1,0 +1,1 @@
+// The tier-2 agents; see Agent in CartritaRuntime.

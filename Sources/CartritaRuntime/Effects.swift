@@ -1,0 +1,67 @@
+import CartritaEnvelope
+
+// MARK: - Effects: what a handler asks the runtime to do
+
+/// A message a handler wants sent. The runtime turns it into an envelope when it logs it: the
+/// id is a UUIDv7 from the delivery's recorded clock and entropy, the timestamp is the recorded
+/// clock, the sender is the handling actor. So replay makes the same envelopes bit for bit.
+public struct OutgoingMessage: Hashable, Sendable {
+    public var recipient: Address
+    public var payload: Payload
+    /// The message this one answers or was caused by.
+    public var parentID: MessageID?
+    /// The task it belongs to; every message of one client request shares it.
+    public var correlationID: MessageID
+    public var context: MessageContext
+    public var priority: Priority
+    public var deliveryMode: DeliveryMode
+    public var ttlMilliseconds: Int32
+    public var maxRetries: Int32
+    public var broadcast: Bool
+
+    public init(
+        recipient: Address, payload: Payload, parentID: MessageID?, correlationID: MessageID, context: MessageContext,
+        priority: Priority = .normal, deliveryMode: DeliveryMode = .atLeastOnce, ttlMilliseconds: Int32 = 30_000,
+        maxRetries: Int32 = 3, broadcast: Bool = false
+    ) {
+        self.recipient = recipient
+        self.payload = payload
+        self.parentID = parentID
+        self.correlationID = correlationID
+        self.context = context
+        self.priority = priority
+        self.deliveryMode = deliveryMode
+        self.ttlMilliseconds = ttlMilliseconds
+        self.maxRetries = maxRetries
+        self.broadcast = broadcast
+    }
+
+    /// A reply to `request`: same task, same trace, caused by it, back to its sender.
+    public static func reply(to request: Envelope, payload: Payload) -> OutgoingMessage {
+        OutgoingMessage(
+            recipient: request.sender, payload: payload, parentID: request.id, correlationID: request.correlationID,
+            context: request.context, priority: request.priority, deliveryMode: request.deliveryMode,
+            ttlMilliseconds: request.ttlMilliseconds, maxRetries: request.maxRetries)
+    }
+
+    /// The envelope the runtime logs for this message.
+    public func envelope(id: MessageID, sender: Address, timestampMilliseconds: Int64) -> Envelope {
+        Envelope(
+            id: id, parentID: self.parentID, correlationID: self.correlationID, sender: sender, recipient: self.recipient,
+            broadcast: self.broadcast, timestampMilliseconds: timestampMilliseconds, ttlMilliseconds: self.ttlMilliseconds,
+            priority: self.priority, context: self.context, payload: self.payload, deliveryMode: self.deliveryMode,
+            retryCount: 0, maxRetries: self.maxRetries)
+    }
+}
+
+/// Effects are data: the handler returns them, the runtime performs them (and logs them first).
+/// A handler never sleeps, spawns a task or calls out; a timer is a message to itself, and the
+/// result of I/O comes back as a logged message.
+public enum Effect: Hashable, Sendable {
+    case send(OutgoingMessage)
+    /// Deliver `message` (addressed to the handling actor itself) this long after the clock
+    /// reading of the current delivery.
+    case timer(afterMilliseconds: Int64, message: OutgoingMessage)
+    case spawn(Address)
+    case stop(Address)
+}

@@ -1,0 +1,77 @@
+import CartritaEnvelope
+
+// MARK: - Tier 0: the orchestrator's routing step
+
+/// The orchestrator as a state machine: (state, envelope, context) → (new state, effects).
+///
+/// A client's `task_request` is routed by its task type to a supervisor, or answered at once with
+/// `unknown_task_type`. The supervisor's terminal answer (`task_response` / `task_error`) goes
+/// back to the client; `task_progress` and stream messages are passed through. The pending table
+/// pairs them by correlation, in arrival order (an array: its order never depends on hashing).
+public struct Orchestrator: Sendable {
+    public static let address = Address.orchestrator
+
+    public struct Pending: Hashable, Sendable {
+        /// The client's request, answered when the supervisor's terminal message arrives.
+        public var request: Envelope
+        public var supervisor: Address
+    }
+
+    public struct State: Hashable, Sendable {
+        public var pending: [Pending] = []
+        public var routed = 0
+        public var unknown = 0
+        public var answered = 0
+
+        public init() {}
+    }
+
+    public let routing: RoutingTable
+    /// Most tasks in flight at once; past it a request is answered `overloaded`.
+    public let maxPendingTasks: Int
+
+    public init(routing: RoutingTable = .standard, maxPendingTasks: Int = 100_000) {
+        self.routing = routing
+        self.maxPendingTasks = maxPendingTasks
+    }
+
+    public func step(_ state: inout State, _ envelope: Envelope, _ context: DeliveryContext) -> [Effect] {
+        switch envelope.payload {
+        case .taskRequest(let request):
+            return self.route(&state, envelope, request)
+        case .taskResponse, .taskError:
+            guard let index = state.pending.firstIndex(where: { $0.request.correlationID == envelope.correlationID }) else {
+                return []  // an answer for a task that was already answered: at most one terminal answer
+            }
+            let pending = state.pending.remove(at: index)
+            state.answered += 1
+            return [.send(.reply(to: pending.request, payload: envelope.payload))]
+        case .taskProgress, .streamStart, .streamData, .streamEnd:
+            guard let pending = state.pending.first(where: { $0.request.correlationID == envelope.correlationID }) else {
+                return []
+            }
+            return [.send(.reply(to: pending.request, payload: envelope.payload))]
+        case .ping(let ping):
+            return [.send(.reply(to: envelope, payload: .pong(Pong(nonce: ping.nonce))))]
+        default:
+            return []
+        }
+    }
+
+    func route(_ state: inout State, _ envelope: Envelope, _ request: TaskRequest) -> [Effect] {
+        guard let supervisor = self.routing.supervisor(forTaskType: request.task.type) else {
+            state.unknown += 1
+            return [.send(.reply(to: envelope, payload: .taskError(RoutingTable.unknownTaskType(request.task.type))))]
+        }
+        guard state.pending.count < self.maxPendingTasks else {
+            return [.send(.reply(
+                to: envelope,
+                payload: .taskError(TaskError(code: .overloaded, message: "\(state.pending.count) tasks in flight", retryable: true))))]
+        }
+        state.pending.append(Pending(request: envelope, supervisor: supervisor))
+        state.routed += 1
+        var forward = OutgoingMessage.reply(to: envelope, payload: envelope.payload)
+        forward.recipient = supervisor
+        return [.send(forward)]
+    }
+}
