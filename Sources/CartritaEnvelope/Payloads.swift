@@ -226,7 +226,7 @@ public struct TaskErrorCode: RawRepresentable, Hashable, Sendable, CustomStringC
     public static let invalidEnvelope = TaskErrorCode(rawValue: "invalid_envelope")
 }
 
-public struct TaskError: Hashable, Sendable {
+public struct TaskError: Error, Hashable, Sendable {
     public var code: TaskErrorCode
     public var message: String
     /// Whether sending the same request again may succeed.
