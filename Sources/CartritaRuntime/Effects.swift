@@ -17,12 +17,14 @@ public struct OutgoingMessage: Hashable, Sendable {
     public var deliveryMode: DeliveryMode
     public var ttlMilliseconds: Int32
     public var maxRetries: Int32
+    /// How many times this message was sent before (a redelivery or a retry after a crash).
+    public var retryCount: Int32
     public var broadcast: Bool
 
     public init(
         recipient: Address, payload: Payload, parentID: MessageID?, correlationID: MessageID, context: MessageContext,
         priority: Priority = .normal, deliveryMode: DeliveryMode = .atLeastOnce, ttlMilliseconds: Int32 = 30_000,
-        maxRetries: Int32 = 3, broadcast: Bool = false
+        maxRetries: Int32 = 3, retryCount: Int32 = 0, broadcast: Bool = false
     ) {
         self.recipient = recipient
         self.payload = payload
@@ -33,6 +35,7 @@ public struct OutgoingMessage: Hashable, Sendable {
         self.deliveryMode = deliveryMode
         self.ttlMilliseconds = ttlMilliseconds
         self.maxRetries = maxRetries
+        self.retryCount = retryCount
         self.broadcast = broadcast
     }
 
@@ -50,7 +53,7 @@ public struct OutgoingMessage: Hashable, Sendable {
             id: id, parentID: self.parentID, correlationID: self.correlationID, sender: sender, recipient: self.recipient,
             broadcast: self.broadcast, timestampMilliseconds: timestampMilliseconds, ttlMilliseconds: self.ttlMilliseconds,
             priority: self.priority, context: self.context, payload: self.payload, deliveryMode: self.deliveryMode,
-            retryCount: 0, maxRetries: self.maxRetries)
+            retryCount: self.retryCount, maxRetries: self.maxRetries)
     }
 }
 
@@ -64,4 +67,8 @@ public enum Effect: Hashable, Sendable {
     case timer(afterMilliseconds: Int64, message: OutgoingMessage)
     case spawn(Address)
     case stop(Address)
+    /// Start `child` again after this long (a supervisor's restart, with its backoff).
+    case restart(Address, afterMilliseconds: Int64)
+    /// A supervisor gave up (intensity exceeded): the orchestrator must be told.
+    case escalate(reason: String)
 }

@@ -1,0 +1,205 @@
+import CartritaEnvelope
+
+// MARK: - Tier 1: a domain supervisor's step
+
+/// A domain supervisor (intelligence, multimodal, system, …) as a state machine:
+/// (state, envelope, context) → (new state, effects).
+///
+/// - A `task_request` from the orchestrator goes to the agent that handles its task type, after
+///   a concurrency slot (and, with a cost ceiling, the cost) is reserved from the budget. No agent:
+///   `unknown_task_type`; paused: `paused`; over budget: the budget's reason. Always answered.
+/// - An agent's `resource_request` is granted or denied from the same budget.
+/// - An agent's answer settles the reservation and goes up to the orchestrator as the answer to
+///   its request. `task_progress` and streams pass through.
+/// - An agent's `task_error` with `agent_crashed` feeds the supervision strategy: the crashed
+///   children restart after their backoff, and the task is sent again while its delivery mode and
+///   `max_retries` allow, or answered `agent_crashed`. Past the intensity the supervisor escalates:
+///   it tells the orchestrator and answers every task it holds.
+public struct DomainSupervisor: Sendable {
+    public struct AgentRoute: Hashable, Sendable {
+        public var address: Address
+        public var taskTypes: [String]
+
+        public init(address: Address, taskTypes: [String]) {
+            self.address = address
+            self.taskTypes = taskTypes
+        }
+    }
+
+    public struct InFlight: Hashable, Sendable {
+        /// The orchestrator's request; the agent's answer is sent back as its reply.
+        public var request: Envelope
+        public var agent: Address
+        public var reserved: ResourceAmounts
+        public var retries: Int32
+    }
+
+    public struct State: Hashable, Sendable {
+        public var supervision: SupervisionState
+        public var budget: Budget
+        public var inFlight: [InFlight] = []
+        /// Resources granted to agents outside a task's own reservation, by correlation.
+        public var grants: [ResourceGrant] = []
+        public var paused = false
+        public var completed = 0
+        public var failed = 0
+        public var restarts = 0
+    }
+
+    public let address: Address
+    public let agents: [AgentRoute]
+    public let policy: SupervisionPolicy
+    public let maxConcurrentTasks: Int64
+    public let tokenBudget: Int64
+    public let costBudgetUSD: Double
+
+    public init(
+        address: Address, agents: [AgentRoute], policy: SupervisionPolicy = SupervisionPolicy(),
+        maxConcurrentTasks: Int64 = 64, tokenBudget: Int64 = 10_000_000, costBudgetUSD: Double = 100
+    ) {
+        self.address = address
+        self.agents = agents
+        self.policy = policy
+        self.maxConcurrentTasks = maxConcurrentTasks
+        self.tokenBudget = tokenBudget
+        self.costBudgetUSD = costBudgetUSD
+    }
+
+    public func initialState() -> State {
+        State(
+            supervision: SupervisionState(policy: self.policy, children: self.agents.map(\.address)),
+            budget: Budget(maxConcurrentTasks: self.maxConcurrentTasks, tokenBudget: self.tokenBudget, costBudgetUSD: self.costBudgetUSD))
+    }
+
+    /// The agent for `taskType`: the first route that lists it (routes keep their order).
+    public func agent(forTaskType taskType: String) -> Address? {
+        self.agents.first { $0.taskTypes.contains(taskType) }?.address
+    }
+
+    public func step(_ state: inout State, _ envelope: Envelope, _ context: DeliveryContext) -> [Effect] {
+        switch envelope.payload {
+        case .taskRequest(let request) where !self.isAgent(envelope.sender):
+            return self.accept(&state, envelope, request)
+        case .resourceRequest(let ask):
+            switch state.budget.request(ask.amounts) {
+            case .success(let granted):
+                let grant = ResourceGrant(forCorrelationID: ask.forCorrelationID, amounts: granted, leaseMilliseconds: 60_000)
+                state.grants.append(grant)
+                return [.send(.reply(to: envelope, payload: .resourceGrant(grant)))]
+            case .failure(let error):
+                return [.send(.reply(
+                    to: envelope,
+                    payload: .resourceDeny(ResourceDeny(forCorrelationID: ask.forCorrelationID, requested: ask.amounts, code: error.code, reason: error.message))))]
+            }
+        case .taskResponse(let response):
+            guard let index = self.inFlightIndex(state, envelope) else { return [] }
+            let flight = state.inFlight.remove(at: index)
+            self.settle(&state, flight, metrics: response.metrics)
+            state.supervision.childSucceeded(flight.agent)
+            if response.status == .completed { state.completed += 1 } else { state.failed += 1 }
+            return [.send(.reply(to: flight.request, payload: envelope.payload))]
+        case .taskError(let error):
+            guard let index = self.inFlightIndex(state, envelope) else { return [] }
+            if error.code == .agentCrashed {
+                return self.crashed(&state, index, context)
+            }
+            let flight = state.inFlight.remove(at: index)
+            self.settle(&state, flight, metrics: nil)
+            state.failed += 1
+            return [.send(.reply(to: flight.request, payload: envelope.payload))]
+        case .taskProgress, .streamStart, .streamData, .streamEnd:
+            guard let index = self.inFlightIndex(state, envelope) else { return [] }
+            return [.send(.reply(to: state.inFlight[index].request, payload: envelope.payload))]
+        case .ping(let ping):
+            return [.send(.reply(to: envelope, payload: .pong(Pong(nonce: ping.nonce))))]
+        default:
+            return []
+        }
+    }
+
+    /// Pause or resume taking new tasks (emergency override); tasks in flight go on.
+    public func setPaused(_ paused: Bool, _ state: inout State) {
+        state.paused = paused
+    }
+
+    func isAgent(_ address: Address) -> Bool { self.agents.contains { $0.address == address } }
+
+    func inFlightIndex(_ state: State, _ envelope: Envelope) -> Int? {
+        state.inFlight.firstIndex { $0.request.correlationID == envelope.correlationID && $0.agent == envelope.sender }
+    }
+
+    func accept(_ state: inout State, _ envelope: Envelope, _ request: TaskRequest) -> [Effect] {
+        func refuse(_ error: TaskError) -> [Effect] {
+            state.failed += 1
+            return [.send(.reply(to: envelope, payload: .taskError(error)))]
+        }
+        guard let agent = self.agent(forTaskType: request.task.type) else {
+            return refuse(TaskError(code: .unknownTaskType, message: "\(self.address) has no agent for \(request.task.type)", retryable: false))
+        }
+        guard !state.paused else {
+            return refuse(TaskError(code: TaskErrorCode(rawValue: "paused"), message: "\(self.address) is paused", retryable: true))
+        }
+        guard !state.supervision.escalated else {
+            return refuse(TaskError(code: .agentCrashed, message: "\(self.address) gave up restarting its agents", retryable: true))
+        }
+        let reservation = ResourceAmounts(costUSD: request.task.constraints?.maxCostUSD, concurrencySlots: 1)
+        switch state.budget.request(reservation) {
+        case .failure(let error):
+            return refuse(error)
+        case .success(let reserved):
+            state.inFlight.append(InFlight(request: envelope, agent: agent, reserved: reserved, retries: envelope.retryCount))
+            var forward = OutgoingMessage.reply(to: envelope, payload: envelope.payload)
+            forward.recipient = agent
+            return [.send(forward)]
+        }
+    }
+
+    func settle(_ state: inout State, _ flight: InFlight, metrics: TaskMetrics?) {
+        state.budget.settle(granted: flight.reserved, usedTokens: 0, usedCostUSD: metrics?.costUSD ?? 0)
+        // Grants the agent asked for during the task are spent as its metrics say, and released.
+        while let index = state.grants.firstIndex(where: { $0.forCorrelationID == flight.request.correlationID }) {
+            let grant = state.grants.remove(at: index)
+            state.budget.settle(granted: grant.amounts, usedTokens: metrics?.tokensUsed ?? 0, usedCostUSD: 0)
+        }
+    }
+
+    func crashed(_ state: inout State, _ index: Int, _ context: DeliveryContext) -> [Effect] {
+        let flight = state.inFlight[index]
+        var effects: [Effect] = []
+        switch state.supervision.childCrashed(flight.agent, atMilliseconds: context.clockMilliseconds) {
+        case .restart(let restarts):
+            state.restarts += restarts.count
+            for restart in restarts {
+                effects.append(.restart(restart.child, afterMilliseconds: restart.afterMilliseconds))
+            }
+            let mayRetry = flight.request.deliveryMode != .atMostOnce && flight.retries < flight.request.maxRetries
+            if mayRetry {
+                // Sent again once the agent is back: the same request, one more retry counted.
+                state.inFlight[index].retries += 1
+                var again = OutgoingMessage.reply(to: flight.request, payload: flight.request.payload)
+                again.recipient = flight.agent
+                again.retryCount = flight.retries + 1
+                effects.append(.timer(afterMilliseconds: restarts.first { $0.child == flight.agent }?.afterMilliseconds ?? 0, message: again))
+            } else {
+                state.inFlight.remove(at: index)
+                self.settle(&state, flight, metrics: nil)
+                state.failed += 1
+                effects.append(.send(.reply(
+                    to: flight.request,
+                    payload: .taskError(TaskError(code: .agentCrashed, message: "\(flight.agent) crashed after \(flight.retries) retries", retryable: true)))))
+            }
+        case .escalate(let reason):
+            // Give up: every task held is answered, and the orchestrator is told.
+            for held in state.inFlight {
+                self.settle(&state, held, metrics: nil)
+                state.failed += 1
+                effects.append(.send(.reply(
+                    to: held.request, payload: .taskError(TaskError(code: .agentCrashed, message: reason, retryable: true)))))
+            }
+            state.inFlight = []
+            for child in state.supervision.children { effects.append(.stop(child)) }
+            effects.append(.escalate(reason: reason))
+        }
+        return effects
+    }
+}
