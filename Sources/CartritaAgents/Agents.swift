@@ -1,1 +1,0 @@
-// The tier-2 agents; see Agent in CartritaRuntime.

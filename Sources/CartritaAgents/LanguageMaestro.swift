@@ -1,0 +1,195 @@
+import CartritaEnvelope
+import CartritaRuntime
+
+/// Tier-2 agent for English text: statistics, keywords and an extractive summary, all computed
+/// locally and deterministically (no model, no randomness).
+///
+/// Input: the text in `input.data` (a string) or one inline `text/*` file, at most 1 MiB.
+/// - `text.stats`: counts (see `TextDocument` for what a character, word, sentence and
+///   paragraph are), average word and sentence length, and the Flesch reading ease.
+/// - `text.keywords`: the `count` (1–100, default 10) most frequent words that are not stop
+///   words, with `count` and `score` (term frequency: occurrences / candidate words).
+/// - `text.summarize`: the `sentences` (1–100, default 3) best sentences in original order.
+/// - `text.analyze`: all three, under `stats`, `keywords` and `summary`.
+/// Averages and the reading ease are rounded to 2 decimals; scores are exact quotients.
+public struct LanguageMaestro: Agent {
+    public typealias State = EmptyState
+
+    public static let maxInputBytes = 1 << 20
+    /// Keys of at most 128 UTF-8 bytes are keyword candidates: longer runs are identifiers,
+    /// URLs or unspaced text, and would make the result large (bytes, not characters, bound it).
+    static let maxKeywordBytes = 128
+    /// The summary is cut (on a character boundary) at this size, the envelope's text limit.
+    static let maxSummaryBytes = 64 * 1024
+    /// Added to the first sentence's score (scores are in [0, 1]): a text's opening usually
+    /// states its subject.
+    static let leadBonus = 0.1
+
+    public let address = Address("agent.languagemaestro@v1.0")
+    public let taskTypes = ["text.summarize", "text.keywords", "text.stats", "text.analyze"]
+
+    public init() {}
+
+    public func handle(_ request: TaskRequest, state: inout EmptyState, context: DeliveryContext) -> AgentOutcome {
+        guard self.taskTypes.contains(request.task.type) else {
+            return AgentKit.unknownTaskType(request.task.type, agent: self.address, handles: self.taskTypes)
+        }
+        return AgentKit.run { () throws(Refusal) in try Self.work(request) }
+    }
+
+    static func work(_ request: TaskRequest) throws(Refusal) -> MCPValue {
+        let type = request.task.type
+        let allowed: [String] = switch type {
+        case "text.keywords": ["count"]
+        case "text.summarize": ["sentences"]
+        case "text.analyze": ["count", "sentences"]
+        default: []
+        }
+        let parameters = try Parameters(request.task.parameters, allowed: allowed)
+        let keywordCount = Int(try parameters.int("count", in: 1...100) ?? 10)
+        let summaryLength = Int(try parameters.int("sentences", in: 1...100) ?? 3)
+        let text = try TextInput.read(request.input, maxBytes: Self.maxInputBytes) { $0.hasPrefix("text/") }
+        let document = TextDocument(text)
+        guard document.wordCount > 0 else {
+            throw .invalid(text.isEmpty ? "the text is empty" : "the text contains no words")
+        }
+        let frequencies = Self.frequencies(document)
+        switch type {
+        case "text.stats": return Self.stats(document)
+        case "text.keywords": return Self.keywords(frequencies, count: keywordCount)
+        case "text.summarize": return Self.summary(document, frequencies, sentences: summaryLength)
+        default:
+            return .map([
+                "stats": Self.stats(document),
+                "keywords": Self.keywords(frequencies, count: keywordCount),
+                "summary": Self.summary(document, frequencies, sentences: summaryLength),
+            ])
+        }
+    }
+
+    // MARK: Statistics
+
+    /// Flesch reading ease = 206.835 − 1.015 × words/sentences − 84.6 × syllables/words
+    /// (syllables by `TextDocument.syllables`).
+    static func stats(_ document: TextDocument) -> MCPValue {
+        var letters = 0
+        var syllables = 0
+        for sentence in document.sentences {
+            for word in sentence.words {
+                letters += word.length
+                syllables += TextDocument.syllables(word.key)
+            }
+        }
+        let words = Double(document.wordCount)
+        let sentences = Double(document.sentences.count)
+        let ease = 206.835 - 1.015 * (words / sentences) - 84.6 * (Double(syllables) / words)
+        return .map([
+            "characters": .int(Int64(document.characters)),
+            "words": .int(Int64(document.wordCount)),
+            "sentences": .int(Int64(document.sentences.count)),
+            "paragraphs": .int(Int64(document.paragraphs)),
+            "syllables": .int(Int64(syllables)),
+            "average_word_length": .double(AgentKit.rounded(Double(letters) / words)),
+            "average_sentence_length": .double(AgentKit.rounded(words / sentences)),
+            "flesch_reading_ease": .double(AgentKit.rounded(ease)),
+        ])
+    }
+
+    // MARK: Keywords
+
+    struct Frequencies {
+        /// Candidate words in order of first appearance (a Dictionary never decides an order).
+        var words: [String] = []
+        var counts: [String: Int] = [:]
+        var total = 0
+        var highest = 0
+    }
+
+    /// Candidates: not a stop word, at least one letter (no bare numbers), at most
+    /// `maxKeywordBytes` long.
+    static func frequencies(_ document: TextDocument) -> Frequencies {
+        var result = Frequencies()
+        for sentence in document.sentences {
+            for word in sentence.words where Self.isCandidate(word.key) {
+                result.total += 1
+                let count = result.counts[word.key, default: 0] + 1
+                if count == 1 { result.words.append(word.key) }
+                result.counts[word.key] = count
+                result.highest = max(result.highest, count)
+            }
+        }
+        return result
+    }
+
+    static func isCandidate(_ key: String) -> Bool {
+        !Self.stopWords.contains(key) && key.utf8.count <= Self.maxKeywordBytes && key.contains(where: \.isLetter)
+    }
+
+    /// Highest count first; ties by the word's UTF-8 bytes.
+    static func keywords(_ frequencies: Frequencies, count: Int) -> MCPValue {
+        let ranked = frequencies.words.sorted { lhs, rhs in
+            let (left, right) = (frequencies.counts[lhs]!, frequencies.counts[rhs]!)
+            return left != right ? left > right : lhs.utf8.lexicographicallyPrecedes(rhs.utf8)
+        }
+        let total = Double(frequencies.total)
+        let keywords: [MCPValue] = ranked.prefix(count).map { word in
+            let occurrences = frequencies.counts[word]!
+            return .map([
+                "word": .string(word),
+                "count": .int(Int64(occurrences)),
+                "score": .double(Double(occurrences) / total),
+            ])
+        }
+        return .map(["keywords": .array(keywords), "candidate_words": .int(Int64(frequencies.total))])
+    }
+
+    // MARK: Summary
+
+    /// A sentence's score is the mean over its words of count(word) / highest count (stop words
+    /// count 0), so long sentences are not favoured just for being long; the first sentence gets
+    /// `leadBonus`. The best `sentences` (ties: the earlier) are returned in text order.
+    static func summary(_ document: TextDocument, _ frequencies: Frequencies, sentences wanted: Int) -> MCPValue {
+        let highest = Double(max(frequencies.highest, 1))
+        let scores: [Double] = document.sentences.enumerated().map { index, sentence in
+            var sum = 0.0
+            for word in sentence.words { sum += Double(frequencies.counts[word.key] ?? 0) / highest }
+            return sum / Double(sentence.words.count) + (index == 0 ? Self.leadBonus : 0)
+        }
+        let chosen = scores.indices
+            .sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+            .prefix(wanted)
+            .sorted()
+        // Whitespace runs (line breaks inside a sentence) become one space.
+        let joined = chosen.map { document.sentences[$0].text.split(whereSeparator: \.isWhitespace).joined(separator: " ") }
+            .joined(separator: " ")
+        let (summary, truncated) = AgentKit.clipped(joined, maxBytes: Self.maxSummaryBytes)
+        return .map([
+            "summary": .string(summary),
+            "sentences": .array(chosen.map { .int(Int64($0)) }),
+            "sentence_count": .int(Int64(document.sentences.count)),
+            "truncated": .bool(truncated),
+        ])
+    }
+
+    /// A common English stop-word list (function words, pronouns, auxiliaries and their
+    /// contractions, with ' as the apostrophe, matching word keys).
+    static let stopWords: Set<String> = [
+        "a", "about", "above", "after", "again", "against", "all", "also", "am", "an", "and", "any", "are",
+        "aren't", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but",
+        "by", "can", "can't", "cannot", "could", "couldn't", "did", "didn't", "do", "does", "doesn't",
+        "doing", "don't", "down", "during", "each", "few", "for", "from", "further", "had", "hadn't",
+        "has", "hasn't", "have", "haven't", "having", "he", "he'd", "he'll", "he's", "her", "here",
+        "here's", "hers", "herself", "him", "himself", "his", "how", "how's", "i", "i'd", "i'll", "i'm",
+        "i've", "if", "in", "into", "is", "isn't", "it", "it's", "its", "itself", "just", "let's", "may",
+        "me", "might", "more", "most", "must", "mustn't", "my", "myself", "no", "nor", "not", "of", "off",
+        "on", "once", "only", "or", "other", "ought", "our", "ours", "ourselves", "out", "over", "own",
+        "same", "shall", "shan't", "she", "she'd", "she'll", "she's", "should", "shouldn't", "so", "some",
+        "such", "than", "that", "that's", "the", "their", "theirs", "them", "themselves", "then", "there",
+        "there's", "these", "they", "they'd", "they'll", "they're", "they've", "this", "those", "through",
+        "to", "too", "under", "until", "up", "upon", "us", "very", "was", "wasn't", "we", "we'd", "we'll",
+        "we're", "we've", "were", "weren't", "what", "what's", "when", "when's", "where", "where's",
+        "which", "while", "who", "who's", "whom", "why", "why's", "will", "with", "won't", "would",
+        "wouldn't", "yet", "you", "you'd", "you'll", "you're", "you've", "your", "yours", "yourself",
+        "yourselves",
+    ]
+}

@@ -1,0 +1,165 @@
+/// A text cut into paragraphs, sentences and words, the way LanguageMaestro counts them.
+///
+/// - Characters are Swift `Character`s (grapheme clusters): "é" is one whether precomposed or
+///   not, CRLF is one. Letter and digit classes come from the toolchain's Unicode tables.
+/// - Paragraphs are runs of non-blank lines; blank (whitespace-only) lines separate them. Like
+///   a sentence, a paragraph without any word ("***") is not counted.
+/// - A sentence ends at `.` `!` `?` `…` (with any further terminators and closing quotes or
+///   brackets) when whitespace or the paragraph's end follows, unless the next word starts with
+///   a lower-case letter ("e.g. this", "Dr. smith" rarely, "Really?" she said): that is a cheap,
+///   predictable guard against abbreviations. The full-width terminators `。！？` end a sentence
+///   with nothing after them, as CJK text uses no spaces. A paragraph's end always ends a
+///   sentence, so headings without a period are sentences of their own. A "sentence" without
+///   any word (a lone "...") is not counted.
+/// - A word is a maximal run of letters and digits (Unicode-aware: CJK runs are words, split
+///   only at non-letters). An apostrophe (' or ’) between a letter or digit and a letter stays
+///   inside the word, so "don't" is one word, as a reader counts it. Words are lower-cased
+///   (Unicode default case mapping, no locale) and ’ is written ' in their key.
+struct TextDocument {
+    struct Word {
+        /// Lower-cased spelling, the key for keyword counting.
+        var key: String
+        /// Letters and digits in the word (apostrophes not counted).
+        var length: Int
+    }
+
+    struct Sentence {
+        /// Trimmed of surrounding whitespace.
+        var text: Substring
+        var words: [Word]
+    }
+
+    var characters: Int
+    var paragraphs: Int
+    var sentences: [Sentence]
+    var wordCount: Int
+
+    static let terminators: Set<Character> = [".", "!", "?", "…", "‼", "⁇", "⁈", "⁉"]
+    static let fullWidthTerminators: Set<Character> = ["。", "！", "？", "｡"]
+    static let closers: Set<Character> = ["\"", "'", "”", "’", "»", ")", "]", "}", "」", "』", "）"]
+
+    init(_ text: String) {
+        self.characters = text.count
+        self.paragraphs = 0
+        self.sentences = []
+        self.wordCount = 0
+
+        // Paragraphs: group consecutive non-blank lines, as slices of the original text.
+        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
+        var first: Substring? = nil
+        var last: Substring? = nil
+        for line in lines + [""] {
+            if line.allSatisfy(\.isWhitespace) {
+                if let start = first, let end = last {
+                    let before = self.sentences.count
+                    self.addSentences(of: text[start.startIndex..<end.endIndex])
+                    if self.sentences.count > before { self.paragraphs += 1 }
+                }
+                first = nil
+            } else {
+                if first == nil { first = line }
+                last = line
+            }
+        }
+    }
+
+    private mutating func addSentences(of paragraph: Substring) {
+        let end = paragraph.endIndex
+        var start = paragraph.startIndex
+        var index = start
+        while index < end {
+            let character = paragraph[index]
+            let fullWidth = Self.fullWidthTerminators.contains(character)
+            guard fullWidth || Self.terminators.contains(character) else {
+                index = paragraph.index(after: index)
+                continue
+            }
+            var after = paragraph.index(after: index)
+            while after < end, Self.terminators.contains(paragraph[after]) || Self.fullWidthTerminators.contains(paragraph[after])
+                || Self.closers.contains(paragraph[after])
+            {
+                after = paragraph.index(after: after)
+            }
+            var boundary = fullWidth || after == end || paragraph[after].isWhitespace
+            if boundary, !fullWidth, let next = paragraph[after...].first(where: { !$0.isWhitespace }), next.isLowercase {
+                boundary = false
+            }
+            if boundary {
+                self.addSentence(paragraph[start..<after])
+                start = after
+            }
+            index = after
+        }
+        self.addSentence(paragraph[start..<end])
+    }
+
+    private mutating func addSentence(_ raw: Substring) {
+        let words = Self.words(in: raw)
+        guard !words.isEmpty else { return }
+        let trimmedStart = raw.firstIndex { !$0.isWhitespace } ?? raw.startIndex
+        let trimmedEnd = raw.lastIndex { !$0.isWhitespace }.map { raw.index(after: $0) } ?? raw.endIndex
+        self.sentences.append(Sentence(text: raw[trimmedStart..<trimmedEnd], words: words))
+        self.wordCount += words.count
+    }
+
+    static func words(in text: Substring) -> [Word] {
+        var words: [Word] = []
+        var key = ""
+        var length = 0
+        var index = text.startIndex
+        while index < text.endIndex {
+            let character = text[index]
+            let next = text.index(after: index)
+            if character.isLetter || character.isNumber {
+                key += character.lowercased()
+                length += 1
+            } else if (character == "'" || character == "’"), length > 0, !key.hasSuffix("'"), next < text.endIndex, text[next].isLetter {
+                key += "'"
+            } else if length > 0 {
+                words.append(Word(key: key, length: length))
+                key = ""
+                length = 0
+            }
+            index = next
+        }
+        if length > 0 { words.append(Word(key: key, length: length)) }
+        return words
+    }
+
+    // MARK: Syllables
+
+    static let vowels: Set<Character> = [
+        "a", "e", "i", "o", "u", "y", "à", "á", "â", "ã", "ä", "å", "æ", "è", "é", "ê", "ë",
+        "ì", "í", "î", "ï", "ò", "ó", "ô", "õ", "ö", "ø", "ù", "ú", "û", "ü", "ÿ", "œ",
+    ]
+
+    /// English syllables by a heuristic (Flesch needs a count, not a dictionary):
+    /// 1. count groups of consecutive vowels (a e i o u y and accented Latin vowels; a leading
+    ///    "y" is a consonant: "yes");
+    /// 2. a final lone "e" is silent ("make", "are") except in consonant + "le" ("table");
+    ///    a final "ed" is silent unless after t or d ("jumped" 1, "wanted" 2); a final "es" is
+    ///    silent unless after s, x, z, c, g or h ("makes" 1, "boxes" 2, "pages" 2). "Lone" means
+    ///    the e follows a consonant, so "agree", "goes", "played" keep their vowel group;
+    /// 3. at least 1, which is also the count for a word with no letters (a number) or no vowel.
+    /// Exact for most common words, off by one on some ("every", "business"), as every such
+    /// heuristic is.
+    static func syllables(_ key: String) -> Int {
+        let letters = key.filter(\.isLetter).map { $0 }
+        let count = letters.count
+        guard count > 0 else { return 1 }
+        func vowel(_ at: Int) -> Bool { Self.vowels.contains(letters[at]) && !(at == 0 && letters[at] == "y") }
+        var groups = 0
+        for at in 0..<count where vowel(at) && (at == 0 || !vowel(at - 1)) { groups += 1 }
+        if groups > 1, count >= 3 {
+            let last = letters[count - 1]
+            if last == "e", !vowel(count - 2), !(letters[count - 2] == "l" && !vowel(count - 3)) {
+                groups -= 1
+            } else if letters[count - 2] == "e", !vowel(count - 3) {
+                let before = letters[count - 3]
+                if last == "d", before != "t", before != "d" { groups -= 1 }
+                if last == "s", !"sxzcgh".contains(before) { groups -= 1 }
+            }
+        }
+        return max(1, groups)
+    }
+}
