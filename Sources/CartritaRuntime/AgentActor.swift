@@ -1,0 +1,43 @@
+import CartritaEnvelope
+
+// MARK: - Tier 2: an agent as an actor step
+
+/// Makes any `Agent` a step like the orchestrator's and the supervisors': a `task_request` is
+/// handled and answered with exactly one terminal reply to its sender (the supervisor), caused by
+/// the request (`parent_id`), in the same task (`correlation_id`) and trace. Pings are answered;
+/// anything else is ignored (an agent is a single-purpose worker).
+public struct AgentActor<Wrapped: Agent>: Sendable {
+    public let agent: Wrapped
+
+    public init(_ agent: Wrapped) {
+        self.agent = agent
+    }
+
+    public var address: Address { self.agent.address }
+
+    public func initialState() -> Wrapped.State { self.agent.initialState() }
+
+    public func step(_ state: inout Wrapped.State, _ envelope: Envelope, _ context: DeliveryContext) -> [Effect] {
+        switch envelope.payload {
+        case .taskRequest(let request):
+            let outcome = self.agent.handle(request, state: &state, context: context)
+            return [.send(.reply(to: envelope, payload: outcome.payload))]
+        case .ping(let ping):
+            return [.send(.reply(to: envelope, payload: .pong(Pong(nonce: ping.nonce))))]
+        default:
+            return []
+        }
+    }
+
+    /// The state as snapshot bytes, with the format they are in.
+    public func snapshot(_ state: Wrapped.State) -> (formatVersion: UInt32, bytes: [UInt8]) {
+        (self.agent.stateFormatVersion, self.agent.encodeState(state))
+    }
+
+    /// The state from a snapshot, or nil when it is in another format or unreadable: the runtime
+    /// then falls back to an older snapshot or to replay from the start, never to a crash.
+    public func restore(formatVersion: UInt32, bytes: [UInt8]) -> Wrapped.State? {
+        guard formatVersion == self.agent.stateFormatVersion else { return nil }
+        return try? self.agent.decodeState(bytes)
+    }
+}
