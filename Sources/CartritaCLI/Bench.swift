@@ -83,7 +83,7 @@ struct BenchLog: AsyncParsableCommand {
         let bigPath = self.data ?? (scratch + "/big")
         let written = try await Self.fill(path: bigPath, records: self.records, template: template)
         let scan = try Self.scan(path: bigPath)
-        let fileBytes = EventLog.fileBytes(path: bigPath)
+        let fileBytes = EventLog.dataFileBytes(in: bigPath)
 
         let durable1024 = Self.number(appends, "durable", "1024")
         let appendsJSON: JSON = .object(appends.map { row in (row.0, JSON.object(row.1)) })
@@ -251,11 +251,5 @@ final class Counter: @unchecked Sendable {
         guard self.remaining > 0 else { return false }
         self.remaining -= 1
         return true
-    }
-}
-
-extension EventLog {
-    static func fileBytes(path: String) -> Int {
-        (try? FileManager.default.attributesOfItem(atPath: path + "/data.mdb")[.size] as? NSNumber)?.intValue ?? 0
     }
 }

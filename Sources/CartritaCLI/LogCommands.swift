@@ -113,7 +113,7 @@ struct LogCommand: AsyncParsableCommand {
             defer { log.close() }
             let start = ContinuousClock.now
             do { try log.backup(to: self.to) } catch { fail("\(error)") }
-            let size = (try? FileManager.default.attributesOfItem(atPath: self.to + "/data.mdb")[.size] as? NSNumber)?.intValue ?? 0
+            let size = EventLog.dataFileBytes(in: self.to)
             if self.json {
                 printJSON(.object([("to", .string(self.to)), ("bytes", .int(Int64(size))), ("seconds", .double((ContinuousClock.now - start).seconds))]))
             } else {

@@ -221,7 +221,7 @@ extension EventLog {
                 let format = try txn.get(self.databases.meta, key: EventLog.metaKey(MetaKey.format))?.first ?? 0
                 return LogStat(
                     records: log.entries, firstSeq: first, lastSeq: last,
-                    fileBytes: EventLog.existingMapSize(path: self.path),
+                    fileBytes: EventLog.dataFileBytes(in: self.path),
                     recordBytes: (log.branchPages + log.leafPages + log.overflowPages) * pageSize,
                     mapSizeBytes: info.mapSizeBytes,
                     actors: try txn.stat(self.databases.heads).entries,

@@ -305,8 +305,13 @@ final class LogWriter: @unchecked Sendable {
             indexEntries.reserveCapacity(batch.count)
             do {
                 try self.environment.write { txn in
+                    // One 8-byte key buffer for the whole batch, rewritten per record: the commit
+                    // loop is the hot path and allocates nothing per record for keys.
+                    let seqKey = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
+                    defer { seqKey.deallocate() }
+                    let seqBytes = UnsafeRawBufferPointer(seqKey)
                     for (position, record) in batch.enumerated() {
-                        let seqBytes = EventLog.bigEndian(nextSeq)
+                        seqKey.storeBytes(of: nextSeq.bigEndian, as: UInt64.self)
                         // The id index is the exactly_once dedupe: refuse a second copy.
                         let put = try record.id.withBytes { idKey in
                             try txn.put(self.databases.ids, key: idKey, value: seqBytes, flags: .noOverwrite)
