@@ -6,8 +6,10 @@ import PackageDescription
 //   CartritaCodec     (msgpack through msgpack-c)                -> Envelope, CMsgPack
 //   CartritaLMDB      (thin safe layer over liblmdb)             -> CLMDB
 //   CartritaLog       (LMDB event log, snapshots, indexes)       -> Codec, LMDB, Crypto
-//   CartritaRuntime   (actor contract, mailboxes, routing: pure)  -> Envelope
+//   CartritaRuntime   (actor contract, mailboxes, routing: pure)  -> Envelope, Codec
 //   CartritaAgents    (the tier-2 agents' deterministic work)    -> Runtime, Envelope
+//   CartritaNode      (drives the actors on the log: delivery,
+//                      snapshots, recovery; clock and entropy)   -> Runtime, Agents, Log
 //   CartritaCLI       (the `cartrita` executable)                -> everything above
 // Server packages (Hummingbird, swift-otel, gRPC) never enter the inner three.
 let swiftSettings: [SwiftSetting] = [
@@ -25,6 +27,7 @@ let package = Package(
         .library(name: "CartritaLog", targets: ["CartritaLog"]),
         .library(name: "CartritaRuntime", targets: ["CartritaRuntime"]),
         .library(name: "CartritaAgents", targets: ["CartritaAgents"]),
+        .library(name: "CartritaNode", targets: ["CartritaNode"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -65,7 +68,7 @@ let package = Package(
         ),
         .target(
             name: "CartritaRuntime",
-            dependencies: ["CartritaEnvelope"],
+            dependencies: ["CartritaEnvelope", "CartritaCodec"],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -73,10 +76,19 @@ let package = Package(
             dependencies: ["CartritaRuntime", "CartritaEnvelope"],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "CartritaNode",
+            dependencies: [
+                "CartritaEnvelope", "CartritaCodec", "CartritaLog", "CartritaRuntime", "CartritaAgents",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "CartritaCLI",
             dependencies: [
-                "CartritaEnvelope", "CartritaCodec", "CartritaLMDB", "CartritaLog",
+                "CartritaEnvelope", "CartritaCodec", "CartritaLMDB", "CartritaLog", "CartritaRuntime", "CartritaAgents",
+                "CartritaNode",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -93,12 +105,19 @@ let package = Package(
         ),
         .testTarget(
             name: "CartritaRuntimeTests",
-            dependencies: ["CartritaRuntime", "CartritaEnvelope"],
+            dependencies: ["CartritaRuntime", "CartritaEnvelope", "CartritaCodec"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "CartritaAgentsTests",
             dependencies: ["CartritaAgents", "CartritaRuntime", "CartritaEnvelope"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CartritaNodeTests",
+            dependencies: [
+                "CartritaNode", "CartritaRuntime", "CartritaAgents", "CartritaLog", "CartritaCodec", "CartritaEnvelope",
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

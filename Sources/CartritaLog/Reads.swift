@@ -129,6 +129,18 @@ extension EventLog {
         }
     }
 
+    /// Where each of `ids` is in the log, in one read snapshot (nil: not logged).
+    public func seqs(ofMessages ids: [MessageID]) throws(EventLogError) -> [UInt64?] {
+        guard !ids.isEmpty else { return [] }
+        do {
+            return try self.environment.read { txn in
+                try ids.map { id in try id.withBytes { key in try txn.get(self.databases.ids, key: key)?.bigEndianUInt64() } }
+            }
+        } catch {
+            throw EventLogError.wrap(error, "looking up \(ids.count) message ids")
+        }
+    }
+
     /// Every seq of the task `correlation`, in order. Index entries up to the watermark, plus a
     /// scan of the records the index has not reached yet, in one read snapshot.
     public func seqs(correlation: MessageID) throws(EventLogError) -> [UInt64] {

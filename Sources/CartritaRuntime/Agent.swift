@@ -54,13 +54,23 @@ public protocol Agent: Sendable {
 
     func initialState() -> State
 
-    /// Handles one task. Must not throw for bad input: bad input is a `failed` outcome with code
-    /// `invalid_input`. Deterministic: same state, request and context give the same outcome
-    /// and the same new state.
-    func handle(_ request: TaskRequest, state: inout State, context: DeliveryContext) -> AgentOutcome
+    /// Handles one task. Bad input is a `failed` outcome with code `invalid_input`, not a throw:
+    /// a throw is a crash. The runtime answers `agent_crashed` to the supervisor (the state keeps
+    /// whatever the handler did before throwing, so validate before mutating), and the supervisor restarts the agent and retries per
+    /// the delivery mode. Deterministic: same state, request and context give the same outcome
+    /// (or the same throw) and the same new state.
+    func handle(_ request: TaskRequest, state: inout State, context: DeliveryContext) throws -> AgentOutcome
 
     func encodeState(_ state: State) -> [UInt8]
     func decodeState(_ bytes: [UInt8]) throws(StateDecodingError) -> State
+    /// The state as a readable value; by default its size in snapshot bytes.
+    func describeState(_ state: State) -> MCPValue
+}
+
+extension Agent {
+    public func describeState(_ state: State) -> MCPValue {
+        .map(["snapshot_bytes": .int(Int64(self.encodeState(state).count))])
+    }
 }
 
 /// A state snapshot that cannot be used; the runtime falls back to an older snapshot or replay.
@@ -76,6 +86,7 @@ public struct EmptyState: Hashable, Sendable {
 }
 
 extension Agent where State == EmptyState {
+    public func describeState(_ state: EmptyState) -> MCPValue { .map([MCPValue.MapEntry]()) }
     public var stateFormatVersion: UInt32 { 1 }
     public func initialState() -> EmptyState { EmptyState() }
     public func encodeState(_ state: EmptyState) -> [UInt8] { [] }

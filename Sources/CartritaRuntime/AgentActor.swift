@@ -20,8 +20,16 @@ public struct AgentActor<Wrapped: Agent>: Sendable {
     public func step(_ state: inout Wrapped.State, _ envelope: Envelope, _ context: DeliveryContext) -> [Effect] {
         switch envelope.payload {
         case .taskRequest(let request):
-            let outcome = self.agent.handle(request, state: &state, context: context)
-            return [.send(.reply(to: envelope, payload: outcome.payload))]
+            // A throw is a crash. The state is not rolled back: copying it first would cost a
+            // whole copy per request for stateful agents, and whatever the handler left is
+            // deterministic, so replay leaves the same. Agents validate before they mutate.
+            do {
+                let outcome = try self.agent.handle(request, state: &state, context: context)
+                return [.send(.reply(to: envelope, payload: outcome.payload))]
+            } catch {
+                let crash = TaskError(code: .agentCrashed, message: "\(self.agent.address) threw: \(error)", retryable: true)
+                return [.send(.reply(to: envelope, payload: .taskError(crash)))]
+            }
         case .ping(let ping):
             return [.send(.reply(to: envelope, payload: .pong(Pong(nonce: ping.nonce))))]
         default:

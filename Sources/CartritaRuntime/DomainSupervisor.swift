@@ -44,6 +44,8 @@ public struct DomainSupervisor: Sendable {
         public var completed = 0
         public var failed = 0
         public var restarts = 0
+        public var cancelled = 0
+        public var timedOut = 0
     }
 
     public let address: Address
@@ -97,16 +99,20 @@ public struct DomainSupervisor: Sendable {
             self.settle(&state, flight, metrics: response.metrics)
             state.supervision.childSucceeded(flight.agent)
             if response.status == .completed { state.completed += 1 } else { state.failed += 1 }
-            return [.send(.reply(to: flight.request, payload: envelope.payload))]
+            return [.cancelTimers(correlationID: envelope.correlationID), .send(.reply(to: flight.request, payload: envelope.payload))]
+        case .taskError(let error) where envelope.sender == self.address && error.code == .timeout:
+            return self.timedOut(&state, envelope, context)
+        case .taskError(let error) where error.code == .cancelled && !self.isAgent(envelope.sender):
+            return self.cancel(&state, envelope)
         case .taskError(let error):
             guard let index = self.inFlightIndex(state, envelope) else { return [] }
             if error.code == .agentCrashed {
-                return self.crashed(&state, index, context)
+                return [.cancelTimers(correlationID: envelope.correlationID)] + self.crashed(&state, index, context)
             }
             let flight = state.inFlight.remove(at: index)
             self.settle(&state, flight, metrics: nil)
             state.failed += 1
-            return [.send(.reply(to: flight.request, payload: envelope.payload))]
+            return [.cancelTimers(correlationID: envelope.correlationID), .send(.reply(to: flight.request, payload: envelope.payload))]
         case .taskProgress, .streamStart, .streamData, .streamEnd:
             guard let index = self.inFlightIndex(state, envelope) else { return [] }
             return [.send(.reply(to: state.inFlight[index].request, payload: envelope.payload))]
@@ -137,7 +143,7 @@ public struct DomainSupervisor: Sendable {
             return refuse(TaskError(code: .unknownTaskType, message: "\(self.address) has no agent for \(request.task.type)", retryable: false))
         }
         guard !state.paused else {
-            return refuse(TaskError(code: TaskErrorCode(rawValue: "paused"), message: "\(self.address) is paused", retryable: true))
+            return refuse(TaskError(code: .paused, message: "\(self.address) is paused", retryable: true))
         }
         guard !state.supervision.escalated else {
             return refuse(TaskError(code: .agentCrashed, message: "\(self.address) gave up restarting its agents", retryable: true))
@@ -147,11 +153,76 @@ public struct DomainSupervisor: Sendable {
         case .failure(let error):
             return refuse(error)
         case .success(let reserved):
-            state.inFlight.append(InFlight(request: envelope, agent: agent, reserved: reserved, retries: envelope.retryCount))
+            state.inFlight.append(InFlight(request: envelope, agent: agent, reserved: reserved, retries: 0))
             var forward = OutgoingMessage.reply(to: envelope, payload: envelope.payload)
             forward.recipient = agent
-            return [.send(forward)]
+            // A known id, so an exactly_once retry after a timeout can be sent under it again.
+            forward.id = Self.forwardID(of: envelope)
+            return [.send(forward), self.timeoutTimer(for: envelope, retries: 0)]
         }
+    }
+
+    /// How long an agent may take before the task is retried or answered `timeout`.
+    public static let defaultTimeoutMilliseconds: Int64 = 30_000
+
+    static func forwardID(of request: Envelope) -> MessageID { request.id.derived(tag: 0x6677_6400) }
+
+    /// A message to the supervisor itself, due when the agent's time is up. It names the attempt
+    /// (`retry_count`) it guards, so a late timer of an earlier attempt does nothing.
+    func timeoutTimer(for request: Envelope, retries: Int32) -> Effect {
+        var limit = Self.defaultTimeoutMilliseconds
+        if case .taskRequest(let task) = request.payload, let milliseconds = task.task.constraints?.maxExecutionTimeMilliseconds {
+            limit = milliseconds
+        }
+        var timeout = OutgoingMessage.reply(
+            to: request,
+            payload: .taskError(TaskError(code: .timeout, message: "no answer within \(limit) ms", retryable: true)))
+        timeout.recipient = self.address
+        timeout.retryCount = retries
+        timeout.maxRetries = max(retries, request.maxRetries)
+        timeout.priority = .high
+        timeout.ttlMilliseconds = 60_000
+        return .timer(afterMilliseconds: max(1, limit), message: timeout)
+    }
+
+    func timedOut(_ state: inout State, _ timer: Envelope, _ context: DeliveryContext) -> [Effect] {
+        guard let index = state.inFlight.firstIndex(where: { $0.request.correlationID == timer.correlationID }),
+            state.inFlight[index].retries == timer.retryCount
+        else {
+            return []  // answered meanwhile, or a timer of an earlier attempt
+        }
+        let flight = state.inFlight[index]
+        if flight.request.deliveryMode != .atMostOnce && flight.retries < flight.request.maxRetries {
+            state.inFlight[index].retries += 1
+            var again = OutgoingMessage.reply(to: flight.request, payload: flight.request.payload)
+            again.recipient = flight.agent
+            again.retryCount = flight.retries + 1
+            // exactly_once: the same id, so if the first attempt was delivered the log refuses
+            // this one and the work is not done twice. at_least_once: a new delivery.
+            if flight.request.deliveryMode == .exactlyOnce { again.id = Self.forwardID(of: flight.request) }
+            return [.send(again), self.timeoutTimer(for: flight.request, retries: flight.retries + 1)]
+        }
+        state.inFlight.remove(at: index)
+        self.settle(&state, flight, metrics: nil)
+        state.failed += 1
+        state.timedOut += 1
+        let error = TaskError(code: .timeout, message: "\(flight.agent) gave no answer after \(flight.retries + 1) attempts", retryable: true)
+        return [.send(.reply(to: flight.request, payload: .taskError(error)))]
+    }
+
+    /// The orchestrator cancels a task: its reservation is released, its timers forgotten, and the
+    /// cancel goes on to the agent (the runtime drops the agent's queued work for it).
+    func cancel(_ state: inout State, _ envelope: Envelope) -> [Effect] {
+        guard let index = state.inFlight.firstIndex(where: { $0.request.correlationID == envelope.correlationID }) else {
+            return []
+        }
+        let flight = state.inFlight.remove(at: index)
+        self.settle(&state, flight, metrics: nil)
+        state.cancelled += 1
+        var down = OutgoingMessage.reply(to: envelope, payload: envelope.payload)
+        down.recipient = flight.agent
+        down.priority = .critical
+        return [.cancelTimers(correlationID: envelope.correlationID), .send(down)]
     }
 
     func settle(_ state: inout State, _ flight: InFlight, metrics: TaskMetrics?) {
@@ -179,7 +250,11 @@ public struct DomainSupervisor: Sendable {
                 var again = OutgoingMessage.reply(to: flight.request, payload: flight.request.payload)
                 again.recipient = flight.agent
                 again.retryCount = flight.retries + 1
-                effects.append(.timer(afterMilliseconds: restarts.first { $0.child == flight.agent }?.afterMilliseconds ?? 0, message: again))
+                let backoff = restarts.first { $0.child == flight.agent }?.afterMilliseconds ?? 0
+                effects.append(.timer(afterMilliseconds: backoff, message: again))
+                if case .timer(let after, let message) = self.timeoutTimer(for: flight.request, retries: flight.retries + 1) {
+                    effects.append(.timer(afterMilliseconds: backoff + after, message: message))
+                }
             } else {
                 state.inFlight.remove(at: index)
                 self.settle(&state, flight, metrics: nil)

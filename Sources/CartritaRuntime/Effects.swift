@@ -20,6 +20,9 @@ public struct OutgoingMessage: Hashable, Sendable {
     /// How many times this message was sent before (a redelivery or a retry after a crash).
     public var retryCount: Int32
     public var broadcast: Bool
+    /// Normally nil: the runtime draws the id. Set to send a message again under the id it had,
+    /// so the log's id index refuses it if it was delivered already (an exactly_once retry).
+    public var id: MessageID?
 
     public init(
         recipient: Address, payload: Payload, parentID: MessageID?, correlationID: MessageID, context: MessageContext,
@@ -62,9 +65,12 @@ public struct OutgoingMessage: Hashable, Sendable {
 /// result of I/O comes back as a logged message.
 public enum Effect: Hashable, Sendable {
     case send(OutgoingMessage)
-    /// Deliver `message` (addressed to the handling actor itself) this long after the clock
-    /// reading of the current delivery.
+    /// Deliver `message` this long after the clock reading of the current delivery: a timeout
+    /// for the handling actor itself, or a delayed send (a retry after a restart's backoff).
     case timer(afterMilliseconds: Int64, message: OutgoingMessage)
+    /// Forget this actor's timers of one task that have not fired yet (the work they guarded
+    /// finished). A timer that already fired is a message in the log like any other.
+    case cancelTimers(correlationID: MessageID)
     case spawn(Address)
     case stop(Address)
     /// Start `child` again after this long (a supervisor's restart, with its backoff).

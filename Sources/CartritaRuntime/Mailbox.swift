@@ -28,10 +28,13 @@ public struct Mailbox<Item> {
         self.queues[priority.rank].count - self.heads[priority.rank]
     }
 
-    /// Adds `item` behind the others of its priority. False, and nothing changes, when full.
+    /// Adds `item` behind the others of its priority. False, and nothing changes, when full,
+    /// unless `overCapacity`: answers and control messages are always taken, since refusing an
+    /// answer would leave its request waiting forever (their number is bounded by the requests
+    /// this actor let in).
     @discardableResult
-    public mutating func push(_ item: Item, priority: Priority) -> Bool {
-        guard !self.isFull else { return false }
+    public mutating func push(_ item: Item, priority: Priority, overCapacity: Bool = false) -> Bool {
+        guard overCapacity || !self.isFull else { return false }
         self.queues[priority.rank].append(item)
         self.count += 1
         return true

@@ -22,6 +22,7 @@ public struct Orchestrator: Sendable {
         public var routed = 0
         public var unknown = 0
         public var answered = 0
+        public var cancelled = 0
 
         public init() {}
     }
@@ -39,8 +40,12 @@ public struct Orchestrator: Sendable {
         switch envelope.payload {
         case .taskRequest(let request):
             return self.route(&state, envelope, request)
+        case .taskError(let error) where error.code == .cancelled && !envelope.sender.isSupervisor:
+            return self.cancel(&state, envelope, error)
         case .taskResponse, .taskError:
-            guard let index = state.pending.firstIndex(where: { $0.request.correlationID == envelope.correlationID }) else {
+            guard let index = state.pending.firstIndex(where: {
+                $0.request.correlationID == envelope.correlationID && $0.supervisor == envelope.sender
+            }) else {
                 return []  // an answer for a task that was already answered: at most one terminal answer
             }
             let pending = state.pending.remove(at: index)
@@ -56,6 +61,21 @@ public struct Orchestrator: Sendable {
         default:
             return []
         }
+    }
+
+    /// A client (or an admin) cancels a task: the client gets its one terminal answer now, and the
+    /// cancel goes down to the supervisor holding the work, which passes it to the agent.
+    func cancel(_ state: inout State, _ envelope: Envelope, _ error: TaskError) -> [Effect] {
+        guard let index = state.pending.firstIndex(where: { $0.request.correlationID == envelope.correlationID }) else {
+            return []  // finished already, or never known: nothing holds work for it
+        }
+        let pending = state.pending.remove(at: index)
+        state.cancelled += 1
+        let answer = TaskError(code: .cancelled, message: "cancelled by \(envelope.sender): \(error.message)", retryable: false)
+        var down = OutgoingMessage.reply(to: envelope, payload: envelope.payload)
+        down.recipient = pending.supervisor
+        down.priority = .critical
+        return [.send(.reply(to: pending.request, payload: .taskError(answer))), .send(down)]
     }
 
     func route(_ state: inout State, _ envelope: Envelope, _ request: TaskRequest) -> [Effect] {

@@ -70,12 +70,12 @@ public struct SupervisionState: Hashable, Sendable {
 
     public let policy: SupervisionPolicy
     /// Children in start order (rest_for_one needs it).
-    public private(set) var children: [Address]
+    public internal(set) var children: [Address]
     /// Clock readings of the restarts within the current period, oldest first.
-    public private(set) var restartTimes: [Int64] = []
+    public internal(set) var restartTimes: [Int64] = []
     /// Crashes in a row per child (index-aligned with `children`); a success resets it.
-    public private(set) var consecutiveCrashes: [Int]
-    public private(set) var escalated = false
+    public internal(set) var consecutiveCrashes: [Int]
+    public internal(set) var escalated = false
 
     public init(policy: SupervisionPolicy, children: [Address]) {
         self.policy = policy
@@ -139,11 +139,11 @@ public struct Budget: Hashable, Sendable {
     public var tokenBudget: Int64
     public var costBudgetUSD: Double
 
-    public private(set) var slotsInUse: Int64 = 0
-    public private(set) var tokensReserved: Int64 = 0
-    public private(set) var tokensSpent: Int64 = 0
-    public private(set) var costReservedUSD: Double = 0
-    public private(set) var costSpentUSD: Double = 0
+    public internal(set) var slotsInUse: Int64 = 0
+    public internal(set) var tokensReserved: Int64 = 0
+    public internal(set) var tokensSpent: Int64 = 0
+    public internal(set) var costReservedUSD: Double = 0
+    public internal(set) var costSpentUSD: Double = 0
 
     public init(maxConcurrentTasks: Int64, tokenBudget: Int64, costBudgetUSD: Double) {
         self.maxConcurrentTasks = maxConcurrentTasks

@@ -29,7 +29,13 @@ func deliver<A: Agent>(
     _ agent: A, _ request: TaskRequest, state: inout A.State, seq: UInt64 = 1, clock: Int64 = 1_700_000_000_000,
     file: StaticString = #filePath, line: UInt = #line
 ) -> AgentOutcome {
-    let outcome = agent.handle(request, state: &state, context: DeliveryContext(seq: seq, clockMilliseconds: clock, entropy: seq))
+    let outcome: AgentOutcome
+    do {
+        outcome = try agent.handle(request, state: &state, context: DeliveryContext(seq: seq, clockMilliseconds: clock, entropy: seq))
+    } catch {
+        XCTFail("the agent threw: \(error)", file: file, line: line)
+        return .failed(TaskError(code: .agentCrashed, message: "\(error)", retryable: true))
+    }
     assertValidReply(outcome, from: agent.address, seed: seq, file: file, line: line)
     return outcome
 }

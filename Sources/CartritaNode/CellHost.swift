@@ -1,0 +1,262 @@
+import CartritaCodec
+import CartritaEnvelope
+import CartritaLog
+import CartritaRuntime
+import Crypto
+import Synchronization
+
+/// One actor of the hierarchy in production: a Swift actor that owns the cell (its state
+/// machine and state), fed by a mailbox that any thread may push to.
+///
+/// The mailbox sits behind a mutex rather than in the actor so that a sender never waits for the
+/// recipient: a push is a lock and an append, and it starts a drain task only when the actor
+/// was idle. The drain takes a batch in priority order, appends it to the log in one group
+/// commit, and only then hands each message to the cell (write-ahead).
+actor CellHost {
+    struct Inbox {
+        var mailbox: Mailbox<Envelope>
+        /// A drain task is running or about to (it will look again before it ends).
+        var scheduled = false
+        /// Stopped by its supervisor (escalation): messages wait, nothing is delivered.
+        var stopped = false
+        /// A restart's backoff: nothing is delivered before this clock reading.
+        var heldUntil: Int64 = 0
+    }
+
+    nonisolated let address: Address
+    nonisolated let inbox: Mutex<Inbox>
+    let configuration: NodeConfiguration
+    var cell: any ActorCell
+    // Set once by the node right after init, before any message can arrive.
+    nonisolated(unsafe) weak var node: Node?
+    /// Messages this actor sent that are not in the log yet, by task: a snapshot must carry
+    /// them, since replay after the snapshot would not make them again.
+    var unconfirmed: [MessageID: [Envelope]] = [:]
+    var unconfirmedCount = 0
+
+    init(cell handOff: CellHandOff, configuration: NodeConfiguration) {
+        self.address = handOff.cell.address
+        self.cell = handOff.cell
+        self.configuration = configuration
+        // The capacity is enforced by `enqueue` (new work only); the mailbox itself never refuses.
+        self.inbox = Mutex(Inbox(mailbox: Mailbox(capacity: Int.max)))
+    }
+
+    nonisolated func attach(_ node: Node) {
+        self.node = node
+    }
+
+    /// Takes `envelope` unless it is new work and `capacity` messages already wait. A cancel
+    /// first removes the queued work of its task: the cancel reaches this tier even when the
+    /// work has not started.
+    nonisolated func enqueue(_ envelope: Envelope, capacity: Int) -> Bool {
+        var purged = 0
+        let start: Bool? = self.inbox.withLock { inbox in
+            if case .taskError(let error) = envelope.payload, error.code == .cancelled, !envelope.sender.isAgent {
+                purged = inbox.mailbox.removeAll {
+                    $0.correlationID == envelope.correlationID && Node.isNewWork($0)
+                }.count
+            }
+            let newWork = Node.isNewWork(envelope)
+            if newWork && inbox.mailbox.count >= capacity { return nil }
+            inbox.mailbox.push(envelope, priority: envelope.priority, overCapacity: true)
+            guard !inbox.scheduled, !inbox.stopped else { return false }
+            inbox.scheduled = true
+            return true
+        }
+        if purged > 0 { self.node?.outstanding.subtract(purged, ordering: .relaxed) }
+        guard let start else { return false }
+        if start { Task { await self.drain() } }
+        return true
+    }
+
+    nonisolated func hold(until milliseconds: Int64) {
+        self.inbox.withLock { $0.heldUntil = max($0.heldUntil, milliseconds) }
+    }
+
+    nonisolated func setStopped(_ stopped: Bool) {
+        let start: Bool = self.inbox.withLock { inbox in
+            inbox.stopped = stopped
+            guard !stopped, !inbox.scheduled, !inbox.mailbox.isEmpty else { return false }
+            inbox.scheduled = true
+            return true
+        }
+        if start { Task { await self.drain() } }
+    }
+
+    // MARK: Draining
+
+    func drain() async {
+        guard let node = self.node else { return }
+        while true {
+            let now = node.clock.now()
+            let maxBatch = self.configuration.maxDeliveryBatch
+            var heldUntil: Int64?
+            let batch: [Envelope] = self.inbox.withLock { inbox in
+                if inbox.stopped || node.storageFailure != nil {
+                    inbox.scheduled = false
+                    return []
+                }
+                if inbox.heldUntil > now {
+                    heldUntil = inbox.heldUntil  // stays scheduled: the wake-up drains
+                    return []
+                }
+                var batch: [Envelope] = []
+                batch.reserveCapacity(min(maxBatch, inbox.mailbox.count))
+                while batch.count < maxBatch, let (item, _) = inbox.mailbox.pop() { batch.append(item) }
+                if batch.isEmpty { inbox.scheduled = false }
+                return batch
+            }
+            if let heldUntil {
+                node.timers.wake(at: heldUntil) { Task { await self.drain() } }
+                return
+            }
+            if batch.isEmpty { return }
+            await self.deliver(batch, node)
+        }
+    }
+
+    func deliver(_ batch: [Envelope], _ node: Node) async {
+        let clock = node.clock.now()
+        let entropy = UInt64.random(in: .min ... .max)
+        let results = await node.log.append(contentsOf: batch, clockMilliseconds: clock, entropy: entropy)
+        var handled = 0
+        var retry: [Envelope] = []
+        for (index, envelope) in batch.enumerated() {
+            switch results[index] {
+            case .success(let seq):
+                // The log holds it: now it may be delivered.
+                let context = DeliveryContext(seq: seq, clockMilliseconds: clock, entropy: entropy &+ UInt64(index))
+                let delivery = self.cell.deliver(envelope, context)
+                self.remember(delivery, clock: clock)
+                node.route(delivery, from: self.address, clock: clock)
+                node.delivered(envelope, seq: seq, to: self.address)
+                handled += 1
+            case .failure(let error) where error.code == .duplicateID:
+                handled += 1  // delivered before under this id: the exactly_once dedupe
+            case .failure(let error) where error.code == .invalidEnvelope || error.code == .codec:
+                // A message that breaks the envelope rules never reaches its actor; its sender
+                // hears why (a handler produced it: that is a bug to see, not to hide).
+                node.refuse(envelope, code: .invalidEnvelope, "\(error)")
+                handled += 1
+            case .failure(let error) where error.code == .overloaded:
+                retry.append(envelope)  // the writer's queue is full: try again shortly
+            case .failure(let error):
+                // Storage failed (disk full, log full, I/O): keep the message, stop delivering.
+                node.fail(error)
+                retry.append(envelope)
+            }
+        }
+        if !retry.isEmpty {
+            self.inbox.withLock { inbox in
+                for envelope in retry { inbox.mailbox.push(envelope, priority: envelope.priority, overCapacity: true) }
+            }
+            if node.storageFailure == nil { try? await Task.sleep(nanoseconds: 200_000) }
+        }
+        node.outstanding.subtract(handled, ordering: .releasing)
+        if self.cell.deliveriesSinceSnapshot >= self.configuration.snapshotEveryDeliveries {
+            await self.snapshot(node)
+        }
+    }
+
+    /// Keeps what this delivery sent until the log has it (at_most_once messages excepted: they
+    /// are not owed after a crash), and forgets timers the delivery cancelled.
+    func remember(_ delivery: Delivery, clock: Int64) {
+        for correlation in delivery.cancelledTimers {
+            guard var list = self.unconfirmed[correlation] else { continue }
+            let before = list.count
+            list.removeAll { $0.timestampMilliseconds > clock }
+            self.unconfirmedCount -= before - list.count
+            self.unconfirmed[correlation] = list.isEmpty ? nil : list
+        }
+        for message in delivery.messages where message.deliveryMode != .atMostOnce {
+            self.unconfirmed[message.correlationID, default: []].append(message)
+            self.unconfirmedCount += 1
+        }
+    }
+
+    // MARK: Snapshots
+
+    func snapshotIfChanged() async {
+        guard let node = self.node, self.cell.deliveriesSinceSnapshot > 0 else { return }
+        await self.snapshot(node)
+    }
+
+    func snapshot(_ node: Node) async {
+        let seq = self.cell.lastSeq
+        var sent: [Envelope] = []
+        sent.reserveCapacity(self.unconfirmedCount)
+        for list in self.unconfirmed.values { sent.append(contentsOf: list) }
+        sent.sort { $0.id < $1.id }
+        guard let seqs = try? node.log.seqs(ofMessages: sent.map(\.id)) else { return }
+        var owed: [Envelope] = []
+        self.unconfirmed = [:]
+        self.unconfirmedCount = 0
+        for (envelope, logged) in zip(sent, seqs) {
+            // Owed by this snapshot: not in the log, or logged after the seq it covers.
+            if logged == nil || logged! > seq { owed.append(envelope) }
+            if logged == nil {
+                self.unconfirmed[envelope.correlationID, default: []].append(envelope)
+                self.unconfirmedCount += 1
+            }
+        }
+        let bytes = NodeSnapshot(state: self.cell.snapshotBytes(), owed: owed).encode()
+        do {
+            try await node.log.saveSnapshot(Snapshot(actor: self.address.rawValue, seq: seq, formatVersion: self.cell.stateFormatVersion, state: bytes))
+            self.cell.markSnapshotted()
+        } catch {
+            node.fail(error)
+        }
+    }
+
+    func digest() -> ActorDigest {
+        ActorDigest(address: self.address, lastSeq: self.cell.lastSeq, digest: NodeSnapshot.digest(self.cell.snapshotBytes()))
+    }
+
+    func describe() -> MCPValue { self.cell.describeState() }
+}
+
+extension Address {
+    var isAgent: Bool { self.kind == "agent" }
+}
+
+// MARK: - The node's snapshot wrapper
+
+/// What the node stores as an actor's snapshot: the machine's state bytes (in the machine's own
+/// format, whose version the store records) and the messages the actor had sent that the log
+/// did not hold yet at the snapshot's seq.
+struct NodeSnapshot {
+    static let magic = "cartrita.node-snapshot"
+    static let version: Int64 = 1
+
+    var state: [UInt8]
+    var owed: [Envelope]
+
+    func encode() -> [UInt8] {
+        let encoder = EnvelopeEncoder()
+        let owed: [MCPValue] = self.owed.compactMap { envelope in (try? encoder.encode(envelope)).map(MCPValue.binary) }
+        let writer = MsgPackWriter(initialCapacityBytes: self.state.count + 64)
+        writer.write(.map([
+            MCPValue.MapEntry("format", .string(Self.magic)), MCPValue.MapEntry("v", .int(Self.version)),
+            MCPValue.MapEntry("state", .binary(self.state)), MCPValue.MapEntry("owed", .array(owed)),
+        ]))
+        return writer.withBytes { [UInt8]($0) }
+    }
+
+    static func decode(_ bytes: [UInt8]) -> NodeSnapshot? {
+        guard let value = try? EnvelopeDecoder().decodeValue(bytes), value["format"] == .string(Self.magic),
+            value["v"] == .int(Self.version), case .binary(let state)? = value["state"], case .array(let list)? = value["owed"]
+        else { return nil }
+        let decoder = EnvelopeDecoder()
+        var owed: [Envelope] = []
+        for item in list {
+            guard case .binary(let encoded) = item, let envelope = try? decoder.decode(encoded) else { return nil }
+            owed.append(envelope)
+        }
+        return NodeSnapshot(state: state, owed: owed)
+    }
+
+    static func digest(_ bytes: [UInt8]) -> String {
+        Hex.encode(Array(SHA256.hash(data: bytes)))
+    }
+}

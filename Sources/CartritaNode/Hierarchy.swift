@@ -1,0 +1,136 @@
+import CartritaAgents
+import CartritaCodec
+import CartritaEnvelope
+import CartritaRuntime
+
+// MARK: - What runs: the three tiers as cells
+
+/// The actors of one node, in a fixed order (the order never comes from hashing). The standard
+/// hierarchy is the orchestrator, the intelligence, multimodal and system supervisors, and the
+/// agents of this release, plus the clients that submit tasks.
+public struct Hierarchy {
+    /// Makes fresh cells; a node calls it once, a recovery or a replay once more each.
+    public let makeCells: @Sendable () -> [any ActorCell]
+    public let addresses: [Address]
+
+    public init(addresses: [Address], makeCells: @escaping @Sendable () -> [any ActorCell]) {
+        self.addresses = addresses
+        self.makeCells = makeCells
+    }
+
+    public static let intelligence = Address("supervisor.intelligence@v1.0")
+    public static let multimodal = Address("supervisor.multimodal@v1.0")
+    public static let system = Address("supervisor.system@v1.0")
+    /// The client that `cartrita run` and the benchmarks submit tasks as.
+    public static let runClient = Address("client.run@v1.0")
+
+    public struct Options: Sendable {
+        public var routing: RoutingTable = .standard
+        public var policy: SupervisionPolicy = SupervisionPolicy()
+        public var maxConcurrentTasksPerSupervisor: Int64 = 100_000
+        public var tokenBudget: Int64 = 1_000_000_000
+        public var costBudgetUSD: Double = 1_000_000
+        public var maxPendingTasks = 1_000_000
+        public var clients: [Address] = [Hierarchy.runClient]
+
+        public init() {}
+    }
+
+    /// The standard three tiers with this release's agents.
+    public static func standard(_ options: Options = Options()) -> Hierarchy {
+        let language = LanguageMaestro()
+        let data = DataSage()
+        let tasks = TaskManagement()
+        let supervisors: [(Address, [DomainSupervisor.AgentRoute])] = [
+            (Self.intelligence, [.init(address: language.address, taskTypes: language.taskTypes)]),
+            (Self.multimodal, []),
+            (Self.system, [
+                .init(address: data.address, taskTypes: data.taskTypes),
+                .init(address: tasks.address, taskTypes: tasks.taskTypes),
+            ]),
+        ]
+        let addresses = [Orchestrator.address] + supervisors.map(\.0) + [language.address, data.address, tasks.address] + options.clients
+        return Hierarchy(addresses: addresses) {
+            var cells: [any ActorCell] = [MachineCell(Orchestrator(routing: options.routing, maxPendingTasks: options.maxPendingTasks))]
+            for (address, agents) in supervisors {
+                cells.append(MachineCell(DomainSupervisor(
+                    address: address, agents: agents, policy: options.policy,
+                    maxConcurrentTasks: options.maxConcurrentTasksPerSupervisor, tokenBudget: options.tokenBudget,
+                    costBudgetUSD: options.costBudgetUSD)))
+            }
+            cells.append(MachineCell(AgentActor(language)))
+            cells.append(MachineCell(AgentActor(data)))
+            cells.append(MachineCell(AgentActor(tasks)))
+            for client in options.clients { cells.append(MachineCell(ClientMachine(address: client))) }
+            return cells
+        }
+    }
+}
+
+// MARK: - A client as an actor
+
+/// The end of a task's path: the answers addressed to a client are logged like every other
+/// delivery, and this machine counts them. Its requests come from outside (a command, an HTTP
+/// request) and are inputs of the log, not effects.
+public struct ClientMachine: StateMachine {
+    public struct State: Hashable, Sendable {
+        public var completed = 0
+        public var failed = 0
+        public var progress = 0
+    }
+
+    public let address: Address
+    public var stateFormatVersion: UInt32 { 1 }
+
+    public init(address: Address) {
+        self.address = address
+    }
+
+    public func initialState() -> State { State() }
+
+    public func step(_ state: inout State, _ envelope: Envelope, _ context: DeliveryContext) -> [Effect] {
+        switch ClientMachine.outcome(envelope) {
+        case .completed?: state.completed += 1
+        case .failed?: state.failed += 1
+        case nil: if case .taskProgress = envelope.payload { state.progress += 1 }
+        }
+        return []
+    }
+
+    public enum Outcome: String, Sendable {
+        case completed, failed
+    }
+
+    /// Whether `envelope` is a terminal answer, and which.
+    public static func outcome(_ envelope: Envelope) -> Outcome? {
+        switch envelope.payload {
+        case .taskResponse(let response):
+            switch response.status {
+            case .completed: .completed
+            case .failed, .cancelled: .failed
+            default: nil
+            }
+        case .taskError: .failed
+        default: nil
+        }
+    }
+
+    public func encodeState(_ state: State) -> [UInt8] {
+        let writer = MsgPackWriter(initialCapacityBytes: 64)
+        writer.write(.array([.int(Int64(state.completed)), .int(Int64(state.failed)), .int(Int64(state.progress))]))
+        return writer.withBytes { [UInt8]($0) }
+    }
+
+    public func decodeState(_ bytes: [UInt8]) throws(StateDecodingError) -> State {
+        guard case .array(let values)? = try? EnvelopeDecoder().decodeValue(bytes), values.count == 3,
+            case .int(let completed) = values[0], case .int(let failed) = values[1], case .int(let progress) = values[2]
+        else {
+            throw StateDecodingError("a client's snapshot is [completed, failed, progress]")
+        }
+        return State(completed: Int(completed), failed: Int(failed), progress: Int(progress))
+    }
+
+    public func describeState(_ state: State) -> MCPValue {
+        .map(["completed": .int(Int64(state.completed)), "failed": .int(Int64(state.failed)), "progress": .int(Int64(state.progress))])
+    }
+}

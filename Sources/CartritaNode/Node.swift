@@ -1,0 +1,276 @@
+import CartritaCodec
+import CartritaEnvelope
+import CartritaLog
+import CartritaRuntime
+import Foundation
+import Synchronization
+
+// MARK: - Configuration
+
+public struct NodeConfiguration: Sendable {
+    /// Most new-work messages (requests, pings) one actor holds; past it the sender is answered
+    /// `overloaded`. Answers are always taken (see `Mailbox.push`).
+    public var mailboxCapacity = 10_000
+    /// An actor snapshots its state after this many deliveries.
+    public var snapshotEveryDeliveries = 1_000
+    /// Most messages one actor appends and then handles per log commit.
+    public var maxDeliveryBatch = 512
+
+    public init() {}
+}
+
+/// The runtime's clock in production: the wall clock, never going backwards (a clock step back
+/// would make a later delivery look older). It is read outside the deterministic core, and what
+/// it said is recorded with each delivery.
+public final class WallClock: Sendable {
+    private let last = Mutex<Int64>(0)
+
+    public init() {}
+
+    public func now() -> Int64 {
+        let wall = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+        return self.last.withLock { last in
+            last = max(last, wall)
+            return last
+        }
+    }
+}
+
+// MARK: - The node
+
+/// Drives the hierarchy's actors in production: one mailbox and one Swift actor per cell, many
+/// cells at once, every delivery appended to the event log before it is handled (write-ahead).
+///
+/// An actor's deliveries are its records in the log, in log order: the mailbox decides the
+/// order (priority, then FIFO), the log records it, and replay follows the log. A message that
+/// is sent but not yet delivered lives only in memory; after a crash, recovery makes it again by
+/// replaying the delivery that sent it (see `Recovery`).
+public final class Node: Sendable {
+    public let log: EventLog
+    public let configuration: NodeConfiguration
+    let clock = WallClock()
+    let hosts: [Address: CellHost]
+    public let addresses: [Address]
+    let timers: TimerQueue
+    /// Messages queued or being handled anywhere, plus waiting timers that are not cancelled.
+    let outstanding = Atomic<Int>(0)
+    let failure = Mutex<EventLogError?>(nil)
+    let ids = Mutex<(UUIDv7Generator, SystemEntropy)>((UUIDv7Generator(), SystemEntropy()))
+    let observer: (@Sendable (Address, Envelope, UInt64) -> Void)?
+
+    /// Tag of the id of a refusal the runtime sends for message X: `X.id.derived(tag:)`.
+    public static let refusalTag: UInt64 = 0x7265_6675_7365_6400
+
+    /// `cells` come from a `Recovery` (or fresh from the hierarchy for an empty log).
+    /// `observer` sees every delivery to a client address after its record is committed.
+    public init(
+        log: EventLog, cells: [any ActorCell], configuration: NodeConfiguration = NodeConfiguration(),
+        observer: (@Sendable (Address, Envelope, UInt64) -> Void)? = nil
+    ) {
+        self.log = log
+        self.configuration = configuration
+        self.observer = observer
+        self.addresses = cells.map(\.address)
+        let box = HostTable()
+        let clock = self.clock
+        self.timers = TimerQueue(clock: { clock.now() }, fire: { envelope in box.node?.enqueue(envelope, from: nil) })
+        var hosts: [Address: CellHost] = [:]
+        for cell in cells {
+            hosts[cell.address] = CellHost(cell: CellHandOff(cell), configuration: configuration)
+        }
+        self.hosts = hosts
+        box.node = self
+        for host in hosts.values { host.attach(self) }
+        self.timers.start()
+    }
+
+    /// Starts again what recovery found owed: messages sent but not delivered, timers not fired.
+    public func resume(_ pending: [Envelope]) {
+        for envelope in pending { self.route(envelope, now: self.clock.now()) }
+    }
+
+    /// A new id from the runtime's clock and the system's entropy (an input: it is recorded in
+    /// the log with the message that carries it).
+    public func newID() -> MessageID {
+        let now = self.clock.now()
+        return self.ids.withLock { state in state.0.next(milliseconds: now, entropy: &state.1) }
+    }
+
+    /// Submits a client's task to the orchestrator. Returns its task id (the correlation id).
+    @discardableResult
+    public func submit(
+        _ request: TaskRequest, from client: Address, deliveryMode: DeliveryMode = .atLeastOnce, priority: Priority = .normal,
+        ttlMilliseconds: Int32 = 600_000, maxRetries: Int32 = 3, id: MessageID? = nil
+    ) -> MessageID {
+        let id = id ?? self.newID()
+        let envelope = Envelope(
+            id: id, parentID: nil, correlationID: id, sender: client, recipient: .orchestrator, broadcast: false,
+            timestampMilliseconds: self.clock.now(), ttlMilliseconds: ttlMilliseconds, priority: priority,
+            context: MessageContext(traceID: TraceID(high: id.high, low: id.low), spanID: SpanID(id.low | 1)),
+            payload: .taskRequest(request), deliveryMode: deliveryMode, retryCount: 0, maxRetries: maxRetries)
+        self.enqueue(envelope, from: nil)
+        return id
+    }
+
+    /// Sends an arbitrary envelope into the hierarchy (a cancel, a ping, an admin action).
+    public func send(_ envelope: Envelope) {
+        self.enqueue(envelope, from: nil)
+    }
+
+    /// Waits until nothing is queued, being handled, or waiting on a timer, or a storage failure
+    /// stopped the node. Returns the failure, if any.
+    @discardableResult
+    public func waitUntilIdle(pollMicroseconds: UInt64 = 500) async -> EventLogError? {
+        while true {
+            if let failure = self.failure.withLock({ $0 }) { return failure }
+            if self.outstanding.load(ordering: .acquiring) <= 0 && self.timers.pendingCount == 0 { return nil }
+            try? await Task.sleep(nanoseconds: pollMicroseconds * 1_000)
+        }
+    }
+
+    /// Waits until nothing is queued or being handled (timers may still wait).
+    public func waitUntilQuiet(pollMicroseconds: UInt64 = 500) async -> EventLogError? {
+        while true {
+            if let failure = self.failure.withLock({ $0 }) { return failure }
+            if self.outstanding.load(ordering: .acquiring) <= 0 { return nil }
+            try? await Task.sleep(nanoseconds: pollMicroseconds * 1_000)
+        }
+    }
+
+    /// Snapshots every actor that handled something since its last snapshot, then stops the
+    /// timers. The log stays open (its owner closes it).
+    public func shutdown() async {
+        for address in self.addresses {
+            await self.hosts[address]?.snapshotIfChanged()
+        }
+        self.timers.stop()
+        try? await self.log.flush()
+    }
+
+    /// Every actor's address, last delivered seq and state digest, in address order.
+    public func digests() async -> [ActorDigest] {
+        var result: [ActorDigest] = []
+        for address in self.addresses.sorted() {
+            if let host = self.hosts[address] { result.append(await host.digest()) }
+        }
+        return result
+    }
+
+    public func describeState(of address: Address) async -> MCPValue? {
+        await self.hosts[address]?.describe()
+    }
+
+    // MARK: Routing
+
+    /// Puts `envelope` in its recipient's mailbox, or answers its sender when it cannot be taken.
+    func enqueue(_ envelope: Envelope, from sender: CellHost?) {
+        guard let host = self.hosts[envelope.recipient] else {
+            self.refuse(envelope, code: TaskErrorCode(rawValue: "unknown_recipient"), "no actor \(envelope.recipient) on this node")
+            return
+        }
+        self.outstanding.add(1, ordering: .relaxed)
+        if !host.enqueue(envelope, capacity: self.configuration.mailboxCapacity) {
+            self.outstanding.subtract(1, ordering: .relaxed)
+            self.refuse(envelope, code: .overloaded, "the mailbox of \(envelope.recipient) is full")
+        }
+    }
+
+    func route(_ envelope: Envelope, now: Int64) {
+        if envelope.timestampMilliseconds > now {
+            self.timers.schedule(envelope)
+        } else {
+            self.enqueue(envelope, from: nil)
+        }
+    }
+
+    func route(_ delivery: Delivery, from owner: Address, clock: Int64) {
+        // Cancels first: a delivery that forgets a task's timers may arm new ones for it.
+        for correlation in delivery.cancelledTimers { self.timers.cancel(owner: owner, correlation: correlation) }
+        for message in delivery.messages { self.route(message, now: clock) }
+        for action in delivery.actions {
+            switch action {
+            case .restart(let child, let until): self.hosts[child]?.hold(until: until)
+            case .stop(let child): self.hosts[child]?.setStopped(true)
+            case .spawn(let child): self.hosts[child]?.setStopped(false)
+            }
+        }
+    }
+
+    /// The runtime answers for an actor that cannot take a message. The answer's id is derived
+    /// from the refused message's id, so recovery can tell a refused message from a lost one.
+    func refuse(_ envelope: Envelope, code: TaskErrorCode, _ message: String) {
+        // Never answer an answer: a refused reply is dropped with nothing waiting on it, and an
+        // answer to a sender that does not exist would bounce forever.
+        guard Self.isNewWork(envelope), self.hosts[envelope.sender] != nil else { return }
+        let error = TaskError(code: code, message: message, retryable: code == .overloaded)
+        let answer = OutgoingMessage.reply(to: envelope, payload: .taskError(error)).envelope(
+            id: envelope.id.derived(tag: Self.refusalTag), sender: envelope.recipient, timestampMilliseconds: self.clock.now())
+        self.outstanding.add(1, ordering: .relaxed)
+        _ = self.hosts[envelope.sender]!.enqueue(answer, capacity: .max)
+    }
+
+    /// Requests and pings are new work, limited by mailbox capacity; answers, progress, streams
+    /// and control are not.
+    static func isNewWork(_ envelope: Envelope) -> Bool {
+        switch envelope.payload {
+        case .taskRequest, .resourceRequest, .ping: true
+        default: false
+        }
+    }
+
+    func fail(_ error: EventLogError) {
+        self.failure.withLock { if $0 == nil { $0 = error } }
+    }
+
+    public var storageFailure: EventLogError? { self.failure.withLock { $0 } }
+
+    func delivered(_ envelope: Envelope, seq: UInt64, to address: Address) {
+        if address.kind == "client" { self.observer?(address, envelope, seq) }
+    }
+}
+
+/// The system's random generator as the runtime's entropy source (outside the core only).
+struct SystemEntropy: EntropySource {
+    var generator = SystemRandomNumberGenerator()
+    mutating func next64() -> UInt64 { self.generator.next() }
+}
+
+/// The digest of one actor's state: SHA-256 of its snapshot bytes.
+public struct ActorDigest: Hashable, Sendable {
+    public init(address: Address, lastSeq: UInt64, digest: String) {
+        self.address = address
+        self.lastSeq = lastSeq
+        self.digest = digest
+    }
+
+    public var address: Address
+    public var lastSeq: UInt64
+    public var digest: String
+}
+
+/// Moves a cell into the one host that will own it. Unchecked because the region checker cannot
+/// see that each element of the array goes to exactly one host and the array is then dropped.
+struct CellHandOff: @unchecked Sendable {
+    let cell: any ActorCell
+    init(_ cell: any ActorCell) { self.cell = cell }
+}
+
+/// Lets the timer thread reach the node without the node existing yet at init.
+final class HostTable: @unchecked Sendable {
+    weak var node: Node?
+}
+
+extension Node {
+    /// Recovers the hierarchy from `log` and starts a node on it. What recovery found owed is
+    /// resumed at once, unless replay diverged from the log: then the node starts with nothing
+    /// resumed and the report says where (the caller decides whether to go on).
+    public static func recover(
+        log: EventLog, hierarchy: Hierarchy, configuration: NodeConfiguration = NodeConfiguration(),
+        observer: (@Sendable (Address, Envelope, UInt64) -> Void)? = nil
+    ) throws(EventLogError) -> (node: Node, report: Recovery.Report) {
+        let (cells, report) = try Recovery(log: log, hierarchy: hierarchy).run()
+        let node = Node(log: log, cells: cells, configuration: configuration, observer: observer)
+        if report.divergence == nil { node.resume(report.pending) }
+        return (node, report)
+    }
+}

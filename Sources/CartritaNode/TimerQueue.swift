@@ -1,0 +1,164 @@
+import CartritaEnvelope
+import Foundation
+
+/// Messages stamped with a future timestamp (timers and delayed sends) wait here until their
+/// time on the runtime's clock, then go to their recipient's mailbox. One thread, one heap.
+///
+/// Cancelling is by (owner, correlation): the supervisor's timeout of a task is forgotten when
+/// the task is answered. The heap holds only (due, order); the envelope sits in a dictionary that
+/// a cancel empties at once, so a cancelled timer costs 16 bytes until its time comes up (and the
+/// heap is rebuilt when most of it is dead).
+final class TimerQueue: @unchecked Sendable {
+    struct Key: Hashable {
+        var owner: Address
+        var correlation: MessageID
+    }
+
+    struct Entry {
+        var due: Int64
+        var order: UInt64
+    }
+
+    private let condition = NSCondition()
+    private var heap: [Entry] = []
+    private var order: UInt64 = 0
+    /// Live timers by key: the `order` of each, so a cancelled one is skipped when due.
+    private var live: [Key: [UInt64]] = [:]
+    private var envelopes: [UInt64: Envelope] = [:]
+    private var wakes: [UInt64: @Sendable () -> Void] = [:]
+    private var stopping = false
+    private var thread: Thread?
+    private let clock: @Sendable () -> Int64
+    private let fire: @Sendable (Envelope) -> Void
+
+    /// Timers waiting, cancelled ones not counted.
+    var pendingCount: Int {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        return self.envelopes.count
+    }
+
+    init(clock: @escaping @Sendable () -> Int64, fire: @escaping @Sendable (Envelope) -> Void) {
+        self.clock = clock
+        self.fire = fire
+    }
+
+    func start() {
+        let thread = Thread { [unowned self] in self.run() }
+        thread.name = "cartrita-timers"
+        self.thread = thread
+        thread.start()
+    }
+
+    func stop() {
+        self.condition.lock()
+        self.stopping = true
+        self.condition.signal()
+        self.condition.unlock()
+    }
+
+    func schedule(_ envelope: Envelope) {
+        self.condition.lock()
+        self.order += 1
+        self.push(Entry(due: envelope.timestampMilliseconds, order: self.order))
+        self.envelopes[self.order] = envelope
+        self.live[Key(owner: envelope.sender, correlation: envelope.correlationID), default: []].append(self.order)
+        self.condition.signal()
+        self.condition.unlock()
+    }
+
+    /// Runs `wake` at `due` (a cell held by a restart's backoff).
+    func wake(at due: Int64, _ wake: @escaping @Sendable () -> Void) {
+        self.condition.lock()
+        self.order += 1
+        self.push(Entry(due: due, order: self.order))
+        self.wakes[self.order] = wake
+        self.condition.signal()
+        self.condition.unlock()
+    }
+
+    func cancel(owner: Address, correlation: MessageID) {
+        self.condition.lock()
+        if let orders = self.live.removeValue(forKey: Key(owner: owner, correlation: correlation)) {
+            for order in orders { self.envelopes[order] = nil }
+            if self.heap.count > 1_024 && self.envelopes.count + self.wakes.count < self.heap.count / 4 {
+                self.heap = self.heap.filter { self.envelopes[$0.order] != nil || self.wakes[$0.order] != nil }
+                self.heap.sort(by: Self.before)  // a sorted array is a valid heap
+            }
+        }
+        self.condition.unlock()
+    }
+
+    /// The envelopes still waiting, cancelled ones left out (for a snapshot of what is owed).
+    func waiting() -> [Envelope] {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        return self.heap.sorted(by: Self.before).compactMap { self.envelopes[$0.order] }
+    }
+
+    private func run() {
+        self.condition.lock()
+        while !self.stopping {
+            guard let first = self.heap.first else {
+                self.condition.wait()
+                continue
+            }
+            let now = self.clock()
+            if first.due > now {
+                self.condition.wait(until: Date(timeIntervalSinceNow: Double(min(first.due - now, 1_000)) / 1000))
+                continue
+            }
+            let entry = self.popFirst()
+            let envelope = self.envelopes.removeValue(forKey: entry.order)
+            let wake = self.wakes.removeValue(forKey: entry.order)
+            if let envelope {
+                let key = Key(owner: envelope.sender, correlation: envelope.correlationID)
+                if var orders = self.live[key] {
+                    orders.removeAll { $0 == entry.order }
+                    self.live[key] = orders.isEmpty ? nil : orders
+                }
+            }
+            guard envelope != nil || wake != nil else { continue }  // cancelled
+            self.condition.unlock()
+            if let envelope { self.fire(envelope) }
+            wake?()
+            self.condition.lock()
+        }
+        self.condition.unlock()
+    }
+
+    // MARK: Binary heap by (due, order)
+
+    private static func before(_ a: Entry, _ b: Entry) -> Bool { a.due != b.due ? a.due < b.due : a.order < b.order }
+
+    private func push(_ entry: Entry) {
+        self.heap.append(entry)
+        var child = self.heap.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard Self.before(self.heap[child], self.heap[parent]) else { break }
+            self.heap.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    private func popFirst() -> Entry {
+        let first = self.heap[0]
+        let last = self.heap.removeLast()
+        if !self.heap.isEmpty {
+            self.heap[0] = last
+            var parent = 0
+            while true {
+                let left = 2 * parent + 1
+                let right = left + 1
+                var smallest = parent
+                if left < self.heap.count && Self.before(self.heap[left], self.heap[smallest]) { smallest = left }
+                if right < self.heap.count && Self.before(self.heap[right], self.heap[smallest]) { smallest = right }
+                if smallest == parent { break }
+                self.heap.swapAt(parent, smallest)
+                parent = smallest
+            }
+        }
+        return first
+    }
+}

@@ -1,0 +1,45 @@
+import CartritaEnvelope
+import CartritaLog
+import CartritaNode
+import Foundation
+import Synchronization
+
+/// A fresh directory under /tmp (mkdtemp), removed when released.
+final class TemporaryDirectory: @unchecked Sendable {
+    let path: String
+
+    init(_ label: String = "node") {
+        var template = Array("/tmp/cartrita-nodetests-\(label)-XXXXXX".utf8CString)
+        let result = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        precondition(result != nil, "mkdtemp failed: \(errno)")
+        self.path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: self.path)
+    }
+}
+
+/// Collects what the node delivers to clients.
+final class Answers: Sendable {
+    let state = Mutex<[(Address, Envelope, UInt64)]>([])
+
+    var observer: @Sendable (Address, Envelope, UInt64) -> Void {
+        { address, envelope, seq in self.state.withLock { $0.append((address, envelope, seq)) } }
+    }
+
+    var all: [(Address, Envelope, UInt64)] { self.state.withLock { $0 } }
+
+    /// Terminal answers by task id.
+    var terminal: [MessageID: ClientMachine.Outcome] {
+        var result: [MessageID: ClientMachine.Outcome] = [:]
+        for (_, envelope, _) in self.all {
+            if let outcome = ClientMachine.outcome(envelope) { result[envelope.correlationID] = outcome }
+        }
+        return result
+    }
+}
+
+func openLog(_ directory: TemporaryDirectory, durability: Durability = .relaxed) throws -> EventLog {
+    try EventLog(path: directory.path, configuration: EventLogConfiguration(durability: durability))
+}
