@@ -274,3 +274,24 @@ extension Node {
         return (node, report)
     }
 }
+
+/// What the clients of a node have been answered, and what the orchestrator still holds.
+public struct TaskTotals: Hashable, Sendable {
+    public var completed = 0
+    public var failed = 0
+    /// Tasks the orchestrator routed and has not answered yet.
+    public var pending = 0
+}
+
+extension Node {
+    public func taskTotals() async -> TaskTotals {
+        var totals = TaskTotals()
+        for address in self.addresses where address.kind == "client" {
+            let state = await self.describeState(of: address)
+            if case .int(let completed)? = state?["completed"] { totals.completed += Int(completed) }
+            if case .int(let failed)? = state?["failed"] { totals.failed += Int(failed) }
+        }
+        if case .array(let pending)? = await self.describeState(of: .orchestrator)?["pending"] { totals.pending = pending.count }
+        return totals
+    }
+}
