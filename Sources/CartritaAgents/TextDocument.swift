@@ -110,7 +110,27 @@ struct TextDocument {
         while index < text.endIndex {
             let character = text[index]
             let next = text.index(after: index)
-            if character.isLetter || character.isNumber {
+            if let ascii = character.asciiValue {
+                // ASCII fast path: the Unicode property lookups below cost far more than the
+                // rest of the analysis, and most text is ASCII. Same answers as the slow path.
+                let isLetter = (ascii | 0x20) >= 0x61 && (ascii | 0x20) <= 0x7A
+                if isLetter || (ascii >= 0x30 && ascii <= 0x39) {
+                    key.unicodeScalars.append(Unicode.Scalar(isLetter ? ascii | 0x20 : ascii))
+                    length += 1
+                    index = next
+                    continue
+                }
+                if ascii != 0x27 || length == 0 || key.hasSuffix("'") || next >= text.endIndex || !text[next].isLetter {
+                    if length > 0 {
+                        words.append(Word(key: key, length: length))
+                        key = ""
+                        length = 0
+                    }
+                    index = next
+                    continue
+                }
+                key += "'"
+            } else if character.isLetter || character.isNumber {
                 key += character.lowercased()
                 length += 1
             } else if (character == "'" || character == "’"), length > 0, !key.hasSuffix("'"), next < text.endIndex, text[next].isLetter {
@@ -144,7 +164,11 @@ struct TextDocument {
     /// Exact for most common words, off by one on some ("every", "business"), as every such
     /// heuristic is.
     static func syllables(_ key: String) -> Int {
-        let letters = key.filter(\.isLetter).map { $0 }
+        // Keys are lower case already; an ASCII key needs no Unicode property lookups.
+        let letters: [Character] =
+            key.utf8.allSatisfy({ $0 < 0x80 })
+            ? key.utf8.filter { $0 >= 0x61 && $0 <= 0x7A }.map { Character(Unicode.Scalar($0)) }
+            : key.filter(\.isLetter).map { $0 }
         let count = letters.count
         guard count > 0 else { return 1 }
         func vowel(_ at: Int) -> Bool { Self.vowels.contains(letters[at]) && !(at == 0 && letters[at] == "y") }

@@ -34,10 +34,14 @@ actor CellHost {
     var unconfirmed: [MessageID: [Envelope]] = [:]
     var unconfirmedCount = 0
 
-    init(cell handOff: CellHandOff, configuration: NodeConfiguration) {
+    init(cell handOff: CellHandOff, sent: [Envelope], configuration: NodeConfiguration) {
         self.address = handOff.cell.address
         self.cell = handOff.cell
         self.configuration = configuration
+        for envelope in sent {
+            self.unconfirmed[envelope.correlationID, default: []].append(envelope)
+        }
+        self.unconfirmedCount = sent.count
         // The capacity is enforced by `enqueue` (new work only); the mailbox itself never refuses.
         self.inbox = Mutex(Inbox(mailbox: Mailbox(capacity: Int.max)))
     }

@@ -61,10 +61,12 @@ public final class Node: Sendable {
     /// Tag of the id of a refusal the runtime sends for message X: `X.id.derived(tag:)`.
     public static let refusalTag: UInt64 = 0x7265_6675_7365_6400
 
-    /// `cells` come from a `Recovery` (or fresh from the hierarchy for an empty log).
+    /// `cells` come from a `Recovery` (or fresh from the hierarchy for an empty log), and `owed`
+    /// is what that recovery found owed: each sender keeps its owed messages among those it must
+    /// carry in its snapshots until the log has them. `resume` then sends them.
     /// `observer` sees every delivery to a client address after its record is committed.
     public init(
-        log: EventLog, cells: [any ActorCell], configuration: NodeConfiguration = NodeConfiguration(),
+        log: EventLog, cells: [any ActorCell], owed: [Envelope] = [], configuration: NodeConfiguration = NodeConfiguration(),
         observer: (@Sendable (Address, Envelope, UInt64) -> Void)? = nil
     ) {
         self.log = log
@@ -76,7 +78,8 @@ public final class Node: Sendable {
         self.timers = TimerQueue(clock: { clock.now() }, fire: { envelope in box.node?.enqueue(envelope, from: nil) })
         var hosts: [Address: CellHost] = [:]
         for cell in cells {
-            hosts[cell.address] = CellHost(cell: CellHandOff(cell), configuration: configuration)
+            let sent = owed.filter { $0.sender == cell.address }
+            hosts[cell.address] = CellHost(cell: CellHandOff(cell), sent: sent, configuration: configuration)
         }
         self.hosts = hosts
         box.node = self
@@ -266,10 +269,12 @@ extension Node {
     /// resumed and the report says where (the caller decides whether to go on).
     public static func recover(
         log: EventLog, hierarchy: Hierarchy, configuration: NodeConfiguration = NodeConfiguration(),
-        observer: (@Sendable (Address, Envelope, UInt64) -> Void)? = nil
+        observer: (@Sendable (Address, Envelope, UInt64) -> Void)? = nil, useSnapshots: Bool = true,
+        handlers: Recovery.Handlers = .all
     ) throws(EventLogError) -> (node: Node, report: Recovery.Report) {
-        let (cells, report) = try Recovery(log: log, hierarchy: hierarchy).run()
-        let node = Node(log: log, cells: cells, configuration: configuration, observer: observer)
+        let (cells, report) = try Recovery(log: log, hierarchy: hierarchy, useSnapshots: useSnapshots, handlers: handlers).run()
+        let owed = report.divergence == nil ? report.pending : []
+        let node = Node(log: log, cells: cells, owed: owed, configuration: configuration, observer: observer)
         if report.divergence == nil { node.resume(report.pending) }
         return (node, report)
     }

@@ -37,16 +37,35 @@ public struct Recovery {
         public var seconds: Double = 0
     }
 
+    /// Which handlers replay runs.
+    public enum Handlers: String, Sendable {
+        /// Every one, and every effect is compared with the log: the full nondeterminism check.
+        case all
+        /// Stateful actors' handlers only. A stateless agent's delivery is noted, and its handler
+        /// runs at the end only if the log lacks its answer (the answer is owed). Its effects are
+        /// then not compared: this is the fast restart.
+        case stateful
+    }
+
     let log: EventLog
     let hierarchy: Hierarchy
     /// False: replay everything from the first record (the benchmark's no-snapshot case, and a
     /// check that snapshots and full replay agree).
     let useSnapshots: Bool
+    let handlers: Handlers
 
-    public init(log: EventLog, hierarchy: Hierarchy, useSnapshots: Bool = true) {
+    public init(log: EventLog, hierarchy: Hierarchy, useSnapshots: Bool = true, handlers: Handlers = .all) {
         self.log = log
         self.hierarchy = hierarchy
         self.useSnapshots = useSnapshots
+        self.handlers = handlers
+    }
+
+    /// A stateless actor's delivery whose handler has not run (see `Handlers.stateful`).
+    struct Deferred {
+        var envelope: Envelope
+        var context: DeliveryContext
+        var cell: any ActorCell
     }
 
     struct Expected {
@@ -105,6 +124,7 @@ public struct Recovery {
         }
         report.scanFromSeq = start
         var cancelled: Set<MessageID> = []
+        var deferred: [MessageID: Deferred] = [:]
         var divergence: Divergence?
         let decoder = EnvelopeDecoder(limits: self.log.configuration.codecLimits)
         if start <= report.lastSeq {
@@ -121,6 +141,8 @@ public struct Recovery {
                 if let sender = byAddress[envelope.sender], sender.address.kind != "client", seq > (snapshotSeq[sender.address] ?? 0) {
                     if let parent = envelope.parentID, envelope.id == parent.derived(tag: Node.refusalTag) {
                         // The runtime's own refusal on the sender's behalf: an input.
+                    } else if let parent = envelope.parentID, let skipped = deferred[parent], skipped.cell === sender {
+                        deferred[parent] = nil  // answered in the log: the skipped handler owes nothing
                     } else if let made = expected.removeValue(forKey: envelope.id) {
                         if made.envelope != envelope {
                             divergence = Divergence(
@@ -139,8 +161,13 @@ public struct Recovery {
                 }
                 guard let cell = byAddress[envelope.recipient], seq > (snapshotSeq[envelope.recipient] ?? 0) else { return true }
                 let context = DeliveryContext(seq: seq, clockMilliseconds: record.header.clockMilliseconds, entropy: record.header.entropy)
-                let delivery = cell.deliver(envelope, context)
                 report.recordsReplayed += 1
+                if self.handlers == .stateful && cell.isStateless {
+                    cell.skip(seq: seq)
+                    deferred[envelope.id] = Deferred(envelope: envelope, context: context, cell: cell)
+                    return true
+                }
+                let delivery = cell.deliver(envelope, context)
                 for correlation in delivery.cancelledTimers {
                     let key = TimerKey(owner: cell.address, correlation: correlation)
                     guard let ids = timers.removeValue(forKey: key) else { continue }
@@ -164,6 +191,14 @@ public struct Recovery {
         guard divergence == nil else {
             report.seconds = (ContinuousClock.now - started).seconds
             return (cells, report)
+        }
+
+        // Skipped handlers whose answers the log lacks run now: their effects are owed.
+        for skipped in deferred.values.sorted(by: { $0.context.seq < $1.context.seq }) {
+            let lastSeq = skipped.cell.lastSeq
+            let delivery = skipped.cell.deliver(skipped.envelope, skipped.context)
+            skipped.cell.skip(seq: lastSeq)  // running it late must not move the actor back
+            for message in delivery.messages { expected[message.id] = Expected(envelope: message, producedAt: skipped.context.seq) }
         }
 
         // 3. What replay made but the scan did not meet: delivered before the scan (compare

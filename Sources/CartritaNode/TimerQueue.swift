@@ -63,7 +63,9 @@ final class TimerQueue: @unchecked Sendable {
         self.push(Entry(due: envelope.timestampMilliseconds, order: self.order))
         self.envelopes[self.order] = envelope
         self.live[Key(owner: envelope.sender, correlation: envelope.correlationID), default: []].append(self.order)
-        self.condition.signal()
+        // Wake the thread only when this timer is now the first due: most timers are timeouts
+        // far behind the head, and a wake-up per task would cost a futex call each.
+        if self.heap.first?.order == self.order { self.condition.signal() }
         self.condition.unlock()
     }
 
@@ -73,7 +75,7 @@ final class TimerQueue: @unchecked Sendable {
         self.order += 1
         self.push(Entry(due: due, order: self.order))
         self.wakes[self.order] = wake
-        self.condition.signal()
+        if self.heap.first?.order == self.order { self.condition.signal() }
         self.condition.unlock()
     }
 

@@ -86,6 +86,12 @@ public protocol ActorCell: AnyObject {
     func reset()
     func describeState() -> MCPValue
     func markSnapshotted()
+
+    /// True when the state can never change (a stateless agent): replay may then skip the
+    /// handler and only note the delivery (`skip`), since nothing but its effects could differ.
+    var isStateless: Bool { get }
+    /// Notes that record `seq` was delivered without running the handler (see `isStateless`).
+    func skip(seq: UInt64)
 }
 
 /// The cell of any `StateMachine`.
@@ -140,6 +146,14 @@ public final class MachineCell<Machine: StateMachine>: ActorCell {
     public func describeState() -> MCPValue { self.machine.describeState(self.state) }
 
     public func markSnapshotted() { self.deliveriesSinceSnapshot = 0 }
+
+    public var isStateless: Bool { Machine.State.self == EmptyState.self }
+
+    public func skip(seq: UInt64) {
+        precondition(self.isStateless, "only a stateless actor's handler may be skipped")
+        self.lastSeq = seq
+        self.deliveriesSinceSnapshot += 1
+    }
 }
 
 // MARK: - Checks at delivery
@@ -230,6 +244,7 @@ public enum Materializer {
 extension TaskErrorCode {
     public static let supervisorEscalated = TaskErrorCode(rawValue: "supervisor_escalated")
     public static let paused = TaskErrorCode(rawValue: "paused")
+    public static let duplicateTask = TaskErrorCode(rawValue: "duplicate_task")
 }
 
 extension MessageID {

@@ -26,7 +26,8 @@ public struct DomainSupervisor: Sendable {
         }
     }
 
-    public struct InFlight: Hashable, Sendable {
+    public struct InFlight: Hashable, Sendable, TaskKeyed {
+        public var taskKey: MessageID { self.request.correlationID }
         /// The orchestrator's request; the agent's answer is sent back as its reply.
         public var request: Envelope
         public var agent: Address
@@ -37,7 +38,7 @@ public struct DomainSupervisor: Sendable {
     public struct State: Hashable, Sendable {
         public var supervision: SupervisionState
         public var budget: Budget
-        public var inFlight: [InFlight] = []
+        public var inFlight: KeyedList<InFlight> = []
         /// Resources granted to agents outside a task's own reservation, by correlation.
         public var grants: [ResourceGrant] = []
         public var paused = false
@@ -131,13 +132,17 @@ public struct DomainSupervisor: Sendable {
     func isAgent(_ address: Address) -> Bool { self.agents.contains { $0.address == address } }
 
     func inFlightIndex(_ state: State, _ envelope: Envelope) -> Int? {
-        state.inFlight.firstIndex { $0.request.correlationID == envelope.correlationID && $0.agent == envelope.sender }
+        guard let index = state.inFlight.index(ofTask: envelope.correlationID), state.inFlight[index].agent == envelope.sender else { return nil }
+        return index
     }
 
     func accept(_ state: inout State, _ envelope: Envelope, _ request: TaskRequest) -> [Effect] {
         func refuse(_ error: TaskError) -> [Effect] {
             state.failed += 1
             return [.send(.reply(to: envelope, payload: .taskError(error)))]
+        }
+        guard state.inFlight.index(ofTask: envelope.correlationID) == nil else {
+            return []  // a duplicate of a task already in flight (at_least_once): it is answered once
         }
         guard let agent = self.agent(forTaskType: request.task.type) else {
             return refuse(TaskError(code: .unknownTaskType, message: "\(self.address) has no agent for \(request.task.type)", retryable: false))
@@ -186,7 +191,7 @@ public struct DomainSupervisor: Sendable {
     }
 
     func timedOut(_ state: inout State, _ timer: Envelope, _ context: DeliveryContext) -> [Effect] {
-        guard let index = state.inFlight.firstIndex(where: { $0.request.correlationID == timer.correlationID }),
+        guard let index = state.inFlight.index(ofTask: timer.correlationID),
             state.inFlight[index].retries == timer.retryCount
         else {
             return []  // answered meanwhile, or a timer of an earlier attempt
@@ -213,7 +218,7 @@ public struct DomainSupervisor: Sendable {
     /// The orchestrator cancels a task: its reservation is released, its timers forgotten, and the
     /// cancel goes on to the agent (the runtime drops the agent's queued work for it).
     func cancel(_ state: inout State, _ envelope: Envelope) -> [Effect] {
-        guard let index = state.inFlight.firstIndex(where: { $0.request.correlationID == envelope.correlationID }) else {
+        guard let index = state.inFlight.index(ofTask: envelope.correlationID) else {
             return []
         }
         let flight = state.inFlight.remove(at: index)
@@ -271,7 +276,7 @@ public struct DomainSupervisor: Sendable {
                 effects.append(.send(.reply(
                     to: held.request, payload: .taskError(TaskError(code: .agentCrashed, message: reason, retryable: true)))))
             }
-            state.inFlight = []
+            state.inFlight.removeAll()
             for child in state.supervision.children { effects.append(.stop(child)) }
             effects.append(.escalate(reason: reason))
         }

@@ -11,14 +11,15 @@ import CartritaEnvelope
 public struct Orchestrator: Sendable {
     public static let address = Address.orchestrator
 
-    public struct Pending: Hashable, Sendable {
+    public struct Pending: Hashable, Sendable, TaskKeyed {
+        public var taskKey: MessageID { self.request.correlationID }
         /// The client's request, answered when the supervisor's terminal message arrives.
         public var request: Envelope
         public var supervisor: Address
     }
 
     public struct State: Hashable, Sendable {
-        public var pending: [Pending] = []
+        public var pending: KeyedList<Pending> = []
         public var routed = 0
         public var unknown = 0
         public var answered = 0
@@ -43,18 +44,15 @@ public struct Orchestrator: Sendable {
         case .taskError(let error) where error.code == .cancelled && !envelope.sender.isSupervisor:
             return self.cancel(&state, envelope, error)
         case .taskResponse, .taskError:
-            guard let index = state.pending.firstIndex(where: {
-                $0.request.correlationID == envelope.correlationID && $0.supervisor == envelope.sender
-            }) else {
+            guard let index = state.pending.index(ofTask: envelope.correlationID), state.pending[index].supervisor == envelope.sender else {
                 return []  // an answer for a task that was already answered: at most one terminal answer
             }
             let pending = state.pending.remove(at: index)
             state.answered += 1
             return [.send(.reply(to: pending.request, payload: envelope.payload))]
         case .taskProgress, .streamStart, .streamData, .streamEnd:
-            guard let pending = state.pending.first(where: { $0.request.correlationID == envelope.correlationID }) else {
-                return []
-            }
+            guard let index = state.pending.index(ofTask: envelope.correlationID) else { return [] }
+            let pending = state.pending[index]
             return [.send(.reply(to: pending.request, payload: envelope.payload))]
         case .ping(let ping):
             return [.send(.reply(to: envelope, payload: .pong(Pong(nonce: ping.nonce))))]
@@ -66,7 +64,7 @@ public struct Orchestrator: Sendable {
     /// A client (or an admin) cancels a task: the client gets its one terminal answer now, and the
     /// cancel goes down to the supervisor holding the work, which passes it to the agent.
     func cancel(_ state: inout State, _ envelope: Envelope, _ error: TaskError) -> [Effect] {
-        guard let index = state.pending.firstIndex(where: { $0.request.correlationID == envelope.correlationID }) else {
+        guard let index = state.pending.index(ofTask: envelope.correlationID) else {
             return []  // finished already, or never known: nothing holds work for it
         }
         let pending = state.pending.remove(at: index)
@@ -82,6 +80,14 @@ public struct Orchestrator: Sendable {
         guard let supervisor = self.routing.supervisor(forTaskType: request.task.type) else {
             state.unknown += 1
             return [.send(.reply(to: envelope, payload: .taskError(RoutingTable.unknownTaskType(request.task.type))))]
+        }
+        guard state.pending.index(ofTask: envelope.correlationID) == nil else {
+            // A second request for a task in flight (a client's retry): it gets its own answer;
+            // the task's result goes to the first request.
+            return [.send(.reply(
+                to: envelope,
+                payload: .taskError(TaskError(
+                    code: .duplicateTask, message: "task \(envelope.correlationID) is already in flight", retryable: false))))]
         }
         guard state.pending.count < self.maxPendingTasks else {
             return [.send(.reply(

@@ -353,7 +353,11 @@ extension Orchestrator {
         var state = State()
         for item in try root.array("pending") {
             let fields = try RuntimeStateFormat.Fields(item.value, item.path, keys: ["request", "supervisor"])
-            state.pending.append(Pending(request: try fields.envelope("request", envelopes), supervisor: try fields.address("supervisor")))
+            let pending = Pending(request: try fields.envelope("request", envelopes), supervisor: try fields.address("supervisor"))
+            guard state.pending.index(ofTask: pending.taskKey) == nil else {
+                throw RuntimeStateFormat.error(item.path, "a second entry for task \(pending.taskKey)")
+            }
+            state.pending.append(pending)
         }
         state.routed = try root.count("routed")
         state.unknown = try root.count("unknown")
@@ -482,9 +486,13 @@ extension DomainSupervisor {
             guard let retries32 = Int32(exactly: retries) else {
                 throw RuntimeStateFormat.error(fields.path("retries"), "\(retries) does not fit Int32")
             }
-            state.inFlight.append(InFlight(
+            let flight = InFlight(
                 request: try fields.envelope("request", envelopes), agent: try fields.address("agent"),
-                reserved: try fields.amounts("reserved"), retries: retries32))
+                reserved: try fields.amounts("reserved"), retries: retries32)
+            guard state.inFlight.index(ofTask: flight.taskKey) == nil else {
+                throw RuntimeStateFormat.error(item.path, "a second entry for task \(flight.taskKey)")
+            }
+            state.inFlight.append(flight)
         }
         for item in try root.array("grants") {
             let fields = try RuntimeStateFormat.Fields(item.value, item.path, keys: Self.grantKeys)

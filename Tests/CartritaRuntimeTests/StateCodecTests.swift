@@ -142,6 +142,12 @@ final class StateCodecTests: XCTestCase {
         }
     }
 
+    /// The first entry of an array value that matches.
+    static func entry(_ value: MCPValue?, where matches: (MCPValue) -> Bool) -> MCPValue? {
+        guard case .array(let items)? = value else { return nil }
+        return items.first(where: matches)
+    }
+
     static func first(_ value: MCPValue?) -> MCPValue? {
         guard case .array(let items)? = value else { return nil }
         return items.first
@@ -182,8 +188,10 @@ final class StateCodecTests: XCTestCase {
         let (supervisor, state, requests) = self.populatedSupervisor()
         XCTAssertEqual(supervisor.stateFormatVersion, 1)
         // The scenario reached every field, so the round trip below is not comparing defaults.
-        XCTAssertEqual(state.inFlight.map(\.agent), [self.tasks, self.sage])
-        XCTAssertEqual(state.inFlight.map(\.retries), [0, 1], "the crashed task is retried once")
+        // The table's order follows its history (a removal moves the last entry into the hole).
+        let flights = state.inFlight.sorted { $0.agent < $1.agent }
+        XCTAssertEqual(flights.map(\.agent), [self.sage, self.tasks])
+        XCTAssertEqual(flights.map(\.retries), [1, 0], "the crashed task is retried once")
         XCTAssertEqual(state.grants.map(\.forCorrelationID), [requests[1].correlationID])
         XCTAssertEqual(state.supervision.restartTimes, [1_764_000_001_000])
         XCTAssertEqual(state.supervision.consecutiveCrashes, [1, 0])
@@ -460,7 +468,7 @@ final class StateCodecTests: XCTestCase {
         XCTAssertEqual(Self.keys(shown), ["format", "version", "pending", "routed", "unknown", "answered", "cancelled"])
         XCTAssertEqual(shown["routed"], 4)
         XCTAssertEqual(shown["cancelled"], 2)
-        let pending = Self.first(shown["pending"])
+        let pending = Self.entry(shown["pending"]) { $0["request"]?["id"] == .string(requests[1].id.description) }
         XCTAssertEqual(Self.keys(pending), ["request", "supervisor"])
         let request = pending?["request"]
         XCTAssertEqual(Self.keys(request), ["id", "correlation_id", "sender", "type", "task_type"])
@@ -484,7 +492,7 @@ final class StateCodecTests: XCTestCase {
             ["slots_in_use", "tokens_reserved", "tokens_spent", "cost_reserved_usd", "cost_spent_usd", "max_concurrent_tasks", "token_budget", "cost_budget_usd"])
         XCTAssertEqual(view["budget"]?["cost_spent_usd"], .double(0.07))
         XCTAssertEqual(view["budget"]?["token_budget"], 1_000)
-        let flight = Self.first(view["in_flight"])
+        let flight = Self.entry(view["in_flight"]) { $0["request"]?["task_type"] == "tasks.list" }
         XCTAssertEqual(Self.keys(flight), ["request", "agent", "reserved", "retries"])
         XCTAssertEqual(flight?["request"]?["task_type"], "tasks.list")
         XCTAssertEqual(flight?["request"]?["sender"], "orchestrator@v1.0")

@@ -1,0 +1,143 @@
+import ArgumentParser
+import CartritaEnvelope
+import CartritaLog
+import CartritaNode
+import CartritaRuntime
+import Foundation
+import Synchronization
+
+/// `cartrita bench runtime --json`: tasks per second end to end (client → orchestrator →
+/// supervisor → agent and back, six durably logged deliveries per task under group commit) at
+/// several concurrencies with latency percentiles; replay speed; and recovery of a large log
+/// with and without snapshots.
+struct BenchRuntime: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "runtime", abstract: "Benchmark the runtime end to end.")
+
+    @Option(help: "Seconds each concurrency runs.") var seconds: Double = 3
+    @Option(help: "Concurrencies (tasks in flight) to measure, comma-separated.") var concurrencies: String = "64,256,1024"
+    @Option(help: "durable, relaxed or fast.") var durability: Durability = .durable
+    @Option(help: "Messages in the log built for the recovery figures (0: skip them).") var messages: Int = 1_000_000
+    @Option(help: "Keep the recovery log in this folder (it must not exist yet).") var data: String?
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() async throws {
+        let scratch = NSTemporaryDirectory() + "cartrita-bench-runtime-\(getpid())"
+        try? FileManager.default.removeItem(atPath: scratch)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let levels = self.concurrencies.split(separator: ",").compactMap { Int($0) }.filter { $0 > 0 }
+        guard !levels.isEmpty else { throw ValidationError("--concurrencies needs at least one positive number") }
+
+        // Throughput and latency, a fresh log per concurrency.
+        var byConcurrency: [(String, JSON)] = []
+        var best: (rate: Double, p50: Double, p99: Double, concurrency: Int) = (0, 0, 0, 0)
+        for (index, concurrency) in levels.enumerated() {
+            let path = scratch + "/throughput-\(index)"
+            let result = try await Self.measure(path: path, durability: self.durability, concurrency: concurrency, seconds: self.seconds, tasks: nil)
+            byConcurrency.append(("\(concurrency)", .object([
+                ("tasks_per_s", .double(result.rate.rounded())), ("p50_ms", .double(result.p50)), ("p99_ms", .double(result.p99)),
+                ("tasks", .int(Int64(result.tasks))), ("messages_per_task", .double(result.messagesPerTask)),
+            ])))
+            if result.rate > best.rate { best = (result.rate, result.p50, result.p99, concurrency) }
+            try? FileManager.default.removeItem(atPath: path)
+        }
+
+        // A large log for replay and recovery: the same workload, until it holds `messages` records.
+        var recovery: [(String, JSON)] = []
+        if self.messages > 0 {
+            let path = self.data ?? scratch + "/recovery"
+            let messagesPerTask = 6.0
+            let tasks = Int((Double(self.messages) / messagesPerTask).rounded(.up))
+            let built = try await Self.measure(path: path, durability: .fast, concurrency: levels.max()!, seconds: nil, tasks: tasks)
+            let log = try EventLog(path: path, configuration: EventLogConfiguration(durability: .durable))
+            let started = ContinuousClock.now
+            let (_, withSnapshots) = try Recovery(log: log, hierarchy: .standard()).run()
+            let withSnapshotsSeconds = (ContinuousClock.now - started).seconds
+            let startedFull = ContinuousClock.now
+            let (_, full) = try Recovery(log: log, hierarchy: .standard(), useSnapshots: false, handlers: .stateful).run()
+            let fullSeconds = (ContinuousClock.now - startedFull).seconds
+            let startedAll = ContinuousClock.now
+            let (_, all) = try Recovery(log: log, hierarchy: .standard(), useSnapshots: false, handlers: .all).run()
+            let allSeconds = (ContinuousClock.now - startedAll).seconds
+            log.close()
+            recovery = [
+                ("replay_messages_per_s", .double((Double(full.recordsReplayed) / fullSeconds).rounded())),
+                ("recovery_s_1m_snapshots", .double(withSnapshotsSeconds)),
+                ("recovery_s_1m_no_snapshots", .double(fullSeconds)),
+                ("replay_messages_per_s_all_handlers", .double((Double(all.recordsReplayed) / allSeconds).rounded())),
+                ("recovery_log_messages", .uint(full.lastSeq)),
+                ("recovery_records_replayed_with_snapshots", .int(Int64(withSnapshots.recordsReplayed))),
+                ("recovery_divergence", .bool(full.divergence != nil || withSnapshots.divergence != nil || all.divergence != nil)),
+                ("build_tasks_per_s_fast", .double(built.rate.rounded())),
+            ]
+        }
+
+        let figures: [(String, JSON)] = [
+            ("tasks_per_s", .double(best.rate.rounded())), ("p50_ms", .double(best.p50)), ("p99_ms", .double(best.p99)),
+            ("at_concurrency", .int(Int64(best.concurrency))), ("durability", .string(self.durability.rawValue)),
+            ("by_concurrency", .object(byConcurrency)),
+        ] + recovery
+        if self.json {
+            printJSON(.object(figures))
+        } else {
+            for (key, value) in figures { print("\(key): \(value.rendered())") }
+        }
+    }
+
+    struct Result {
+        var rate: Double
+        var p50: Double
+        var p99: Double
+        var tasks: Int
+        var messagesPerTask: Double
+    }
+
+    /// Runs the standard mix with `concurrency` tasks in flight for `seconds` (or until `tasks`
+    /// are done) on a fresh log at `path`.
+    static func measure(path: String, durability: Durability, concurrency: Int, seconds: Double?, tasks: Int?) async throws -> Result {
+        let log = try EventLog(path: path, configuration: EventLogConfiguration(durability: durability))
+        let clock = ContinuousClock()
+        let origin = clock.now
+        let submittedAt = Mutex<[MessageID: Duration]>([:])
+        let latencies = Mutex<[Double]>([])
+        let window = TaskWindow(capacity: concurrency)
+        let observer: @Sendable (Address, Envelope, UInt64) -> Void = { _, envelope, _ in
+            guard ClientMachine.outcome(envelope) != nil else { return }
+            let now = clock.now - origin
+            if let start = submittedAt.withLock({ $0.removeValue(forKey: envelope.correlationID) }) {
+                let milliseconds = (now - start).seconds * 1000
+                latencies.withLock { $0.append(milliseconds) }
+            }
+            window.release()
+        }
+        let (node, _) = try Node.recover(log: log, hierarchy: .standard(), observer: observer)
+        let workload = Workload.standard
+        var submitted = 0
+        let started = clock.now
+        let deadline = seconds.map { started + .milliseconds(Int64($0 * 1000)) }
+        while true {
+            if let tasks, submitted >= tasks { break }
+            if let deadline, clock.now >= deadline { break }
+            if let failure = node.storageFailure { throw failure }
+            await window.acquire()
+            let (request, mode) = workload.task(seed: 42, index: submitted)
+            let id = node.newID()
+            submittedAt.withLock { $0[id] = clock.now - origin }
+            node.submit(request, from: Hierarchy.runClient, deliveryMode: mode, id: id)
+            submitted += 1
+        }
+        if let failure = await node.waitUntilIdle() { throw failure }
+        let elapsed = (clock.now - started).seconds
+        await node.shutdown()
+        let messages = log.lastSeq
+        log.close()
+        var sorted = latencies.withLock { $0 }
+        sorted.sort()
+        func percentile(_ p: Double) -> Double {
+            guard !sorted.isEmpty else { return 0 }
+            return (sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] * 1000).rounded() / 1000
+        }
+        return Result(
+            rate: Double(submitted) / elapsed, p50: percentile(0.5), p99: percentile(0.99), tasks: submitted,
+            messagesPerTask: submitted == 0 ? 0 : (Double(messages) / Double(submitted) * 100).rounded() / 100)
+    }
+}
