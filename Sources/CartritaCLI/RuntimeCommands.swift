@@ -153,6 +153,7 @@ struct Recover: AsyncParsableCommand {
                 ("resumed", .int(Int64(report.pending.count))), ("replayed", .int(Int64(report.recordsReplayed))),
                 ("from_snapshots", .int(Int64(report.cellsFromSnapshots))), ("scan_from_seq", .uint(report.scanFromSeq)),
                 ("finished", .bool(finished)),
+                ("snapshots_skipped", .array(report.snapshotsSkipped.map { .string($0) })),
             ]))
         } else {
             for digest in digests { print("\(digest.address) last_seq \(digest.lastSeq) digest \(digest.digest)") }

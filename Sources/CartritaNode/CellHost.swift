@@ -21,6 +21,13 @@ actor CellHost {
         var stopped = false
         /// A restart's backoff: nothing is delivered before this clock reading.
         var heldUntil: Int64 = 0
+        /// A `shutdown` with drain was delivered: new work is refused, queued work finishes,
+        /// then the actor stops.
+        var draining = false
+    }
+
+    enum Enqueued {
+        case queued, refused(TaskErrorCode, String)
     }
 
     nonisolated let address: Address
@@ -53,25 +60,44 @@ actor CellHost {
     /// Takes `envelope` unless it is new work and `capacity` messages already wait. A cancel
     /// first removes the queued work of its task: the cancel reaches this tier even when the
     /// work has not started.
-    nonisolated func enqueue(_ envelope: Envelope, capacity: Int) -> Bool {
+    nonisolated func enqueue(_ envelope: Envelope, capacity: Int) -> Enqueued {
         var purged = 0
-        let start: Bool? = self.inbox.withLock { inbox in
+        var refusal: Enqueued?
+        let start: Bool = self.inbox.withLock { inbox in
             if case .taskError(let error) = envelope.payload, error.code == .cancelled, !envelope.sender.isAgent {
                 purged = inbox.mailbox.removeAll {
                     $0.correlationID == envelope.correlationID && Node.isNewWork($0)
                 }.count
             }
-            let newWork = Node.isNewWork(envelope)
-            if newWork && inbox.mailbox.count >= capacity { return nil }
+            if Node.isNewWork(envelope) {
+                if inbox.draining || inbox.stopped {
+                    refusal = .refused(.shuttingDown, "\(self.address) is shutting down")
+                    return false
+                }
+                if inbox.mailbox.count >= capacity {
+                    refusal = .refused(.overloaded, "the mailbox of \(self.address) is full")
+                    return false
+                }
+            }
             inbox.mailbox.push(envelope, priority: envelope.priority, overCapacity: true)
             guard !inbox.scheduled, !inbox.stopped else { return false }
             inbox.scheduled = true
             return true
         }
         if purged > 0 { self.node?.outstanding.subtract(purged, ordering: .relaxed) }
-        guard let start else { return false }
+        if let refusal { return refusal }
         if start { Task { await self.drain() } }
-        return true
+        return .queued
+    }
+
+    /// A delivered `shutdown`: stop now, or refuse new work and stop once the queue is empty.
+    func shutDown(_ shutdown: Shutdown, clock: Int64) {
+        self.inbox.withLock { inbox in
+            if shutdown.drain { inbox.draining = true } else { inbox.stopped = true }
+        }
+        if let deadline = shutdown.deadlineMilliseconds, let node = self.node {
+            node.timers.wake(at: clock + max(0, deadline)) { [self] in self.setStopped(true) }
+        }
     }
 
     nonisolated func hold(until milliseconds: Int64) {
@@ -108,7 +134,10 @@ actor CellHost {
                 var batch: [Envelope] = []
                 batch.reserveCapacity(min(maxBatch, inbox.mailbox.count))
                 while batch.count < maxBatch, let (item, _) = inbox.mailbox.pop() { batch.append(item) }
-                if batch.isEmpty { inbox.scheduled = false }
+                if batch.isEmpty {
+                    inbox.scheduled = false
+                    if inbox.draining { inbox.stopped = true }  // drained: now it stops
+                }
                 return batch
             }
             if let heldUntil {
@@ -132,6 +161,7 @@ actor CellHost {
                 // The log holds it: now it may be delivered.
                 let context = DeliveryContext(seq: seq, clockMilliseconds: clock, entropy: entropy &+ UInt64(index))
                 let delivery = self.cell.deliver(envelope, context)
+                if case .shutdown(let shutdown) = envelope.payload { self.shutDown(shutdown, clock: clock) }
                 self.remember(delivery, clock: clock)
                 node.route(delivery, from: self.address, clock: clock)
                 node.delivered(envelope, seq: seq, to: self.address)
@@ -173,7 +203,8 @@ actor CellHost {
             self.unconfirmedCount -= before - list.count
             self.unconfirmed[correlation] = list.isEmpty ? nil : list
         }
-        for message in delivery.messages where message.deliveryMode != .atMostOnce {
+        // Timers (addressed to this actor itself) are owed whatever their mode.
+        for message in delivery.messages where message.deliveryMode != .atMostOnce || message.recipient == self.address {
             self.unconfirmed[message.correlationID, default: []].append(message)
             self.unconfirmedCount += 1
         }
@@ -247,8 +278,14 @@ struct NodeSnapshot {
         return writer.withBytes { [UInt8]($0) }
     }
 
+    /// A stateful agent's state can be large (TaskManagement: up to 100,000 tasks), far past an
+    /// envelope's 1 MiB: the wrapper is read with limits of its own. Owed messages are bounded by
+    /// the actor's batches between snapshots.
+    static let limits = CodecLimits(
+        maxEnvelopeBytes: 1 << 30, maxStringBytes: 1 << 20, maxBinaryBytes: 1 << 30, maxContainerEntries: 1 << 22)
+
     static func decode(_ bytes: [UInt8]) -> NodeSnapshot? {
-        guard let value = try? EnvelopeDecoder().decodeValue(bytes), value["format"] == .string(Self.magic),
+        guard let value = try? EnvelopeDecoder(limits: Self.limits).decodeValue(bytes), value["format"] == .string(Self.magic),
             value["v"] == .int(Self.version), case .binary(let state)? = value["state"], case .array(let list)? = value["owed"]
         else { return nil }
         let decoder = EnvelopeDecoder()

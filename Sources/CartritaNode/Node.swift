@@ -87,9 +87,17 @@ public final class Node: Sendable {
         self.timers.start()
     }
 
+    deinit {
+        self.timers.stop()
+    }
+
     /// Starts again what recovery found owed: messages sent but not delivered, timers not fired.
+    /// Timers go first: an owed answer handled at once may cancel its task's timer, which must
+    /// then already be armed.
     public func resume(_ pending: [Envelope]) {
-        for envelope in pending { self.route(envelope, now: self.clock.now()) }
+        let now = self.clock.now()
+        for envelope in pending where envelope.timestampMilliseconds > now { self.timers.schedule(envelope) }
+        for envelope in pending where envelope.timestampMilliseconds <= now { self.enqueue(envelope, from: nil) }
     }
 
     /// A new id from the runtime's clock and the system's entropy (an input: it is recorded in
@@ -113,6 +121,17 @@ public final class Node: Sendable {
             payload: .taskRequest(request), deliveryMode: deliveryMode, retryCount: 0, maxRetries: maxRetries)
         self.enqueue(envelope, from: nil)
         return id
+    }
+
+    /// Sends a health probe (a `heartbeat`) from `client` to the orchestrator, which asks every
+    /// supervisor; their heartbeats update its state's `health`, and `client` gets its own.
+    public func probeHealth(from client: Address) {
+        let id = self.newID()
+        self.send(Envelope(
+            id: id, parentID: nil, correlationID: id, sender: client, recipient: .orchestrator, broadcast: false,
+            timestampMilliseconds: self.clock.now(), ttlMilliseconds: 10_000, priority: .high,
+            context: MessageContext(traceID: TraceID(high: id.high, low: id.low), spanID: SpanID(id.low | 1)),
+            payload: .heartbeat(Heartbeat(status: .ok)), deliveryMode: .atMostOnce, retryCount: 0, maxRetries: 0))
     }
 
     /// Sends an arbitrary envelope into the hierarchy (a cancel, a ping, an admin action).
@@ -172,9 +191,9 @@ public final class Node: Sendable {
             return
         }
         self.outstanding.add(1, ordering: .relaxed)
-        if !host.enqueue(envelope, capacity: self.configuration.mailboxCapacity) {
+        if case .refused(let code, let message) = host.enqueue(envelope, capacity: self.configuration.mailboxCapacity) {
             self.outstanding.subtract(1, ordering: .relaxed)
-            self.refuse(envelope, code: .overloaded, "the mailbox of \(envelope.recipient) is full")
+            self.refuse(envelope, code: code, message)
         }
     }
 
@@ -209,7 +228,7 @@ public final class Node: Sendable {
         let answer = OutgoingMessage.reply(to: envelope, payload: .taskError(error)).envelope(
             id: envelope.id.derived(tag: Self.refusalTag), sender: envelope.recipient, timestampMilliseconds: self.clock.now())
         self.outstanding.add(1, ordering: .relaxed)
-        _ = self.hosts[envelope.sender]!.enqueue(answer, capacity: .max)
+        _ = self.hosts[envelope.sender]!.enqueue(answer, capacity: .max)  // an answer: never refused
     }
 
     /// Requests and pings are new work, limited by mailbox capacity; answers, progress, streams

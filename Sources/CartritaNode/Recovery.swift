@@ -35,6 +35,9 @@ public struct Recovery {
         public var pending: [Envelope] = []
         public var divergence: Divergence?
         public var seconds: Double = 0
+        /// Snapshots that could not be used (unreadable, or refused by the actor), as
+        /// `ACTOR@SEQ`: the actor fell back to an older one or to replay from the start.
+        public var snapshotsSkipped: [String] = []
     }
 
     /// Which handlers replay runs.
@@ -74,6 +77,61 @@ public struct Recovery {
         var producedAt: UInt64
     }
 
+    /// What replay made and the scan has not met yet, by id. One id may be made twice: an
+    /// exactly_once retry is sent under the id of its first attempt (the log keeps one).
+    struct ExpectedMessages {
+        var first: [MessageID: Expected] = [:]
+        var more: [MessageID: [Expected]] = [:]
+        /// Ids with several copies that the scan met once: the other copies were refused by the
+        /// log's id index, as exactly_once wants.
+        var met: Set<MessageID> = []
+
+        mutating func insert(_ expected: Expected) {
+            let id = expected.envelope.id
+            if self.first[id] == nil && self.more[id] == nil {
+                self.first[id] = expected
+            } else {
+                self.more[id, default: []].append(expected)
+            }
+        }
+
+        func copies(of id: MessageID) -> [Expected] {
+            (self.first[id].map { [$0] } ?? []) + (self.more[id] ?? [])
+        }
+
+        /// Takes the copy equal to the logged `envelope`. Nil when replay made none under its id;
+        /// `.failure` with the first copy when it made one that differs.
+        mutating func take(_ envelope: Envelope) -> Result<Void, DivergentCopy>? {
+            let copies = self.copies(of: envelope.id)
+            guard !copies.isEmpty else { return nil }
+            guard let index = copies.firstIndex(where: { $0.envelope == envelope }) else {
+                return .failure(DivergentCopy(expected: copies[0]))
+            }
+            var rest = copies
+            rest.remove(at: index)
+            if copies.count > 1 { self.met.insert(envelope.id) }
+            self.first[envelope.id] = rest.first
+            self.more[envelope.id] = rest.count > 1 ? Array(rest.dropFirst()) : nil
+            return .success(())
+        }
+
+        /// Forgets the copies of timer `id` due after `clock`. True when there was one.
+        mutating func cancelTimer(_ id: MessageID, dueAfter clock: Int64) -> Bool {
+            let copies = self.copies(of: id)
+            let kept = copies.filter { $0.envelope.timestampMilliseconds <= clock }
+            guard kept.count < copies.count else { return false }
+            self.first[id] = kept.first
+            self.more[id] = kept.count > 1 ? Array(kept.dropFirst()) : nil
+            return true
+        }
+
+        var all: [Expected] { Array(self.first.values) + self.more.values.flatMap { $0 } }
+    }
+
+    struct DivergentCopy: Error {
+        var expected: Expected
+    }
+
     struct TimerKey: Hashable {
         var owner: Address
         var correlation: MessageID
@@ -90,7 +148,7 @@ public struct Recovery {
 
         // 1. Snapshots: the newest one each actor can read, else an older one, else nothing.
         var snapshotSeq: [Address: UInt64] = [:]
-        var expected: [MessageID: Expected] = [:]
+        var expected = ExpectedMessages()
         var timers: [TimerKey: [MessageID]] = [:]
         for cell in cells where self.useSnapshots {
             var before = UInt64.max
@@ -103,11 +161,12 @@ public struct Recovery {
                     snapshotSeq[cell.address] = snapshot.seq
                     report.cellsFromSnapshots += 1
                     for envelope in wrapper.owed {
-                        expected[envelope.id] = Expected(envelope: envelope, producedAt: 0)
+                        expected.insert(Expected(envelope: envelope, producedAt: 0))
                         timers[TimerKey(owner: envelope.sender, correlation: envelope.correlationID), default: []].append(envelope.id)
                     }
                     break
                 }
+                report.snapshotsSkipped.append("\(cell.address)@\(snapshot.seq)")
                 guard snapshot.seq > 0 else { break }
                 before = snapshot.seq - 1
             }
@@ -143,12 +202,12 @@ public struct Recovery {
                         // The runtime's own refusal on the sender's behalf: an input.
                     } else if let parent = envelope.parentID, let skipped = deferred[parent], skipped.cell === sender {
                         deferred[parent] = nil  // answered in the log: the skipped handler owes nothing
-                    } else if let made = expected.removeValue(forKey: envelope.id) {
-                        if made.envelope != envelope {
+                    } else if let taken = expected.take(envelope) {
+                        if case .failure(let copy) = taken {
                             divergence = Divergence(
-                                seq: made.producedAt, actor: sender.address,
+                                seq: copy.expected.producedAt, actor: sender.address,
                                 message: "replay made message \(envelope.id) differently",
-                                logged: envelope.jsonString(), replayed: made.envelope.jsonString())
+                                logged: envelope.jsonString(), replayed: copy.expected.envelope.jsonString())
                             return false
                         }
                     } else if !cancelled.contains(envelope.id) {
@@ -171,15 +230,12 @@ public struct Recovery {
                 for correlation in delivery.cancelledTimers {
                     let key = TimerKey(owner: cell.address, correlation: correlation)
                     guard let ids = timers.removeValue(forKey: key) else { continue }
-                    for id in ids {
-                        if let timer = expected[id], timer.envelope.timestampMilliseconds > context.clockMilliseconds {
-                            expected[id] = nil
-                            cancelled.insert(id)  // it may still show up: it could have fired first
-                        }
+                    for id in ids where expected.cancelTimer(id, dueAfter: context.clockMilliseconds) {
+                        cancelled.insert(id)  // it may still show up: it could have fired first
                     }
                 }
                 for message in delivery.messages {
-                    expected[message.id] = Expected(envelope: message, producedAt: seq)
+                    expected.insert(Expected(envelope: message, producedAt: seq))
                     if message.timestampMilliseconds > context.clockMilliseconds {
                         timers[TimerKey(owner: cell.address, correlation: message.correlationID), default: []].append(message.id)
                     }
@@ -198,18 +254,23 @@ public struct Recovery {
             let lastSeq = skipped.cell.lastSeq
             let delivery = skipped.cell.deliver(skipped.envelope, skipped.context)
             skipped.cell.skip(seq: lastSeq)  // running it late must not move the actor back
-            for message in delivery.messages { expected[message.id] = Expected(envelope: message, producedAt: skipped.context.seq) }
+            for message in delivery.messages { expected.insert(Expected(envelope: message, producedAt: skipped.context.seq)) }
         }
 
         // 3. What replay made but the scan did not meet: delivered before the scan (compare
         //    it), refused, cancelled at its recipient, at_most_once (not owed), or owed.
-        var remaining = expected.values.map(\.envelope).filter { $0.deliveryMode != .atMostOnce }
-        remaining.sort { ($0.timestampMilliseconds, $0.id) < ($1.timestampMilliseconds, $1.id) }
-        let logged = try self.log.seqs(ofMessages: remaining.map(\.id))
-        let refused = try self.log.seqs(ofMessages: remaining.map { $0.id.derived(tag: Node.refusalTag) })
-        for (index, envelope) in remaining.enumerated() {
+        // Timers are owed whatever their mode: they are the actor's own, not the network's.
+        var remaining = expected.all.filter { $0.envelope.deliveryMode != .atMostOnce || $0.envelope.sender == $0.envelope.recipient }
+        remaining.sort { ($0.envelope.timestampMilliseconds, $0.envelope.id, $0.producedAt) < ($1.envelope.timestampMilliseconds, $1.envelope.id, $1.producedAt) }
+        let logged = try self.log.seqs(ofMessages: remaining.map(\.envelope.id))
+        let refused = try self.log.seqs(ofMessages: remaining.map { $0.envelope.id.derived(tag: Node.refusalTag) })
+        for (index, made) in remaining.enumerated() {
+            let envelope = made.envelope
             if let seq = logged[index] {
-                if let record = try self.log.record(seq), record.envelope != envelope, let made = expected[envelope.id], made.producedAt > 0 {
+                // Delivered before the scan began, or a second copy the id index refused.
+                if made.producedAt > 0, !expected.met.contains(envelope.id), let record = try self.log.record(seq),
+                    !expected.copies(of: envelope.id).contains(where: { $0.envelope == record.envelope })
+                {
                     report.divergence = Divergence(
                         seq: made.producedAt, actor: envelope.sender, message: "replay made message \(envelope.id) differently",
                         logged: record.envelope.jsonString(), replayed: envelope.jsonString())

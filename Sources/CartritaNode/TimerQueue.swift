@@ -44,7 +44,8 @@ final class TimerQueue: @unchecked Sendable {
     }
 
     func start() {
-        let thread = Thread { [unowned self] in self.run() }
+        // The thread holds the queue until `stop`: the node stops it when it goes away.
+        let thread = Thread { self.run() }
         thread.name = "cartrita-timers"
         self.thread = thread
         thread.start()

@@ -245,6 +245,7 @@ extension TaskErrorCode {
     public static let supervisorEscalated = TaskErrorCode(rawValue: "supervisor_escalated")
     public static let paused = TaskErrorCode(rawValue: "paused")
     public static let duplicateTask = TaskErrorCode(rawValue: "duplicate_task")
+    public static let shuttingDown = TaskErrorCode(rawValue: "shutting_down")
 }
 
 extension MessageID {

@@ -119,6 +119,11 @@ public struct DomainSupervisor: Sendable {
             return [.send(.reply(to: state.inFlight[index].request, payload: envelope.payload))]
         case .ping(let ping):
             return [.send(.reply(to: envelope, payload: .pong(Pong(nonce: ping.nonce))))]
+        case .heartbeat where envelope.sender == .orchestrator:
+            // The orchestrator's health probe: answer with this supervisor's own heartbeat.
+            let status: HealthStatus = state.supervision.escalated ? .failing : state.paused ? .degraded : .ok
+            let heartbeat = Heartbeat(status: status, queueDepth: 0, inFlight: Int64(state.inFlight.count))
+            return [.send(.reply(to: envelope, payload: .heartbeat(heartbeat)))]
         default:
             return []
         }
@@ -183,6 +188,9 @@ public struct DomainSupervisor: Sendable {
             to: request,
             payload: .taskError(TaskError(code: .timeout, message: "no answer within \(limit) ms", retryable: true)))
         timeout.recipient = self.address
+        // The supervisor's own timer is owed across a crash whatever the task's mode: it is what
+        // answers an at_most_once task whose forward a crash lost.
+        timeout.deliveryMode = .atLeastOnce
         timeout.retryCount = retries
         timeout.maxRetries = max(retries, request.maxRetries)
         timeout.priority = .high
@@ -271,6 +279,7 @@ public struct DomainSupervisor: Sendable {
         case .escalate(let reason):
             // Give up: every task held is answered, and the orchestrator is told.
             for held in state.inFlight {
+                effects.append(.cancelTimers(correlationID: held.request.correlationID))
                 self.settle(&state, held, metrics: nil)
                 state.failed += 1
                 effects.append(.send(.reply(

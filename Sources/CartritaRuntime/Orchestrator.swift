@@ -18,12 +18,21 @@ public struct Orchestrator: Sendable {
         public var supervisor: Address
     }
 
+    /// A supervisor's last heartbeat, with the clock reading of its delivery.
+    public struct SupervisorHealth: Hashable, Sendable {
+        public var supervisor: Address
+        public var heartbeat: Heartbeat
+        public var atMilliseconds: Int64
+    }
+
     public struct State: Hashable, Sendable {
         public var pending: KeyedList<Pending> = []
         public var routed = 0
         public var unknown = 0
         public var answered = 0
         public var cancelled = 0
+        /// The last heartbeat of each supervisor that sent one, in address order.
+        public var health: [SupervisorHealth] = []
 
         public init() {}
     }
@@ -35,6 +44,13 @@ public struct Orchestrator: Sendable {
     public init(routing: RoutingTable = .standard, maxPendingTasks: Int = 100_000) {
         self.routing = routing
         self.maxPendingTasks = maxPendingTasks
+    }
+
+    /// The supervisors of the routing table, in the table's order: a probe asks each of them.
+    public func healthProbe() -> [Address] {
+        var supervisors: [Address] = []
+        for route in self.routing.routes where !supervisors.contains(route.supervisor) { supervisors.append(route.supervisor) }
+        return supervisors
     }
 
     public func step(_ state: inout State, _ envelope: Envelope, _ context: DeliveryContext) -> [Effect] {
@@ -56,6 +72,27 @@ public struct Orchestrator: Sendable {
             return [.send(.reply(to: pending.request, payload: envelope.payload))]
         case .ping(let ping):
             return [.send(.reply(to: envelope, payload: .pong(Pong(nonce: ping.nonce))))]
+        case .heartbeat(let heartbeat) where envelope.sender.isSupervisor:
+            let health = SupervisorHealth(supervisor: envelope.sender, heartbeat: heartbeat, atMilliseconds: context.clockMilliseconds)
+            if let index = state.health.firstIndex(where: { $0.supervisor == envelope.sender }) {
+                state.health[index] = health
+            } else {
+                state.health.append(health)
+                state.health.sort { $0.supervisor < $1.supervisor }
+            }
+            return []
+        case .heartbeat:
+            // A probe from a client or an admin: ask every supervisor, and answer for this tier.
+            var effects: [Effect] = []
+            for supervisor in self.healthProbe() {
+                var probe = OutgoingMessage.reply(to: envelope, payload: .heartbeat(Heartbeat(status: .ok)))
+                probe.recipient = supervisor
+                probe.deliveryMode = .atMostOnce
+                effects.append(.send(probe))
+            }
+            let own = Heartbeat(status: .ok, queueDepth: 0, inFlight: Int64(state.pending.count))
+            effects.append(.send(.reply(to: envelope, payload: .heartbeat(own))))
+            return effects
         default:
             return []
         }

@@ -327,7 +327,7 @@ extension Orchestrator {
         self.stateValue(state, .display)
     }
 
-    static let stateKeys = ["pending", "routed", "unknown", "answered", "cancelled"]
+    static let stateKeys = ["pending", "routed", "unknown", "answered", "cancelled", "health"]
 
     func stateValue(_ state: State, _ style: RuntimeStateFormat.Style) -> MCPValue {
         let pending: [MCPValue] = state.pending.map { entry in
@@ -342,6 +342,15 @@ extension Orchestrator {
             MCPValue.MapEntry("unknown", RuntimeStateFormat.int(state.unknown)),
             MCPValue.MapEntry("answered", RuntimeStateFormat.int(state.answered)),
             MCPValue.MapEntry("cancelled", RuntimeStateFormat.int(state.cancelled)),
+            MCPValue.MapEntry("health", .array(state.health.map { health in
+                .map([
+                    MCPValue.MapEntry("supervisor", .string(health.supervisor.rawValue)),
+                    MCPValue.MapEntry("status", .string(health.heartbeat.status.rawValue)),
+                    MCPValue.MapEntry("queue_depth", .int(health.heartbeat.queueDepth)),
+                    MCPValue.MapEntry("in_flight", .int(health.heartbeat.inFlight)),
+                    MCPValue.MapEntry("at_ms", .int(health.atMilliseconds)),
+                ])
+            })),
         ])
     }
 
@@ -363,6 +372,16 @@ extension Orchestrator {
         state.unknown = try root.count("unknown")
         state.answered = try root.count("answered")
         state.cancelled = try root.count("cancelled")
+        for item in try root.array("health") {
+            let fields = try RuntimeStateFormat.Fields(item.value, item.path, keys: ["supervisor", "status", "queue_depth", "in_flight", "at_ms"])
+            guard case .string(let text) = fields["status"], let status = HealthStatus(rawValue: text) else {
+                throw RuntimeStateFormat.error(fields.path("status"), "ok, degraded or failing")
+            }
+            state.health.append(Orchestrator.SupervisorHealth(
+                supervisor: try fields.address("supervisor"),
+                heartbeat: Heartbeat(status: status, queueDepth: try fields.int64("queue_depth"), inFlight: try fields.int64("in_flight")),
+                atMilliseconds: try fields.int64("at_ms")))
+        }
         return state
     }
 }

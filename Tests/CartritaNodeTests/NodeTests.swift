@@ -1,7 +1,7 @@
 import CartritaAgents
 import CartritaEnvelope
 import CartritaLog
-import CartritaNode
+@testable import CartritaNode
 import CartritaRuntime
 import XCTest
 
@@ -51,5 +51,76 @@ final class NodeTests: XCTestCase {
         let fullDigests = cells.map { ActorDigest(address: $0.address, lastSeq: $0.lastSeq, digest: Recovery.digest(of: $0)) }
         XCTAssertEqual(fullDigests.sorted { $0.address < $1.address }, live)
         XCTAssertTrue(try log.verify().passed)
+    }
+}
+
+final class ControlMessageTests: XCTestCase {
+    func testAHealthProbeReachesEverySupervisorAndTheOrchestratorKeepsTheirHeartbeats() async throws {
+        let directory = TemporaryDirectory("health")
+        let answers = Answers()
+        let log = try openLog(directory)
+        defer { log.close() }
+        let (node, _) = try Node.recover(log: log, hierarchy: .standard(), observer: answers.observer)
+        node.probeHealth(from: Hierarchy.runClient)
+        let failure = await node.waitUntilIdle()
+        XCTAssertNil(failure)
+        let health = await node.describeState(of: .orchestrator)?["health"]
+        guard case .array(let entries)? = health else { return XCTFail("no health in \(String(describing: health))") }
+        XCTAssertEqual(entries.compactMap { $0["supervisor"] }, [
+            .string(Hierarchy.intelligence.rawValue), .string(Hierarchy.multimodal.rawValue), .string(Hierarchy.system.rawValue),
+        ])
+        XCTAssertTrue(entries.allSatisfy { $0["status"] == .string("ok") })
+        // The client got the orchestrator's own heartbeat.
+        XCTAssertTrue(answers.all.contains { if case .heartbeat = $0.1.payload { true } else { false } })
+        await node.shutdown()
+    }
+
+    func testShutdownWithDrainFinishesQueuedWorkThenRefusesNewWork() async throws {
+        let directory = TemporaryDirectory("shutdown")
+        let answers = Answers()
+        let log = try openLog(directory)
+        defer { log.close() }
+        let (node, _) = try Node.recover(log: log, hierarchy: .standard(), observer: answers.observer)
+        let admin = Address("client.admin@v1.0")
+        let id = node.newID()
+        node.send(Envelope(
+            id: id, parentID: nil, correlationID: id, sender: admin, recipient: Address("agent.datasage@v1.0"), broadcast: false,
+            timestampMilliseconds: 0, ttlMilliseconds: Int32.max, priority: .critical,
+            context: MessageContext(traceID: TraceID(high: 1, low: 1), spanID: SpanID(1)),
+            payload: .shutdown(Shutdown(reason: "maintenance", drain: true)), deliveryMode: .atMostOnce, retryCount: 0, maxRetries: 0))
+        var failure = await node.waitUntilIdle()
+        XCTAssertNil(failure)
+        // DataSage is stopped: its tasks are refused `shutting_down`; the other agents still work.
+        let csv = node.submit(TaskRequest(task: TaskSpec(type: "data.csv-stats"), input: TaskInput(data: .string("a\n1\n"))), from: Hierarchy.runClient)
+        let text = node.submit(TaskRequest(task: TaskSpec(type: "text.stats"), input: TaskInput(data: .string("One sentence."))), from: Hierarchy.runClient)
+        failure = await node.waitUntilIdle()
+        XCTAssertNil(failure)
+        let answered = Dictionary(answers.all.map { ($0.1.correlationID, $0.1) }, uniquingKeysWith: { $1 })
+        guard case .taskError(let error)? = answered[csv]?.payload else { return XCTFail("the csv task should fail: \(String(describing: answered[csv]))") }
+        XCTAssertEqual(error.code, .shuttingDown)
+        XCTAssertEqual(answered[text].flatMap(ClientMachine.outcome), .completed)
+        await node.shutdown()
+    }
+}
+
+final class NodeSnapshotTests: XCTestCase {
+    /// A stateful agent's state may be far larger than an envelope (TaskManagement holds up to
+    /// 100,000 tasks): the node's snapshot wrapper must still read back, or every restart would
+    /// replay that agent from the first record.
+    func testASnapshotLargerThanAnEnvelopeReadsBack() throws {
+        var random = SplitMix64(seed: 9)
+        let state = (0..<(3 << 20)).map { _ in UInt8(truncatingIfNeeded: random.next64()) }
+        let id = MessageID(high: 0x0190_0000_0000_7000, low: 0x8000_0000_0000_0001)
+        let owed = Envelope(
+            id: id, parentID: nil, correlationID: id, sender: Hierarchy.system, recipient: Address("agent.datasage@v1.0"),
+            broadcast: false, timestampMilliseconds: 1_700_000_000_000, ttlMilliseconds: 1_000, priority: .normal,
+            context: MessageContext(traceID: TraceID(high: 1, low: 2), spanID: SpanID(3)),
+            payload: .taskRequest(TaskRequest(task: TaskSpec(type: "data.csv-stats"))), deliveryMode: .exactlyOnce, retryCount: 0,
+            maxRetries: 3)
+        let bytes = NodeSnapshot(state: state, owed: [owed]).encode()
+        let decoded = try XCTUnwrap(NodeSnapshot.decode(bytes), "a 3 MiB state must read back")
+        XCTAssertEqual(decoded.state, state)
+        XCTAssertEqual(decoded.owed, [owed])
+        XCTAssertNil(NodeSnapshot.decode(Array(bytes.dropLast())), "a truncated wrapper is refused, not trusted")
     }
 }

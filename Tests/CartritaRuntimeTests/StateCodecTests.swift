@@ -465,7 +465,7 @@ final class StateCodecTests: XCTestCase {
     func testDescribeStateShowsEveryFieldReadably() throws {
         let (orchestrator, state, requests) = self.populatedOrchestrator()
         let shown = orchestrator.describeState(state)
-        XCTAssertEqual(Self.keys(shown), ["format", "version", "pending", "routed", "unknown", "answered", "cancelled"])
+        XCTAssertEqual(Self.keys(shown), ["format", "version", "pending", "routed", "unknown", "answered", "cancelled", "health"])
         XCTAssertEqual(shown["routed"], 4)
         XCTAssertEqual(shown["cancelled"], 2)
         let pending = Self.entry(shown["pending"]) { $0["request"]?["id"] == .string(requests[1].id.description) }
