@@ -106,4 +106,13 @@ extension Address: CustomStringConvertible {
 
 extension Address {
     public static let orchestrator = Address("orchestrator@v1.0")
+
+    /// Instance `number` (2, 3, …) of a pool: `agent.datasage@v1.0` → `agent.datasage.2@v1.0`.
+    /// Instance 1 is the address itself.
+    public func instance(_ number: Int) -> Address {
+        precondition(number >= 1, "instances count from 1")
+        guard number > 1 else { return self }
+        let at = self.rawValue.firstIndex(of: "@")!
+        return Address(String(self.rawValue[..<at]) + ".\(number)" + String(self.rawValue[at...]))
+    }
 }

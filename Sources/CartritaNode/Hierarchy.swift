@@ -32,6 +32,9 @@ public struct Hierarchy {
         public var costBudgetUSD: Double = 1_000_000
         public var maxPendingTasks = 1_000_000
         public var clients: [Address] = [Hierarchy.runClient]
+        /// Instances of each stateless agent (DataSage, LanguageMaestro) in its supervisor's
+        /// pool. A stateful agent (TaskManagement) has one: its state must not be split.
+        public var statelessAgentInstances = 2
 
         public init() {}
     }
@@ -41,15 +44,15 @@ public struct Hierarchy {
         let language = LanguageMaestro()
         let data = DataSage()
         let tasks = TaskManagement()
+        let instances = max(1, options.statelessAgentInstances)
+        let languagePool = (1...instances).map { language.address.instance($0) }
+        let dataPool = (1...instances).map { data.address.instance($0) }
         let supervisors: [(Address, [DomainSupervisor.AgentRoute])] = [
-            (Self.intelligence, [.init(address: language.address, taskTypes: language.taskTypes)]),
+            (Self.intelligence, languagePool.map { .init(address: $0, taskTypes: language.taskTypes) }),
             (Self.multimodal, []),
-            (Self.system, [
-                .init(address: data.address, taskTypes: data.taskTypes),
-                .init(address: tasks.address, taskTypes: tasks.taskTypes),
-            ]),
+            (Self.system, dataPool.map { .init(address: $0, taskTypes: data.taskTypes) } + [.init(address: tasks.address, taskTypes: tasks.taskTypes)]),
         ]
-        let addresses = [Orchestrator.address] + supervisors.map(\.0) + [language.address, data.address, tasks.address] + options.clients
+        let addresses = [Orchestrator.address] + supervisors.map(\.0) + languagePool + dataPool + [tasks.address] + options.clients
         return Hierarchy(addresses: addresses) {
             var cells: [any ActorCell] = [MachineCell(Orchestrator(routing: options.routing, maxPendingTasks: options.maxPendingTasks))]
             for (address, agents) in supervisors {
@@ -58,8 +61,8 @@ public struct Hierarchy {
                     maxConcurrentTasks: options.maxConcurrentTasksPerSupervisor, tokenBudget: options.tokenBudget,
                     costBudgetUSD: options.costBudgetUSD)))
             }
-            cells.append(MachineCell(AgentActor(language)))
-            cells.append(MachineCell(AgentActor(data)))
+            for address in languagePool { cells.append(MachineCell(AgentActor(language, address: address))) }
+            for address in dataPool { cells.append(MachineCell(AgentActor(data, address: address))) }
             cells.append(MachineCell(AgentActor(tasks)))
             for client in options.clients { cells.append(MachineCell(ClientMachine(address: client))) }
             return cells

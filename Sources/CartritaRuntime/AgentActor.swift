@@ -8,12 +8,13 @@ import CartritaEnvelope
 /// anything else is ignored (an agent is a single-purpose worker).
 public struct AgentActor<Wrapped: Agent>: Sendable {
     public let agent: Wrapped
+    /// The agent's own address, or an instance's in a pool (`agent.datasage.2@v1.0`).
+    public let address: Address
 
-    public init(_ agent: Wrapped) {
+    public init(_ agent: Wrapped, address: Address? = nil) {
         self.agent = agent
+        self.address = address ?? agent.address
     }
-
-    public var address: Address { self.agent.address }
 
     public func initialState() -> Wrapped.State { self.agent.initialState() }
 
@@ -27,7 +28,7 @@ public struct AgentActor<Wrapped: Agent>: Sendable {
                 let outcome = try self.agent.handle(request, state: &state, context: context)
                 return [.send(.reply(to: envelope, payload: outcome.payload))]
             } catch {
-                let crash = TaskError(code: .agentCrashed, message: "\(self.agent.address) threw: \(error)", retryable: true)
+                let crash = TaskError(code: .agentCrashed, message: "\(self.address) threw: \(error)", retryable: true)
                 return [.send(.reply(to: envelope, payload: .taskError(crash)))]
             }
         case .ping(let ping):

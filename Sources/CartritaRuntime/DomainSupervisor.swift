@@ -79,6 +79,16 @@ public struct DomainSupervisor: Sendable {
         self.agents.first { $0.taskTypes.contains(taskType) }?.address
     }
 
+    /// The agent for one task: when several routes list its type (a pool of instances of a
+    /// stateless agent), the task's id picks one, so the choice is spread evenly, needs no
+    /// state, and is the same on replay.
+    public func agent(forTaskType taskType: String, task: MessageID) -> Address? {
+        var pool: [Address] = []
+        for route in self.agents where route.taskTypes.contains(taskType) { pool.append(route.address) }
+        guard !pool.isEmpty else { return nil }
+        return pool.count == 1 ? pool[0] : pool[Int(task.low % UInt64(pool.count))]
+    }
+
     public func step(_ state: inout State, _ envelope: Envelope, _ context: DeliveryContext) -> [Effect] {
         switch envelope.payload {
         case .taskRequest(let request) where !self.isAgent(envelope.sender):
@@ -149,7 +159,7 @@ public struct DomainSupervisor: Sendable {
         guard state.inFlight.index(ofTask: envelope.correlationID) == nil else {
             return []  // a duplicate of a task already in flight (at_least_once): it is answered once
         }
-        guard let agent = self.agent(forTaskType: request.task.type) else {
+        guard let agent = self.agent(forTaskType: request.task.type, task: envelope.correlationID) else {
             return refuse(TaskError(code: .unknownTaskType, message: "\(self.address) has no agent for \(request.task.type)", retryable: false))
         }
         guard !state.paused else {
@@ -213,7 +223,12 @@ public struct DomainSupervisor: Sendable {
             // exactly_once: the same id, so if the first attempt was delivered the log refuses
             // this one and the work is not done twice. at_least_once: a new delivery.
             if flight.request.deliveryMode == .exactlyOnce { again.id = Self.forwardID(of: flight.request) }
-            return [.send(again), self.timeoutTimer(for: flight.request, retries: flight.retries + 1)]
+            // Exponential backoff on the recorded clock: base × 2^(attempt − 1), capped.
+            let backoff = state.supervision.backoff(crashes: Int(flight.retries) + 1)
+            guard case .timer(let after, let timeout) = self.timeoutTimer(for: flight.request, retries: flight.retries + 1) else {
+                preconditionFailure("timeoutTimer makes a timer")
+            }
+            return [.timer(afterMilliseconds: backoff, message: again), .timer(afterMilliseconds: backoff + after, message: timeout)]
         }
         state.inFlight.remove(at: index)
         self.settle(&state, flight, metrics: nil)

@@ -51,6 +51,14 @@ final class NodeTests: XCTestCase {
         let fullDigests = cells.map { ActorDigest(address: $0.address, lastSeq: $0.lastSeq, digest: Recovery.digest(of: $0)) }
         XCTAssertEqual(fullDigests.sorted { $0.address < $1.address }, live)
         XCTAssertTrue(try log.verify().passed)
+
+        // Stateless agents run as pools of two; the task id spreads the work over both.
+        for agent in ["agent.languagemaestro", "agent.datasage"] {
+            let first = try log.seqs(actor: agent + "@v1.0").count
+            let second = try log.seqs(actor: agent + ".2@v1.0").count
+            XCTAssertGreaterThan(first, 10, agent)
+            XCTAssertGreaterThan(second, 10, agent)
+        }
     }
 }
 
