@@ -47,7 +47,10 @@ struct BenchRuntime: AsyncParsableCommand {
             let path = self.data ?? scratch + "/recovery"
             let messagesPerTask = 6.0
             let tasks = Int((Double(self.messages) / messagesPerTask).rounded(.up))
-            let built = try await Self.measure(path: path, durability: .fast, concurrency: levels.max()!, seconds: nil, tasks: tasks)
+            // Built like a process that is then killed: no snapshots at the end, only the
+            // periodic ones, so recovery replays each actor's tail as it would after a crash.
+            let built = try await Self.measure(
+                path: path, durability: .fast, concurrency: levels.max()!, seconds: nil, tasks: tasks, snapshotAtEnd: false)
             let log = try EventLog(path: path, configuration: EventLogConfiguration(durability: .durable))
             let started = ContinuousClock.now
             let (_, withSnapshots) = try Recovery(log: log, hierarchy: .standard()).run()
@@ -66,6 +69,8 @@ struct BenchRuntime: AsyncParsableCommand {
                 ("replay_messages_per_s_all_handlers", .double((Double(all.recordsReplayed) / allSeconds).rounded())),
                 ("recovery_log_messages", .uint(full.lastSeq)),
                 ("recovery_records_replayed_with_snapshots", .int(Int64(withSnapshots.recordsReplayed))),
+                ("recovery_scan_from_seq_with_snapshots", .uint(withSnapshots.scanFromSeq)),
+                ("recovery_owed_messages", .int(Int64(withSnapshots.pending.count))),
                 ("recovery_divergence", .bool(full.divergence != nil || withSnapshots.divergence != nil || all.divergence != nil)),
                 ("build_tasks_per_s_fast", .double(built.rate.rounded())),
             ]
@@ -93,7 +98,9 @@ struct BenchRuntime: AsyncParsableCommand {
 
     /// Runs the standard mix with `concurrency` tasks in flight for `seconds` (or until `tasks`
     /// are done) on a fresh log at `path`.
-    static func measure(path: String, durability: Durability, concurrency: Int, seconds: Double?, tasks: Int?) async throws -> Result {
+    static func measure(
+        path: String, durability: Durability, concurrency: Int, seconds: Double?, tasks: Int?, snapshotAtEnd: Bool = true
+    ) async throws -> Result {
         let log = try EventLog(path: path, configuration: EventLogConfiguration(durability: durability))
         let clock = ContinuousClock()
         let origin = clock.now
@@ -127,7 +134,11 @@ struct BenchRuntime: AsyncParsableCommand {
         }
         if let failure = await node.waitUntilIdle() { throw failure }
         let elapsed = (clock.now - started).seconds
-        await node.shutdown()
+        if snapshotAtEnd {
+            await node.shutdown()
+        } else {
+            try? await log.flush()
+        }
         let messages = log.lastSeq
         log.close()
         var sorted = latencies.withLock { $0 }

@@ -370,11 +370,16 @@ public struct EncodedEnvelope: Sendable {
 /// Not thread-safe (it reuses one msgpack-c zone): one decoder per thread or task.
 public final class EnvelopeDecoder {
     public let limits: CodecLimits
+    /// False only for records the log itself wrote, read back for replay: they were validated
+    /// when appended and the hash chain shows they are unchanged, and replay must read an old
+    /// record even if a later build tightened a rule. The structure is still checked in full.
+    public let validatesEnvelopes: Bool
     let zone: UnsafeMutablePointer<msgpack_zone>
     let interner = StringInterner()
 
-    public init(limits: CodecLimits = .default) {
+    public init(limits: CodecLimits = .default, validatesEnvelopes: Bool = true) {
         self.limits = limits
+        self.validatesEnvelopes = validatesEnvelopes
         self.zone = msgpack_zone_new(Int(MSGPACK_ZONE_CHUNK_SIZE))!
     }
 
@@ -392,7 +397,7 @@ public final class EnvelopeDecoder {
             try builder.set(index, value)
         }
         try ObjectReader.require(seen, Fields.envelopeRequired, Fields.envelope, "$")
-        return try builder.finish(limits: self.limits)
+        return try builder.finish(limits: self.limits, validate: self.validatesEnvelopes)
     }
 
     public func decodeRecord(_ bytes: [UInt8]) throws(CodecError) -> LogRecord {
@@ -433,7 +438,7 @@ public final class EnvelopeDecoder {
             }
         }
         try ObjectReader.require(seen, Fields.recordRequired, Fields.record, "$")
-        return LogRecord(header: header, envelope: try builder.finish(limits: self.limits))
+        return LogRecord(header: header, envelope: try builder.finish(limits: self.limits, validate: self.validatesEnvelopes))
     }
 
     @inline(__always)
@@ -511,7 +516,7 @@ struct EnvelopeBuilder {
         }
     }
 
-    func finish(limits: CodecLimits) throws(CodecError) -> Envelope {
+    func finish(limits: CodecLimits, validate: Bool = true) throws(CodecError) -> Envelope {
         // `require` has run, so every required field is set.
         let payload = try PayloadDecoder.decode(self.type, self.payload!)
         let envelope = Envelope(
@@ -520,6 +525,7 @@ struct EnvelopeBuilder {
             timestampMilliseconds: self.timestamp, ttlMilliseconds: self.ttl, priority: self.priority,
             context: self.context!, payload: payload, deliveryMode: self.deliveryMode,
             retryCount: self.retryCount, maxRetries: self.maxRetries)
+        guard validate else { return envelope }
         do {
             try envelope.validate(limits: limits.envelope)
         } catch {

@@ -185,62 +185,61 @@ public struct Recovery {
         var cancelled: Set<MessageID> = []
         var deferred: [MessageID: Deferred] = [:]
         var divergence: Divergence?
-        let decoder = EnvelopeDecoder(limits: self.log.configuration.codecLimits)
-        if start <= report.lastSeq {
-            try self.log.scanRaw(from: start) { seq, bytes in
-                let record: LogRecord
-                do {
-                    record = try decoder.decodeRecord(bytes)
-                } catch {
-                    throw EventLogError(.corrupted, "record \(seq): \(error)")
-                }
-                let envelope = record.envelope
-                // Was this message made by a handler that is being replayed? Then replay must
-                // have made it too, identically.
-                if let sender = byAddress[envelope.sender], sender.address.kind != "client", seq > (snapshotSeq[sender.address] ?? 0) {
-                    if let parent = envelope.parentID, envelope.id == parent.derived(tag: Node.refusalTag) {
-                        // The runtime's own refusal on the sender's behalf: an input.
-                    } else if let parent = envelope.parentID, let skipped = deferred[parent], skipped.cell === sender {
-                        deferred[parent] = nil  // answered in the log: the skipped handler owes nothing
-                    } else if let taken = expected.take(envelope) {
-                        if case .failure(let copy) = taken {
-                            divergence = Divergence(
-                                seq: copy.expected.producedAt, actor: sender.address,
-                                message: "replay made message \(envelope.id) differently",
-                                logged: envelope.jsonString(), replayed: copy.expected.envelope.jsonString())
-                            return false
-                        }
-                    } else if !cancelled.contains(envelope.id) {
+        // One record of the scan; false stops it (a divergence).
+        func replay(_ seq: UInt64, _ record: LogRecord) -> Bool {
+            let envelope = record.envelope
+            // Was this message made by a handler that is being replayed? Then replay must
+            // have made it too, identically.
+            if let sender = byAddress[envelope.sender], sender.address.kind != "client", seq > (snapshotSeq[sender.address] ?? 0) {
+                if let parent = envelope.parentID, envelope.id == parent.derived(tag: Node.refusalTag) {
+                    // The runtime's own refusal on the sender's behalf: an input.
+                } else if let parent = envelope.parentID, let skipped = deferred[parent], skipped.cell === sender {
+                    deferred[parent] = nil  // answered in the log: the skipped handler owes nothing
+                } else if let taken = expected.take(envelope) {
+                    if case .failure(let copy) = taken {
                         divergence = Divergence(
-                            seq: seq, actor: sender.address,
-                            message: "the log has message \(envelope.id) from \(sender.address) that replay did not make",
-                            logged: envelope.jsonString(), replayed: "")
+                            seq: copy.expected.producedAt, actor: sender.address,
+                            message: "replay made message \(envelope.id) differently",
+                            logged: envelope.jsonString(), replayed: copy.expected.envelope.jsonString())
                         return false
                     }
+                } else if !cancelled.contains(envelope.id) {
+                    divergence = Divergence(
+                        seq: seq, actor: sender.address,
+                        message: "the log has message \(envelope.id) from \(sender.address) that replay did not make",
+                        logged: envelope.jsonString(), replayed: "")
+                    return false
                 }
-                guard let cell = byAddress[envelope.recipient], seq > (snapshotSeq[envelope.recipient] ?? 0) else { return true }
-                let context = DeliveryContext(seq: seq, clockMilliseconds: record.header.clockMilliseconds, entropy: record.header.entropy)
-                report.recordsReplayed += 1
-                if self.handlers == .stateful && cell.isStateless {
-                    cell.skip(seq: seq)
-                    deferred[envelope.id] = Deferred(envelope: envelope, context: context, cell: cell)
-                    return true
-                }
-                let delivery = cell.deliver(envelope, context)
-                for correlation in delivery.cancelledTimers {
-                    let key = TimerKey(owner: cell.address, correlation: correlation)
-                    guard let ids = timers.removeValue(forKey: key) else { continue }
-                    for id in ids where expected.cancelTimer(id, dueAfter: context.clockMilliseconds) {
-                        cancelled.insert(id)  // it may still show up: it could have fired first
-                    }
-                }
-                for message in delivery.messages {
-                    expected.insert(Expected(envelope: message, producedAt: seq))
-                    if message.timestampMilliseconds > context.clockMilliseconds {
-                        timers[TimerKey(owner: cell.address, correlation: message.correlationID), default: []].append(message.id)
-                    }
-                }
+            }
+            guard let cell = byAddress[envelope.recipient], seq > (snapshotSeq[envelope.recipient] ?? 0) else { return true }
+            let context = DeliveryContext(seq: seq, clockMilliseconds: record.header.clockMilliseconds, entropy: record.header.entropy)
+            report.recordsReplayed += 1
+            if self.handlers == .stateful && cell.isStateless {
+                cell.skip(seq: seq)
+                deferred[envelope.id] = Deferred(envelope: envelope, context: context, cell: cell)
                 return true
+            }
+            let delivery = cell.deliver(envelope, context)
+            for correlation in delivery.cancelledTimers {
+                let key = TimerKey(owner: cell.address, correlation: correlation)
+                guard let ids = timers.removeValue(forKey: key) else { continue }
+                for id in ids where expected.cancelTimer(id, dueAfter: context.clockMilliseconds) {
+                    cancelled.insert(id)  // it may still show up: it could have fired first
+                }
+            }
+            for message in delivery.messages {
+                expected.insert(Expected(envelope: message, producedAt: seq))
+                if message.timestampMilliseconds > context.clockMilliseconds {
+                    timers[TimerKey(owner: cell.address, correlation: message.correlationID), default: []].append(message.id)
+                }
+            }
+            return true
+        }
+        if start <= report.lastSeq {
+            let pipeline = RecordPipeline(log: self.log, from: start)
+            defer { pipeline.finish() }
+            scan: while let batch = try pipeline.next() {
+                for (seq, record) in batch where !replay(seq, record) { break scan }
             }
         }
         report.divergence = divergence

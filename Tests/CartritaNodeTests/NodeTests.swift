@@ -88,7 +88,9 @@ final class ControlMessageTests: XCTestCase {
         let answers = Answers()
         let log = try openLog(directory)
         defer { log.close() }
-        let (node, _) = try Node.recover(log: log, hierarchy: .standard(), observer: answers.observer)
+        var options = Hierarchy.Options()
+        options.statelessAgentInstances = 1  // one DataSage, so every csv task meets the stopped one
+        let (node, _) = try Node.recover(log: log, hierarchy: .standard(options), observer: answers.observer)
         let admin = Address("client.admin@v1.0")
         let id = node.newID()
         node.send(Envelope(
