@@ -69,6 +69,11 @@ struct TextDocument {
         var index = start
         while index < end {
             let character = paragraph[index]
+            if let ascii = character.asciiValue, ascii != 0x2E, ascii != 0x21, ascii != 0x3F {
+                // The only ASCII terminators are . ! and ?: skip the set lookups for the rest.
+                index = paragraph.index(after: index)
+                continue
+            }
             let fullWidth = Self.fullWidthTerminators.contains(character)
             guard fullWidth || Self.terminators.contains(character) else {
                 index = paragraph.index(after: index)

@@ -39,7 +39,17 @@ public struct Address: Hashable, Comparable, Sendable {
     /// Everything before `@`, e.g. `supervisor.intelligence`.
     public var name: Substring { self.rawValue.prefix { $0 != "@" } }
 
-    public var isSupervisor: Bool { self.kind == "supervisor" }
+    public var isSupervisor: Bool { self.hasKind("supervisor") }
+
+    /// True when the first segment is `kind`. Compares bytes: this runs on every delivery.
+    public func hasKind(_ kind: String) -> Bool {
+        var bytes = self.rawValue.utf8.makeIterator()
+        for expected in kind.utf8 {
+            guard bytes.next() == expected else { return false }
+        }
+        let next = bytes.next()
+        return next == UInt8(ascii: ".") || next == UInt8(ascii: "@")
+    }
 
     public static func < (lhs: Address, rhs: Address) -> Bool { lhs.rawValue < rhs.rawValue }
 

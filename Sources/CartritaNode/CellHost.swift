@@ -252,7 +252,7 @@ actor CellHost {
 }
 
 extension Address {
-    var isAgent: Bool { self.kind == "agent" }
+    var isAgent: Bool { self.hasKind("agent") }
 }
 
 // MARK: - The node's snapshot wrapper

@@ -247,7 +247,7 @@ public final class Node: Sendable {
     public var storageFailure: EventLogError? { self.failure.withLock { $0 } }
 
     func delivered(_ envelope: Envelope, seq: UInt64, to address: Address) {
-        if address.kind == "client" { self.observer?(address, envelope, seq) }
+        if address.hasKind("client") { self.observer?(address, envelope, seq) }
     }
 }
 
@@ -310,7 +310,7 @@ public struct TaskTotals: Hashable, Sendable {
 extension Node {
     public func taskTotals() async -> TaskTotals {
         var totals = TaskTotals()
-        for address in self.addresses where address.kind == "client" {
+        for address in self.addresses where address.hasKind("client") {
             let state = await self.describeState(of: address)
             if case .int(let completed)? = state?["completed"] { totals.completed += Int(completed) }
             if case .int(let failed)? = state?["failed"] { totals.failed += Int(failed) }

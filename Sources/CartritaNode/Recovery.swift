@@ -190,7 +190,7 @@ public struct Recovery {
             let envelope = record.envelope
             // Was this message made by a handler that is being replayed? Then replay must
             // have made it too, identically.
-            if let sender = byAddress[envelope.sender], sender.address.kind != "client", seq > (snapshotSeq[sender.address] ?? 0) {
+            if let sender = byAddress[envelope.sender], !sender.address.hasKind("client"), seq > (snapshotSeq[sender.address] ?? 0) {
                 if let parent = envelope.parentID, envelope.id == parent.derived(tag: Node.refusalTag) {
                     // The runtime's own refusal on the sender's behalf: an input.
                 } else if let parent = envelope.parentID, let skipped = deferred[parent], skipped.cell === sender {

@@ -67,4 +67,16 @@ final class AddressTests: XCTestCase {
         envelope.recipient = Address(unchecked: "supervisor.intelligence")
         assertInvalid(envelope, .invalidAddress, at: "recipient")
     }
+
+    func testKindIsTheWholeFirstSegmentAndInstancesExtendTheName() {
+        XCTAssertTrue(Address("client.run@v1.0").hasKind("client"))
+        XCTAssertTrue(Address("orchestrator@v1.0").hasKind("orchestrator"))
+        XCTAssertFalse(Address("clients.run@v1.0").hasKind("client"), "a prefix of the segment is not the kind")
+        XCTAssertFalse(Address("agent.client@v1.0").hasKind("client"))
+        XCTAssertFalse(Address("agent.a@v1.0").hasKind("agen"))
+        XCTAssertTrue(Address("supervisor.system@v1.0").isSupervisor)
+        XCTAssertEqual(Address("agent.datasage@v1.0").instance(1), Address("agent.datasage@v1.0"))
+        XCTAssertEqual(Address("agent.datasage@v1.0").instance(2), Address("agent.datasage.2@v1.0"))
+        XCTAssertEqual(Address("agent.datasage@v1.3").instance(12).kind, "agent")
+    }
 }
