@@ -134,3 +134,66 @@ final class NodeSnapshotTests: XCTestCase {
         XCTAssertNil(NodeSnapshot.decode(Array(bytes.dropLast())), "a truncated wrapper is refused, not trusted")
     }
 }
+
+final class SnapshotFallbackTests: XCTestCase {
+    /// The newest snapshot of an actor is garbage, another is in a format the actor does not
+    /// know: recovery skips both, uses the older good one (or replays), and the digests still
+    /// equal the live run's.
+    func testUnreadableAndOtherFormatSnapshotsFallBackToOlderOnesOrReplay() async throws {
+        let directory = TemporaryDirectory("fallback")
+        var configuration = NodeConfiguration()
+        configuration.snapshotEveryDeliveries = 40
+        var live: [ActorDigest] = []
+        let log = try openLog(directory)
+        defer { log.close() }
+        do {
+            let (node, _) = try Node.recover(log: log, hierarchy: .standard(), configuration: configuration)
+            for index in 0..<120 {
+                let (request, mode) = Workload.standard.task(seed: 3, index: index)
+                node.submit(request, from: Hierarchy.runClient, deliveryMode: mode)
+            }
+            let failure = await node.waitUntilIdle()
+            XCTAssertNil(failure)
+            live = await node.digests()
+        }
+        let last = log.lastSeq
+        let orchestrator = Orchestrator.address.rawValue
+        let tasks = "agent.taskmanagement@v1.0"
+        XCTAssertFalse(try log.snapshots(of: orchestrator).isEmpty, "the run took snapshots")
+        try await log.saveSnapshot(Snapshot(actor: orchestrator, seq: last, formatVersion: 1, state: [0xC1, 0x00, 0x13]))
+        try await log.saveSnapshot(Snapshot(actor: tasks, seq: last, formatVersion: 99, state: [1, 2, 3]))
+
+        let (cells, report) = try Recovery(log: log, hierarchy: .standard()).run()
+        XCTAssertNil(report.divergence)
+        XCTAssertEqual(report.snapshotsSkipped.first, "\(orchestrator)@\(last)", "the garbage one is reported")
+        XCTAssertFalse(report.snapshotsSkipped.contains { $0.hasPrefix(tasks) }, "another format is not even tried")
+        let digests = cells.map { ActorDigest(address: $0.address, lastSeq: $0.lastSeq, digest: Recovery.digest(of: $0)) }
+        XCTAssertEqual(digests.sorted { $0.address < $1.address }, live)
+    }
+}
+
+final class WorkloadTests: XCTestCase {
+    func testAMixFileParsesAndItsErrorsNameTheLine() throws {
+        let mix = try Workload.parse("""
+            # a comment
+            text.stats      at_least_once  3
+
+            tasks.create    exactly_once   1   # trailing comment
+            """)
+        XCTAssertEqual(mix.entries, [
+            Workload.Entry(taskType: "text.stats", deliveryMode: .atLeastOnce, weight: 3),
+            Workload.Entry(taskType: "tasks.create", deliveryMode: .exactlyOnce, weight: 1),
+        ])
+        XCTAssertThrowsError(try Workload.parse("text.stats sometimes 1")) { error in
+            XCTAssertTrue("\(error)".contains("line 1"), "\(error)")
+        }
+        XCTAssertThrowsError(try Workload.parse("\ntext.stats at_least_once 0")) { error in
+            XCTAssertTrue("\(error)".contains("line 2"), "\(error)")
+        }
+        XCTAssertThrowsError(try Workload.parse("# nothing\n"))
+        // The same seed and index always give the same task; the weights shape the mix.
+        XCTAssertEqual(mix.task(seed: 5, index: 7).request, mix.task(seed: 5, index: 7).request)
+        let creates = (0..<4_000).filter { mix.task(seed: 1, index: $0).request.task.type == "tasks.create" }.count
+        XCTAssertEqual(Double(creates) / 4_000, 0.25, accuracy: 0.03)
+    }
+}
