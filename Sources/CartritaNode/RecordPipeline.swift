@@ -1,52 +1,66 @@
 import CartritaCodec
 import CartritaLog
 import Foundation
+import Synchronization
 
-/// Reads and decodes log records on a thread of its own, a few batches ahead of the replay that
-/// consumes them: decoding is about half of replay's work, and this machine has two cores.
+/// Reads and decodes log records on threads of their own, a few batches ahead of the replay
+/// that consumes them: decoding is more than half of replay's work.
 ///
-/// Bounded: at most `maxQueuedBatches` batches of `batchRecords` records wait. The consumer must
-/// call `finish()` (also after an early stop) before the log may close.
+/// With `readers` threads, batch `i` (records `from + i·batchRecords` …, seqs being gap-free)
+/// is decoded by reader `i mod readers`; each reader walks the whole range but decodes only its
+/// batches, and the consumer takes the batches back in order. Bounded: each reader keeps at most
+/// `maxQueuedBatches` batches waiting. The consumer must call `finish()` (also after an early
+/// stop) before the log may close.
 final class RecordPipeline: @unchecked Sendable {
-    static let batchRecords = 256
+    static let batchRecords: UInt64 = 256
     static let maxQueuedBatches = 8
 
     typealias Batch = [(seq: UInt64, record: LogRecord)]
 
-    private let condition = NSCondition()
-    private var queue: [Batch] = []
-    private var head = 0
-    private var done = false
-    private var stopping = false
-    private var failure: EventLogError?
-    private let finished = DispatchSemaphore(value: 0)
-
-    init(log: EventLog, from seq: UInt64) {
-        let thread = Thread { [self] in
-            self.read(log: log, from: seq)
-            self.finished.signal()
-        }
-        thread.name = "cartrita-replay-reader"
-        thread.start()
+    /// One reader's queue.
+    final class Lane: @unchecked Sendable {
+        let condition = NSCondition()
+        var queue: [Batch] = []
+        var head = 0
+        var done = false
+        var failure: EventLogError?
     }
 
-    private func read(log: EventLog, from seq: UInt64) {
+    private let lanes: [Lane]
+    private let stopping = Atomic(false)
+    private let finished = DispatchSemaphore(value: 0)
+    private var nextBatch = 0
+
+    init(log: EventLog, from seq: UInt64, readers: Int = 2) {
+        let count = max(1, readers)
+        self.lanes = (0..<count).map { _ in Lane() }
+        for (index, lane) in self.lanes.enumerated() {
+            let thread = Thread { [self] in
+                Thread.current.name = "cartrita-reader"  // set from inside, so the OS thread gets it
+                self.read(log: log, from: seq, lane: lane, index: UInt64(index), of: UInt64(count))
+                self.finished.signal()
+            }
+            thread.start()
+        }
+    }
+
+    private func read(log: EventLog, from start: UInt64, lane: Lane, index: UInt64, of count: UInt64) {
         // Records the log wrote were validated on the way in; see `validatesEnvelopes`.
         let decoder = EnvelopeDecoder(limits: log.configuration.codecLimits, validatesEnvelopes: false)
         var batch: Batch = []
-        batch.reserveCapacity(Self.batchRecords)
         var failure: EventLogError?
         do {
-            try log.scanRaw(from: seq) { seq, bytes in
+            try log.scanRaw(from: start) { seq, bytes in
+                let position = seq &- start
+                guard (position / Self.batchRecords) % count == index else { return !self.stopping.load(ordering: .relaxed) }
                 do {
                     batch.append((seq, try decoder.decodeRecord(bytes)))
                 } catch {
                     throw EventLogError(.corrupted, "record \(seq): \(error)")
                 }
-                guard batch.count == Self.batchRecords else { return true }
-                let go = self.push(batch)
+                guard position % Self.batchRecords == Self.batchRecords - 1 else { return true }
+                let go = self.push(batch, lane)
                 batch = []
-                batch.reserveCapacity(Self.batchRecords)
                 return go
             }
         } catch let error as EventLogError {
@@ -54,51 +68,57 @@ final class RecordPipeline: @unchecked Sendable {
         } catch {
             failure = EventLogError(.storage, "\(error)")
         }
-        if !batch.isEmpty && failure == nil { _ = self.push(batch) }
-        self.condition.lock()
-        self.failure = failure
-        self.done = true
-        self.condition.broadcast()
-        self.condition.unlock()
+        if !batch.isEmpty && failure == nil { _ = self.push(batch, lane) }
+        lane.condition.lock()
+        lane.failure = failure
+        lane.done = true
+        lane.condition.broadcast()
+        lane.condition.unlock()
     }
 
     /// Waits for room; false when the consumer stopped.
-    private func push(_ batch: Batch) -> Bool {
-        self.condition.lock()
-        defer { self.condition.unlock() }
-        while self.queue.count - self.head >= Self.maxQueuedBatches && !self.stopping { self.condition.wait() }
-        guard !self.stopping else { return false }
-        self.queue.append(batch)
-        self.condition.broadcast()
+    private func push(_ batch: Batch, _ lane: Lane) -> Bool {
+        lane.condition.lock()
+        defer { lane.condition.unlock() }
+        while lane.queue.count - lane.head >= Self.maxQueuedBatches && !self.stopping.load(ordering: .relaxed) {
+            lane.condition.wait()
+        }
+        guard !self.stopping.load(ordering: .relaxed) else { return false }
+        lane.queue.append(batch)
+        lane.condition.broadcast()
         return true
     }
 
-    /// The next batch in seq order; nil at the end. Throws what the reader met.
+    /// The next batch in seq order; nil at the end. Throws what a reader met.
     func next() throws(EventLogError) -> Batch? {
-        self.condition.lock()
-        defer { self.condition.unlock() }
-        while self.head == self.queue.count && !self.done { self.condition.wait() }
-        if self.head < self.queue.count {
-            let batch = self.queue[self.head]
-            self.queue[self.head] = []
-            self.head += 1
-            if self.head > 64 {
-                self.queue.removeFirst(self.head)
-                self.head = 0
+        let lane = self.lanes[self.nextBatch % self.lanes.count]
+        lane.condition.lock()
+        defer { lane.condition.unlock() }
+        while lane.head == lane.queue.count && !lane.done { lane.condition.wait() }
+        if lane.head < lane.queue.count {
+            let batch = lane.queue[lane.head]
+            lane.queue[lane.head] = []
+            lane.head += 1
+            if lane.head > 64 {
+                lane.queue.removeFirst(lane.head)
+                lane.head = 0
             }
-            self.condition.broadcast()
+            self.nextBatch += 1
+            lane.condition.broadcast()
             return batch
         }
-        if let failure = self.failure { throw failure }
-        return nil
+        if let failure = lane.failure { throw failure }
+        return nil  // this lane is done and empty: every earlier batch was taken, so the log ended
     }
 
-    /// Stops the reader and waits until it has left the log.
+    /// Stops the readers and waits until they have left the log.
     func finish() {
-        self.condition.lock()
-        self.stopping = true
-        self.condition.broadcast()
-        self.condition.unlock()
-        self.finished.wait()
+        self.stopping.store(true, ordering: .relaxed)
+        for lane in self.lanes {
+            lane.condition.lock()
+            lane.condition.broadcast()
+            lane.condition.unlock()
+        }
+        for _ in self.lanes { self.finished.wait() }
     }
 }

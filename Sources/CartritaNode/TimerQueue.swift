@@ -45,8 +45,10 @@ final class TimerQueue: @unchecked Sendable {
 
     func start() {
         // The thread holds the queue until `stop`: the node stops it when it goes away.
-        let thread = Thread { self.run() }
-        thread.name = "cartrita-timers"
+        let thread = Thread {
+            Thread.current.name = "cartrita-timers"
+            self.run()
+        }
         self.thread = thread
         thread.start()
     }
