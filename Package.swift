@@ -10,6 +10,7 @@ import PackageDescription
 //   CartritaAgents    (the tier-2 agents' deterministic work)    -> Runtime, Envelope
 //   CartritaNode      (drives the actors on the log: delivery,
 //                      snapshots, recovery; clock and entropy)   -> Runtime, Agents, Log
+//   CartritaSim       (deterministic simulation of the hierarchy) -> Runtime, Agents, Node
 //   CartritaCLI       (the `cartrita` executable)                -> everything above
 // Server packages (Hummingbird, swift-otel, gRPC) never enter the inner three.
 let swiftSettings: [SwiftSetting] = [
@@ -28,6 +29,7 @@ let package = Package(
         .library(name: "CartritaRuntime", targets: ["CartritaRuntime"]),
         .library(name: "CartritaAgents", targets: ["CartritaAgents"]),
         .library(name: "CartritaNode", targets: ["CartritaNode"]),
+        .library(name: "CartritaSim", targets: ["CartritaSim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -84,11 +86,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "CartritaSim",
+            dependencies: [
+                "CartritaEnvelope", "CartritaCodec", "CartritaRuntime", "CartritaAgents", "CartritaNode",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "CartritaCLI",
             dependencies: [
                 "CartritaEnvelope", "CartritaCodec", "CartritaLMDB", "CartritaLog", "CartritaRuntime", "CartritaAgents",
-                "CartritaNode",
+                "CartritaNode", "CartritaSim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -118,6 +128,11 @@ let package = Package(
             dependencies: [
                 "CartritaNode", "CartritaRuntime", "CartritaAgents", "CartritaLog", "CartritaCodec", "CartritaEnvelope",
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CartritaSimTests",
+            dependencies: ["CartritaSim", "CartritaNode", "CartritaRuntime", "CartritaEnvelope"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,0 +1,73 @@
+import CartritaEnvelope
+import CartritaNode
+import CartritaSim
+import Foundation
+import XCTest
+
+final class SimulationTests: XCTestCase {
+    func run(_ seed: UInt64, tasks: Int = 60) -> SimulationReport {
+        var configuration = Simulation.Configuration(seed: seed)
+        configuration.tasks = tasks
+        return Simulation(configuration).run()
+    }
+
+    func testTheSameSeedGivesTheSameRunBitForBit() {
+        let first = self.run(42)
+        let second = self.run(42)
+        XCTAssertEqual(first.digest, second.digest)
+        XCTAssertEqual(first.deliveries, second.deliveries)
+        XCTAssertEqual(first.virtualMilliseconds, second.virtualMilliseconds)
+        XCTAssertTrue(first.passed, "\(first.oracles)")
+        XCTAssertEqual(first.deliveries, 60 * 6, "six deliveries per task, nothing else")
+    }
+
+    func testDifferentSeedsGiveDifferentSchedules() {
+        let digests = Set((1...8).map { self.run($0).digest })
+        XCTAssertEqual(digests.count, 8)
+    }
+
+    func testASweepOfSeedsPassesEveryOracle() {
+        for seed in UInt64(100)..<UInt64(130) {
+            let report = self.run(seed, tasks: 40)
+            XCTAssertTrue(report.passed, "seed \(seed): \(report.oracles)")
+        }
+    }
+
+    func testARunCutShortFailsTheLivenessOracle() {
+        var configuration = Simulation.Configuration(seed: 5)
+        configuration.tasks = 50
+        configuration.maxDeliveries = 100  // far fewer than 50 tasks need
+        let report = Simulation(configuration).run()
+        XCTAssertFalse(report.passed)
+        XCTAssertTrue(report.oracles.first { $0.0 == "one_terminal_answer" }?.1.hasPrefix("failed") ?? false)
+    }
+
+    /// Another process, same seed: same digest (nothing depends on the process's hash seed,
+    /// addresses in memory or the wall clock).
+    func testTheSameSeedPrintsTheSameDigestInAnotherProcess() throws {
+        let executable = try XCTUnwrap(Self.cartrita(), "the cartrita executable next to the test bundle")
+        let inProcess = self.run(7, tasks: 200)
+        var digests: [String] = []
+        for _ in 0..<2 {
+            let process = Process()
+            process.executableURL = executable
+            process.arguments = ["sim", "--seed", "7", "--tasks", "200", "--json"]
+            let out = Pipe()
+            process.standardOutput = out
+            try process.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            XCTAssertEqual(process.terminationStatus, 0)
+            let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            digests.append(try XCTUnwrap(json["digest"] as? String))
+            XCTAssertEqual(json["passed"] as? Bool, true)
+        }
+        XCTAssertEqual(digests, [inProcess.digest, inProcess.digest])
+    }
+
+    static func cartrita() -> URL? {
+        guard let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return nil }
+        let url = URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("cartrita")
+        return FileManager.default.isExecutableFile(atPath: url.path) ? url : nil
+    }
+}
