@@ -89,7 +89,7 @@ let package = Package(
         .target(
             name: "CartritaSim",
             dependencies: [
-                "CartritaEnvelope", "CartritaCodec", "CartritaRuntime", "CartritaAgents", "CartritaNode",
+                "CartritaEnvelope", "CartritaCodec", "CartritaRuntime", "CartritaAgents", "CartritaLog", "CartritaNode",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings

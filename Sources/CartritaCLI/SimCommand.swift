@@ -7,15 +7,38 @@ import Foundation
 struct Sim: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the hierarchy under the seeded simulator; the same seed prints the same digest.",
-        discussion: "Faults are not injected yet: this is the simulator's first step (issue 4).")
+        discussion: """
+            Faults so far: `crash` (the whole process dies at delivery counts the seed picks and recovers from \
+            the log and snapshots with the production code). `--faults all` turns on every kind there is; \
+            the others of issue 4 (network, storage, clock, agents' I/O, BUGGIFY) come next.
+            """)
 
     @Option(help: "The seed: the only source of entropy of the run.") var seed: UInt64
     @Option(help: "Most deliveries before the run stops (a run that stops with work left fails its liveness oracle).") var steps: Int = 1_000_000
     @Option(help: "Tasks the client submits.") var tasks: Int = 200
+    @Option(help: "Faults: none, all, or a comma-separated list of kinds (crash).") var faults: String = "none"
+    @Option(help: "Process crashes when the crash fault is on.") var crashes: Int = 3
     @Flag(help: "Print one JSON object.") var json = false
+
+    static let faultKinds = ["crash"]
+
+    func faultList() throws -> [String] {
+        switch self.faults {
+        case "none": return []
+        case "all": return Self.faultKinds
+        default:
+            let kinds = self.faults.split(separator: ",").map(String.init)
+            for kind in kinds where !Self.faultKinds.contains(kind) {
+                throw ValidationError("unknown fault \(kind); known: \(Self.faultKinds.joined(separator: ", ")), or all, or none")
+            }
+            return kinds
+        }
+    }
 
     func validate() throws {
         guard self.steps > 0 else { throw ValidationError("--steps must be > 0") }
+        guard (0...1_000).contains(self.crashes) else { throw ValidationError("--crashes must be 0...1000") }
+        _ = try self.faultList()
         guard (0...1_000_000).contains(self.tasks) else { throw ValidationError("--tasks must be 0...1000000") }
     }
 
@@ -23,17 +46,21 @@ struct Sim: AsyncParsableCommand {
         var configuration = Simulation.Configuration(seed: self.seed)
         configuration.maxDeliveries = self.steps
         configuration.tasks = self.tasks
+        let faults = try self.faultList()
+        configuration.crashes = faults.contains("crash") ? self.crashes : 0
         let report = Simulation(configuration).run()
         let plan: JSON = .object([
             ("tasks", .int(Int64(configuration.tasks))), ("submit_window_ms", .int(configuration.submitWindowMilliseconds)),
             ("max_delay_ms", .int(configuration.maxDelayMilliseconds)), ("max_deliveries", .int(Int64(configuration.maxDeliveries))),
-            ("log", .string("memory")), ("faults", .array([])),
+            ("log", .string("memory")), ("faults", .array(faults.map { .string($0) })),
+            ("crash_at_deliveries", .array(report.crashPoints.map { .int(Int64($0)) })),
         ])
         if self.json {
             printJSON(.object([
                 ("seed", .uint(report.seed)), ("digest", .string(report.digest)), ("passed", .bool(report.passed)),
-                ("plan", plan), ("deliveries", .int(Int64(report.deliveries))), ("crashes", .int(0)), ("recoveries", .int(0)),
-                ("faults", .object([])), ("buggify", .object([])),
+                ("plan", plan), ("deliveries", .int(Int64(report.deliveries))), ("crashes", .int(Int64(report.crashes))),
+                ("recoveries", .int(Int64(report.recoveries))),
+                ("faults", .object(faults.contains("crash") ? [("crash", .int(Int64(report.crashes)))] : [])), ("buggify", .object([])),
                 ("oracles", .object(report.oracles.map { ($0.0, .string($0.1)) })),
                 ("virtual_ms", .int(report.virtualMilliseconds)),
             ]))
@@ -42,7 +69,7 @@ struct Sim: AsyncParsableCommand {
             for (name, verdict) in report.oracles { print("  \(name): \(verdict)") }
         }
         if !report.passed {
-            FileHandle.standardError.write(Data("cartrita: seed \(report.seed) failed; reproduce with: cartrita sim --seed \(report.seed) --steps \(self.steps) --tasks \(self.tasks) --json\n".utf8))
+            FileHandle.standardError.write(Data("cartrita: seed \(report.seed) failed; reproduce with: cartrita sim --seed \(report.seed) --steps \(self.steps) --tasks \(self.tasks) --faults \(self.faults) --crashes \(self.crashes) --json\n".utf8))
             throw ExitCode(1)
         }
     }

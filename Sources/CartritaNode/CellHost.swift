@@ -260,14 +260,19 @@ extension Address {
 /// What the node stores as an actor's snapshot: the machine's state bytes (in the machine's own
 /// format, whose version the store records) and the messages the actor had sent that the log
 /// did not hold yet at the snapshot's seq.
-struct NodeSnapshot {
+public struct NodeSnapshot: Sendable {
     static let magic = "cartrita.node-snapshot"
     static let version: Int64 = 1
 
-    var state: [UInt8]
-    var owed: [Envelope]
+    public var state: [UInt8]
+    public var owed: [Envelope]
 
-    func encode() -> [UInt8] {
+    public init(state: [UInt8], owed: [Envelope]) {
+        self.state = state
+        self.owed = owed
+    }
+
+    public func encode() -> [UInt8] {
         let encoder = EnvelopeEncoder()
         let owed: [MCPValue] = self.owed.compactMap { envelope in (try? encoder.encode(envelope)).map(MCPValue.binary) }
         let writer = MsgPackWriter(initialCapacityBytes: self.state.count + 64)
@@ -284,7 +289,7 @@ struct NodeSnapshot {
     static let limits = CodecLimits(
         maxEnvelopeBytes: 1 << 30, maxStringBytes: 1 << 20, maxBinaryBytes: 1 << 30, maxContainerEntries: 1 << 22)
 
-    static func decode(_ bytes: [UInt8]) -> NodeSnapshot? {
+    public static func decode(_ bytes: [UInt8]) -> NodeSnapshot? {
         guard let value = try? EnvelopeDecoder(limits: Self.limits).decodeValue(bytes), value["format"] == .string(Self.magic),
             value["v"] == .int(Self.version), case .binary(let state)? = value["state"], case .array(let list)? = value["owed"]
         else { return nil }

@@ -50,14 +50,14 @@ public struct Recovery {
         case stateful
     }
 
-    let log: EventLog
+    let log: any ReplayableLog
     let hierarchy: Hierarchy
     /// False: replay everything from the first record (the benchmark's no-snapshot case, and a
     /// check that snapshots and full replay agree).
     let useSnapshots: Bool
     let handlers: Handlers
 
-    public init(log: EventLog, hierarchy: Hierarchy, useSnapshots: Bool = true, handlers: Handlers = .all) {
+    public init(log: any ReplayableLog, hierarchy: Hierarchy, useSnapshots: Bool = true, handlers: Handlers = .all) {
         self.log = log
         self.hierarchy = hierarchy
         self.useSnapshots = useSnapshots
@@ -236,10 +236,9 @@ public struct Recovery {
             return true
         }
         if start <= report.lastSeq {
-            let pipeline = RecordPipeline(log: self.log, from: start)
-            defer { pipeline.finish() }
-            scan: while let batch = try pipeline.next() {
-                for (seq, record) in batch where !replay(seq, record) { break scan }
+            try self.log.replay(from: start) { batch in
+                for (seq, record) in batch where !replay(seq, record) { return false }
+                return true
             }
         }
         report.divergence = divergence

@@ -1,5 +1,6 @@
 import CartritaCodec
 import CartritaEnvelope
+import CartritaLog
 import CartritaNode
 import CartritaRuntime
 import Crypto
@@ -26,6 +27,11 @@ public final class Simulation {
         public var maxDelayMilliseconds: Int64 = 3
         /// Stop after this many deliveries even if work is left (the oracles then say so).
         public var maxDeliveries = 1_000_000
+        /// Each actor snapshots after this many deliveries (small, so crashes meet snapshots).
+        public var snapshotEveryDeliveries = 50
+        /// Whole-process crashes, each at a delivery count the seed picks, each followed by
+        /// recovery from the log and snapshots with the production recovery code.
+        public var crashes = 0
 
         public init(seed: UInt64) {
             self.seed = seed
@@ -47,7 +53,17 @@ public final class Simulation {
     let encoder = EnvelopeEncoder()
     var client: Address
 
+    /// Messages each actor sent that the log does not hold yet (by cell position): its
+    /// snapshots carry them, as production's do.
+    var unconfirmed: [[Envelope]]
+    var crashPoints: [Int] = []
+    var plannedCrashes: [Int] = []
+    public private(set) var crashCount = 0
+    public private(set) var recoveryCount = 0
+    var recoveryProblems: [String] = []
+
     // What the oracles watch.
+    var planned: [(envelope: Envelope, at: Int64)] = []
     var submitted: [MessageID] = []
     var answers: [MessageID: Int] = [:]
     var submittedModes: [MessageID: DeliveryMode] = [:]
@@ -61,6 +77,7 @@ public final class Simulation {
         self.workload = workload
         self.cells = hierarchy.makeCells()
         self.mailboxes = self.cells.map { _ in Mailbox(capacity: Int.max) }
+        self.unconfirmed = self.cells.map { _ in [] }
         self.random = SplitMix64(seed: configuration.seed)
         self.now = Self.epochMilliseconds
         self.client = Hierarchy.runClient
@@ -74,6 +91,10 @@ public final class Simulation {
         self.plan()
         var deliveries = 0
         while deliveries < self.configuration.maxDeliveries {
+            if let next = self.crashPoints.first, deliveries >= next {
+                self.crashPoints.removeFirst()
+                self.crashAndRecover()
+            }
             self.admitArrivals()
             guard let position = self.pickActor() else {
                 // Nothing to deliver now: the clock jumps to the next arrival, or the run is over.
@@ -104,8 +125,95 @@ public final class Simulation {
                 payload: .taskRequest(request), deliveryMode: mode, retryCount: 0, maxRetries: 3)
             self.submitted.append(id)
             self.submittedModes[id] = mode
+            self.planned.append((envelope, at))
             self.arrivals.push(envelope, at: at)
         }
+        // Crash points: spread over the deliveries the tasks need (six each).
+        let expected = UInt64(max(1, self.configuration.tasks * 6))
+        self.crashPoints = (0..<self.configuration.crashes).map { _ in Int(1 + self.random.next64() % expected) }.sorted()
+        self.plannedCrashes = self.crashPoints
+    }
+
+
+    // MARK: Crashes
+
+    /// The whole process dies: mailboxes, messages on their way, timers and the actors' memory
+    /// are gone; the log and its snapshots stay. The production recovery code rebuilds the
+    /// actors, which must equal their state at the crash (everything delivered was committed),
+    /// and what it finds owed is sent again. The client sends again what it had sent that the
+    /// log does not hold (same ids: a resend of a delivered one would be refused).
+    func crashAndRecover() {
+        self.crashCount += 1
+        withUnsafeBytes(of: UInt64(0xC8A5_4000 + self.crashCount).bigEndian) { self.trace.update(bufferPointer: $0) }
+        let live = self.cells.map { ($0.address, Recovery.digest(of: $0)) }
+        let recovered: (cells: [any ActorCell], report: Recovery.Report)
+        do {
+            recovered = try Recovery(log: self.log, hierarchy: self.hierarchy).run()
+        } catch {
+            self.recoveryProblems.append("crash \(self.crashCount): recovery failed: \(error)")
+            return
+        }
+        self.recoveryCount += 1
+        if let divergence = recovered.report.divergence {
+            self.recoveryProblems.append("crash \(self.crashCount): \(divergence.message) at seq \(divergence.seq)")
+        }
+        for ((address, before), cell) in zip(live, recovered.cells) {
+            let after = Recovery.digest(of: cell)
+            if cell.address != address || after != before {
+                self.recoveryProblems.append("crash \(self.crashCount): \(address) recovered with digest \(after.prefix(12)), had \(before.prefix(12))")
+            }
+        }
+        self.cells = recovered.cells
+        self.mailboxes = self.cells.map { _ in Mailbox(capacity: Int.max) }
+        self.unconfirmed = self.cells.map { _ in [] }
+        self.arrivals = ArrivalQueue()
+        // Owed timers first, as the node resumes them.
+        for envelope in recovered.report.pending {
+            if let position = self.index[envelope.sender] { self.unconfirmed[position].append(envelope) }
+            if envelope.timestampMilliseconds > self.now {
+                self.arrivals.push(envelope, at: envelope.timestampMilliseconds, timerOf: envelope.sender)
+            }
+        }
+        for envelope in recovered.report.pending where envelope.timestampMilliseconds <= self.now {
+            self.arrivals.push(envelope, at: self.now + self.delay())
+        }
+        for (envelope, at) in self.planned where !self.log.contains(envelope.id) {
+            self.arrivals.push(envelope, at: max(at, self.now + self.delay()))
+        }
+    }
+
+    func delay() -> Int64 {
+        Int64(self.random.next64() % UInt64(self.configuration.maxDelayMilliseconds + 1))
+    }
+
+    // MARK: Snapshots
+
+    func remember(_ delivery: Delivery, at position: Int) {
+        let address = self.cells[position].address
+        for correlation in delivery.cancelledTimers {
+            self.unconfirmed[position].removeAll { $0.correlationID == correlation && $0.timestampMilliseconds > self.now }
+        }
+        for message in delivery.messages where message.deliveryMode != .atMostOnce || message.recipient == address {
+            self.unconfirmed[position].append(message)
+        }
+    }
+
+    func snapshot(_ position: Int) {
+        let cell = self.cells[position]
+        let seq = cell.lastSeq
+        let sent = self.unconfirmed[position]
+        let logged = (try? self.log.seqs(ofMessages: sent.map(\.id))) ?? []
+        var owed: [Envelope] = []
+        var still: [Envelope] = []
+        for (envelope, at) in zip(sent, logged) {
+            if at == nil || at! > seq { owed.append(envelope) }
+            if at == nil { still.append(envelope) }
+        }
+        self.unconfirmed[position] = still
+        self.log.save(Snapshot(
+            actor: cell.address.rawValue, seq: seq, formatVersion: cell.stateFormatVersion,
+            state: NodeSnapshot(state: cell.snapshotBytes(), owed: owed).encode()))
+        cell.markSnapshotted()
     }
 
     func admitArrivals() {
@@ -142,10 +250,11 @@ public final class Simulation {
             if message.timestampMilliseconds > self.now {
                 self.arrivals.push(message, at: message.timestampMilliseconds, timerOf: cell.address)
             } else {
-                let delay = Int64(self.random.next64() % UInt64(self.configuration.maxDelayMilliseconds + 1))
-                self.arrivals.push(message, at: self.now + delay)
+                self.arrivals.push(message, at: self.now + self.delay())
             }
         }
+        self.remember(delivery, at: position)
+        if cell.deliveriesSinceSnapshot >= self.configuration.snapshotEveryDeliveries { self.snapshot(position) }
     }
 
     // MARK: The trace digest
@@ -198,10 +307,14 @@ public final class Simulation {
             }
         }
         oracles.append(("budgets_within_limits", budgetProblems.isEmpty ? "ok" : "failed: " + budgetProblems.joined(separator: "; ")))
+        oracles.append((
+            "recovery_equals_committed_prefix",
+            self.recoveryProblems.isEmpty ? "ok" : "failed: " + self.recoveryProblems.prefix(3).joined(separator: "; ")))
         let digest = Hex.encode(Array(self.trace.finalize()))
         return SimulationReport(
             seed: self.configuration.seed, digest: digest, deliveries: deliveries,
-            virtualMilliseconds: self.now - Self.epochMilliseconds, tasks: self.submitted.count, oracles: oracles)
+            virtualMilliseconds: self.now - Self.epochMilliseconds, tasks: self.submitted.count,
+            crashPoints: self.plannedCrashes, crashes: self.crashCount, recoveries: self.recoveryCount, oracles: oracles)
     }
 }
 
@@ -214,6 +327,10 @@ public struct SimulationReport: Sendable {
     public var deliveries: Int
     public var virtualMilliseconds: Int64
     public var tasks: Int
+    /// The delivery counts at which the process crashed (from the seed).
+    public var crashPoints: [Int]
+    public var crashes: Int
+    public var recoveries: Int
     /// Oracle name and "ok" or "failed: …", in a fixed order.
     public var oracles: [(String, String)]
 
@@ -304,24 +421,65 @@ struct ArrivalQueue {
 
 // MARK: - The in-memory log
 
-/// The log of a simulation, kept in memory: seqs from 1, the clock and entropy of each delivery,
-/// and the id index that refuses a second delivery of the same id (exactly_once).
-final class MemoryLog {
-    struct Record {
-        var seq: UInt64
-        var clockMilliseconds: Int64
-        var entropy: UInt64
-        var envelope: Envelope
-    }
+/// The log of a simulation, kept in memory, with what recovery needs (`ReplayableLog`): seqs
+/// from 1, the clock and entropy of each delivery, the id index that refuses a second delivery of
+/// the same id (exactly_once), heads, a task index and a snapshot store. A crash of the simulated
+/// process loses nothing here: this is what was committed.
+final class MemoryLog: ReplayableLog {
+    private(set) var records: [LogRecord] = []
+    private var ids: [MessageID: UInt64] = [:]
+    private var byCorrelation: [MessageID: [UInt64]] = [:]
+    private var headOf: [String: UInt64] = [:]
+    private var snapshotStore: [String: [Snapshot]] = [:]
 
-    private(set) var records: [Record] = []
-    private var ids: Set<MessageID> = []
+    var lastSeq: UInt64 { UInt64(self.records.count) }
 
     /// The new record's seq, or nil when a record with this id exists (refused, nothing changes).
     func append(_ envelope: Envelope, clockMilliseconds: Int64, entropy: UInt64) -> UInt64? {
-        guard self.ids.insert(envelope.id).inserted else { return nil }
+        guard self.ids[envelope.id] == nil else { return nil }
         let seq = UInt64(self.records.count + 1)
-        self.records.append(Record(seq: seq, clockMilliseconds: clockMilliseconds, entropy: entropy, envelope: envelope))
+        let actor = envelope.recipient.rawValue
+        let header = RecordHeader(
+            seq: seq, prevHash: .zero, actorPrevSeq: self.headOf[actor] ?? 0, clockMilliseconds: clockMilliseconds, entropy: entropy)
+        self.records.append(LogRecord(header: header, envelope: envelope))
+        self.ids[envelope.id] = seq
+        self.byCorrelation[envelope.correlationID, default: []].append(seq)
+        self.headOf[actor] = seq
         return seq
+    }
+
+    func contains(_ id: MessageID) -> Bool { self.ids[id] != nil }
+
+    func save(_ snapshot: Snapshot) {
+        var list = self.snapshotStore[snapshot.actor, default: []]
+        list.append(snapshot)
+        if list.count > 3 { list.removeFirst(list.count - 3) }  // the newest three, as the LMDB store keeps
+        self.snapshotStore[snapshot.actor] = list
+    }
+
+    func latestSnapshot(of actor: String, atOrBefore seq: UInt64, accepting: (UInt32) -> Bool) throws(EventLogError) -> Snapshot? {
+        self.snapshotStore[actor]?.last { $0.seq <= seq && accepting($0.formatVersion) }
+    }
+
+    func heads() throws(EventLogError) -> [(actor: String, seq: UInt64)] {
+        self.headOf.map { (actor: $0.key, seq: $0.value) }.sorted { $0.actor < $1.actor }
+    }
+
+    func seqs(ofMessages ids: [MessageID]) throws(EventLogError) -> [UInt64?] { ids.map { self.ids[$0] } }
+
+    func record(_ seq: UInt64) throws(EventLogError) -> LogRecord? {
+        seq >= 1 && seq <= self.lastSeq ? self.records[Int(seq - 1)] : nil
+    }
+
+    func seqs(correlation: MessageID) throws(EventLogError) -> [UInt64] { self.byCorrelation[correlation] ?? [] }
+
+    func replay(from seq: UInt64, _ body: (RecordBatch) -> Bool) throws(EventLogError) {
+        var position = Int(max(1, seq)) - 1
+        while position < self.records.count {
+            let end = min(self.records.count, position + 256)
+            let batch = self.records[position..<end].map { (seq: $0.header.seq, record: $0) }
+            if !body(batch) { return }
+            position = end
+        }
     }
 }
