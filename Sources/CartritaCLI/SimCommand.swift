@@ -8,19 +8,20 @@ struct Sim: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the hierarchy under the seeded simulator; the same seed prints the same digest.",
         discussion: """
-            Faults so far: `crash` (the whole process dies at delivery counts the seed picks and recovers from \
-            the log and snapshots with the production code). `--faults all` turns on every kind there is; \
-            the others of issue 4 (network, storage, clock, agents' I/O, BUGGIFY) come next.
+            Faults: crash (the whole process dies at delivery counts the seed picks and recovers from the log and \
+            snapshots with the production code), delay, duplicate, drop (at_most_once only), agent_crash, clock \
+            (jumps and per-actor skew). Storage faults, external I/O results and BUGGIFY sites come next.
             """)
 
     @Option(help: "The seed: the only source of entropy of the run.") var seed: UInt64
     @Option(help: "Most deliveries before the run stops (a run that stops with work left fails its liveness oracle).") var steps: Int = 1_000_000
     @Option(help: "Tasks the client submits.") var tasks: Int = 200
-    @Option(help: "Faults: none, all, or a comma-separated list of kinds (crash).") var faults: String = "none"
+    @Option(help: "Faults: none, all, or a comma-separated list of crash, delay, duplicate, drop, agent_crash, clock.")
+    var faults: String = "none"
     @Option(help: "Process crashes when the crash fault is on.") var crashes: Int = 3
     @Flag(help: "Print one JSON object.") var json = false
 
-    static let faultKinds = ["crash"]
+    static let faultKinds = Simulation.Fault.allCases.map(\.rawValue)
 
     func faultList() throws -> [String] {
         switch self.faults {
@@ -47,7 +48,8 @@ struct Sim: AsyncParsableCommand {
         configuration.maxDeliveries = self.steps
         configuration.tasks = self.tasks
         let faults = try self.faultList()
-        configuration.crashes = faults.contains("crash") ? self.crashes : 0
+        configuration.crashes = self.crashes
+        configuration.faults = Set(faults.compactMap(Simulation.Fault.init(rawValue:)))
         let report = Simulation(configuration).run()
         let plan: JSON = .object([
             ("tasks", .int(Int64(configuration.tasks))), ("submit_window_ms", .int(configuration.submitWindowMilliseconds)),
@@ -60,7 +62,7 @@ struct Sim: AsyncParsableCommand {
                 ("seed", .uint(report.seed)), ("digest", .string(report.digest)), ("passed", .bool(report.passed)),
                 ("plan", plan), ("deliveries", .int(Int64(report.deliveries))), ("crashes", .int(Int64(report.crashes))),
                 ("recoveries", .int(Int64(report.recoveries))),
-                ("faults", .object(faults.contains("crash") ? [("crash", .int(Int64(report.crashes)))] : [])), ("buggify", .object([])),
+                ("faults", .object(report.faults.map { ($0.0, .int(Int64($0.1))) })), ("buggify", .object([])),
                 ("oracles", .object(report.oracles.map { ($0.0, .string($0.1)) })),
                 ("virtual_ms", .int(report.virtualMilliseconds)),
             ]))

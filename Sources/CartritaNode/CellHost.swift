@@ -193,8 +193,10 @@ actor CellHost {
         }
     }
 
-    /// Keeps what this delivery sent until the log has it (at_most_once messages excepted: they
-    /// are not owed after a crash), and forgets timers the delivery cancelled.
+    /// Keeps what this delivery sent until the log has it, and forgets timers the delivery
+    /// cancelled. at_most_once messages are kept too: they are not owed after a crash, but a
+    /// snapshot must name them, or recovery would take one that was delivered after the snapshot
+    /// for a message replay did not make (a false divergence).
     func remember(_ delivery: Delivery, clock: Int64) {
         for correlation in delivery.cancelledTimers {
             guard var list = self.unconfirmed[correlation] else { continue }
@@ -203,8 +205,7 @@ actor CellHost {
             self.unconfirmedCount -= before - list.count
             self.unconfirmed[correlation] = list.isEmpty ? nil : list
         }
-        // Timers (addressed to this actor itself) are owed whatever their mode.
-        for message in delivery.messages where message.deliveryMode != .atMostOnce || message.recipient == self.address {
+        for message in delivery.messages {
             self.unconfirmed[message.correlationID, default: []].append(message)
             self.unconfirmedCount += 1
         }

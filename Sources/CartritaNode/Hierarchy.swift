@@ -35,6 +35,8 @@ public struct Hierarchy {
         /// Instances of each stateless agent (DataSage, LanguageMaestro) in its supervisor's
         /// pool. A stateful agent (TaskManagement) has one: its state must not be split.
         public var statelessAgentInstances = 2
+        /// Injected agent crashes per million requests (the simulator's `agent_crash` fault).
+        public var agentCrashesPerMillion: UInt64 = 0
 
         public init() {}
     }
@@ -61,9 +63,10 @@ public struct Hierarchy {
                     maxConcurrentTasks: options.maxConcurrentTasksPerSupervisor, tokenBudget: options.tokenBudget,
                     costBudgetUSD: options.costBudgetUSD)))
             }
-            for address in languagePool { cells.append(MachineCell(AgentActor(language, address: address))) }
-            for address in dataPool { cells.append(MachineCell(AgentActor(data, address: address))) }
-            cells.append(MachineCell(AgentActor(tasks)))
+            let crashes = options.agentCrashesPerMillion
+            for address in languagePool { cells.append(MachineCell(AgentActor(language, address: address, crashesPerMillion: crashes))) }
+            for address in dataPool { cells.append(MachineCell(AgentActor(data, address: address, crashesPerMillion: crashes))) }
+            cells.append(MachineCell(AgentActor(tasks, crashesPerMillion: crashes)))
             for client in options.clients { cells.append(MachineCell(ClientMachine(address: client))) }
             return cells
         }

@@ -10,10 +10,22 @@ public struct AgentActor<Wrapped: Agent>: Sendable {
     public let agent: Wrapped
     /// The agent's own address, or an instance's in a pool (`agent.datasage.2@v1.0`).
     public let address: Address
+    /// Deterministic chaos: this many requests per million crash (as a throw would), chosen by
+    /// the delivery's recorded entropy, so replay crashes the same ones. 0 in production; the
+    /// simulator's `agent_crash` fault sets it.
+    public let crashesPerMillion: UInt64
 
-    public init(_ agent: Wrapped, address: Address? = nil) {
+    public init(_ agent: Wrapped, address: Address? = nil, crashesPerMillion: UInt64 = 0) {
         self.agent = agent
         self.address = address ?? agent.address
+        self.crashesPerMillion = crashesPerMillion
+    }
+
+    /// Whether the injected-crash fault hits this delivery.
+    func injectedCrash(_ context: DeliveryContext) -> Bool {
+        guard self.crashesPerMillion > 0 else { return false }
+        var mix = SplitMix64(seed: context.entropy ^ 0x6372_6173_6821)
+        return mix.next64() % 1_000_000 < self.crashesPerMillion
     }
 
     public func initialState() -> Wrapped.State { self.agent.initialState() }
@@ -25,6 +37,7 @@ public struct AgentActor<Wrapped: Agent>: Sendable {
             // whole copy per request for stateful agents, and whatever the handler left is
             // deterministic, so replay leaves the same. Agents validate before they mutate.
             do {
+                if self.injectedCrash(context) { throw InjectedCrash() }
                 let outcome = try self.agent.handle(request, state: &state, context: context)
                 return [.send(.reply(to: envelope, payload: outcome.payload))]
             } catch {
@@ -49,4 +62,9 @@ public struct AgentActor<Wrapped: Agent>: Sendable {
         guard formatVersion == self.agent.stateFormatVersion else { return nil }
         return try? self.agent.decodeState(bytes)
     }
+}
+
+/// The throw of the injected-crash fault.
+public struct InjectedCrash: Error, CustomStringConvertible {
+    public var description: String { "injected crash (fault)" }
 }

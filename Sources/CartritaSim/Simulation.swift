@@ -18,6 +18,24 @@ import Crypto
 /// one); the delivery is appended to the log with the virtual clock reading and fresh entropy
 /// before the handler runs.
 public final class Simulation {
+    /// The faults a run can inject, each derived from the seed (see `Configuration.faults`).
+    public enum Fault: String, CaseIterable, Sendable {
+        /// The whole process dies and recovers from the log and snapshots.
+        case crash
+        /// A message takes 10 to 200 ms longer (5% of messages): reorders too.
+        case delay
+        /// A message arrives twice (2%): the log's id index refuses the second.
+        case duplicate
+        /// An at_most_once message is lost (5% of them): the only mode that allows it.
+        case drop
+        /// An agent crashes on a request (2%), chosen by the delivery's recorded entropy, so
+        /// replay crashes the same ones; its supervisor restarts it and retries per the mode.
+        case agentCrash = "agent_crash"
+        /// The clock jumps ahead (0.5% of deliveries, up to 5 s; 0.05% up to 40 s, past the
+        /// supervisors' timeouts), and each actor's clock is skewed by −20 to +50 ms.
+        case clock
+    }
+
     public struct Configuration: Sendable {
         public var seed: UInt64
         /// Tasks the client submits, spread over the first `submitWindowMilliseconds`.
@@ -32,6 +50,8 @@ public final class Simulation {
         /// Whole-process crashes, each at a delivery count the seed picks, each followed by
         /// recovery from the log and snapshots with the production recovery code.
         public var crashes = 0
+        /// Which faults are on (`crash` also needs `crashes` > 0).
+        public var faults: Set<Fault> = []
 
         public init(seed: UInt64) {
             self.seed = seed
@@ -71,14 +91,36 @@ public final class Simulation {
     /// The run's start on the virtual clock: fixed, so runs compare across machines and days.
     public static let epochMilliseconds: Int64 = 1_800_000_000_000
 
-    public init(_ configuration: Configuration, hierarchy: Hierarchy = .standard(), workload: Workload = .standard) {
+    /// Per-actor clock skew (the `clock` fault), by cell position.
+    var skew: [Int64]
+    /// Injected faults by kind, in `Fault.allCases` order when reported.
+    var faultCounts: [Fault: Int] = [:]
+
+    /// The standard mix plus at_most_once tasks, which only the `drop` fault may lose.
+    public static let workload = try! Workload(entries: Workload.standard.entries + [
+        Workload.Entry(taskType: "text.keywords", deliveryMode: .atMostOnce, weight: 1),
+        Workload.Entry(taskType: "data.csv-stats", deliveryMode: .atMostOnce, weight: 1),
+    ])
+
+    /// The standard hierarchy; with the `agent_crash` fault its agents crash on 2% of requests.
+    public static func hierarchy(for configuration: Configuration) -> Hierarchy {
+        var options = Hierarchy.Options()
+        if configuration.faults.contains(.agentCrash) { options.agentCrashesPerMillion = 20_000 }
+        return .standard(options)
+    }
+
+    public init(_ configuration: Configuration, hierarchy: Hierarchy? = nil, workload: Workload = Simulation.workload) {
         self.configuration = configuration
-        self.hierarchy = hierarchy
+        self.hierarchy = hierarchy ?? Self.hierarchy(for: configuration)
         self.workload = workload
-        self.cells = hierarchy.makeCells()
+        self.cells = self.hierarchy.makeCells()
         self.mailboxes = self.cells.map { _ in Mailbox(capacity: Int.max) }
         self.unconfirmed = self.cells.map { _ in [] }
         self.random = SplitMix64(seed: configuration.seed)
+        self.skew = self.cells.map { _ in 0 }
+        if configuration.faults.contains(.clock) {
+            for position in self.skew.indices { self.skew[position] = Int64(self.random.next64() % 71) - 20 }
+        }
         self.now = Self.epochMilliseconds
         self.client = Hierarchy.runClient
         for (position, cell) in self.cells.enumerated() { self.index[cell.address] = position }
@@ -106,6 +148,16 @@ public final class Simulation {
             deliveries += 1
             // Time passes while handlers run: sometimes a millisecond, as the seed says.
             if self.random.next64() % 4 == 0 { self.now += 1 }
+            if self.configuration.faults.contains(.clock) {
+                let roll = self.random.next64() % 10_000
+                if roll < 5 {
+                    self.now += 1 + Int64(self.random.next64() % 40_000)
+                    self.count(.clock)
+                } else if roll < 55 {
+                    self.now += 1 + Int64(self.random.next64() % 5_000)
+                    self.count(.clock)
+                }
+            }
         }
         return self.report(deliveries: deliveries)
     }
@@ -130,7 +182,8 @@ public final class Simulation {
         }
         // Crash points: spread over the deliveries the tasks need (six each).
         let expected = UInt64(max(1, self.configuration.tasks * 6))
-        self.crashPoints = (0..<self.configuration.crashes).map { _ in Int(1 + self.random.next64() % expected) }.sorted()
+        let crashes = self.configuration.faults.contains(.crash) ? self.configuration.crashes : 0
+        self.crashPoints = (0..<crashes).map { _ in Int(1 + self.random.next64() % expected) }.sorted()
         self.plannedCrashes = self.crashPoints
     }
 
@@ -144,6 +197,7 @@ public final class Simulation {
     /// log does not hold (same ids: a resend of a delivered one would be refused).
     func crashAndRecover() {
         self.crashCount += 1
+        self.count(.crash)
         withUnsafeBytes(of: UInt64(0xC8A5_4000 + self.crashCount).bigEndian) { self.trace.update(bufferPointer: $0) }
         let live = self.cells.map { ($0.address, Recovery.digest(of: $0)) }
         let recovered: (cells: [any ActorCell], report: Recovery.Report)
@@ -186,16 +240,34 @@ public final class Simulation {
         Int64(self.random.next64() % UInt64(self.configuration.maxDelayMilliseconds + 1))
     }
 
+    /// A message on the network: delayed, and with the network faults on, sometimes delayed
+    /// much more, doubled, or (at_most_once only) lost.
+    func send(_ message: Envelope) {
+        let faults = self.configuration.faults
+        if faults.contains(.drop), message.deliveryMode == .atMostOnce, self.random.next64() % 100 < 5 {
+            self.count(.drop)
+            return
+        }
+        var delay = self.delay()
+        if faults.contains(.delay), self.random.next64() % 100 < 5 {
+            delay += 10 + Int64(self.random.next64() % 191)
+            self.count(.delay)
+        }
+        self.arrivals.push(message, at: self.now + delay)
+        if faults.contains(.duplicate), self.random.next64() % 100 < 2 {
+            self.arrivals.push(message, at: self.now + self.delay() + Int64(self.random.next64() % 20))
+            self.count(.duplicate)
+        }
+    }
+
     // MARK: Snapshots
 
     func remember(_ delivery: Delivery, at position: Int) {
-        let address = self.cells[position].address
         for correlation in delivery.cancelledTimers {
             self.unconfirmed[position].removeAll { $0.correlationID == correlation && $0.timestampMilliseconds > self.now }
         }
-        for message in delivery.messages where message.deliveryMode != .atMostOnce || message.recipient == address {
-            self.unconfirmed[position].append(message)
-        }
+        // Every message, at_most_once too: see `CellHost.remember`.
+        for message in delivery.messages { self.unconfirmed[position].append(message) }
     }
 
     func snapshot(_ position: Int) {
@@ -232,25 +304,31 @@ public final class Simulation {
         return candidates[Int(self.random.next64() % UInt64(candidates.count))]
     }
 
+    func count(_ fault: Fault) { self.faultCounts[fault, default: 0] += 1 }
+
     func deliverHead(of position: Int) {
         guard let (envelope, _) = self.mailboxes[position].pop() else { return }
         let entropy = self.random.next64()
-        guard let seq = self.log.append(envelope, clockMilliseconds: self.now, entropy: entropy) else {
+        let clock = self.now + self.skew[position]
+        guard let seq = self.log.append(envelope, clockMilliseconds: clock, entropy: entropy) else {
             self.traceRefusal(envelope)  // delivered before under this id: the exactly_once dedupe
             return
         }
         let cell = self.cells[position]
-        let delivery = cell.deliver(envelope, DeliveryContext(seq: seq, clockMilliseconds: self.now, entropy: entropy))
+        let delivery = cell.deliver(envelope, DeliveryContext(seq: seq, clockMilliseconds: clock, entropy: entropy))
+        if case .taskError(let error) = envelope.payload, error.code == .agentCrashed, envelope.sender.hasKind("agent") {
+            self.count(.agentCrash)
+        }
         self.traceDelivery(seq: seq, envelope: envelope, delivery: delivery)
         if cell.address.hasKind("client"), ClientMachine.outcome(envelope) != nil {
             self.answers[envelope.correlationID, default: 0] += 1
         }
         for correlation in delivery.cancelledTimers { self.arrivals.cancel(owner: cell.address, correlation: correlation, after: self.now) }
         for message in delivery.messages {
-            if message.timestampMilliseconds > self.now {
-                self.arrivals.push(message, at: message.timestampMilliseconds, timerOf: cell.address)
+            if message.timestampMilliseconds > clock {
+                self.arrivals.push(message, at: max(self.now, message.timestampMilliseconds - self.skew[position]), timerOf: cell.address)
             } else {
-                self.arrivals.push(message, at: self.now + self.delay())
+                self.send(message)
             }
         }
         self.remember(delivery, at: position)
@@ -282,15 +360,24 @@ public final class Simulation {
         var doubled = 0
         for id in self.submitted {
             let count = self.answers[id] ?? 0
-            if count == 0 { missing += 1 }
+            // at_most_once may lose a task; nothing may be answered twice.
+            if count == 0 && self.submittedModes[id] != .atMostOnce { missing += 1 }
             if count > 1 { doubled += 1 }
         }
         oracles.append((
             "one_terminal_answer",
             missing == 0 && doubled == 0 ? "ok" : "failed: \(missing) tasks unanswered, \(doubled) answered more than once"))
-        // exactly_once work happens once: each such task reaches an agent at most once.
+        // exactly_once work happens once: each such task takes effect at an agent at most once.
+        // An attempt the agent answered `agent_crashed` took no effect (a crash is a throw before
+        // or instead of the work), so it does not count.
+        var crashedAttempts: Set<MessageID> = []
+        for record in self.log.records where record.envelope.sender.hasKind("agent") {
+            if case .taskError(let error) = record.envelope.payload, error.code == .agentCrashed, let parent = record.envelope.parentID {
+                crashedAttempts.insert(parent)
+            }
+        }
         var agentDeliveries: [MessageID: Int] = [:]
-        for record in self.log.records where record.envelope.recipient.hasKind("agent") {
+        for record in self.log.records where record.envelope.recipient.hasKind("agent") && !crashedAttempts.contains(record.envelope.id) {
             if case .taskRequest = record.envelope.payload { agentDeliveries[record.envelope.correlationID, default: 0] += 1 }
         }
         let repeated = self.submitted.filter { self.submittedModes[$0] == .exactlyOnce && (agentDeliveries[$0] ?? 0) > 1 }.count
@@ -314,7 +401,9 @@ public final class Simulation {
         return SimulationReport(
             seed: self.configuration.seed, digest: digest, deliveries: deliveries,
             virtualMilliseconds: self.now - Self.epochMilliseconds, tasks: self.submitted.count,
-            crashPoints: self.plannedCrashes, crashes: self.crashCount, recoveries: self.recoveryCount, oracles: oracles)
+            crashPoints: self.plannedCrashes, crashes: self.crashCount, recoveries: self.recoveryCount,
+            faults: Fault.allCases.compactMap { fault in self.faultCounts[fault].map { (fault.rawValue, $0) } },
+            oracles: oracles)
     }
 }
 
@@ -331,6 +420,8 @@ public struct SimulationReport: Sendable {
     public var crashPoints: [Int]
     public var crashes: Int
     public var recoveries: Int
+    /// How often each fault was injected, in `Simulation.Fault.allCases` order.
+    public var faults: [(String, Int)]
     /// Oracle name and "ok" or "failed: …", in a fixed order.
     public var oracles: [(String, String)]
 

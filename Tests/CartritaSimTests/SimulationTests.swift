@@ -40,6 +40,7 @@ final class SimulationTests: XCTestCase {
         var configuration = Simulation.Configuration(seed: 77)
         configuration.tasks = 150
         configuration.crashes = 6
+        configuration.faults = [.crash]
         configuration.snapshotEveryDeliveries = 20
         let first = Simulation(configuration).run()
         let second = Simulation(configuration).run()
@@ -48,15 +49,35 @@ final class SimulationTests: XCTestCase {
         XCTAssertEqual(first.recoveries, 6)
         XCTAssertEqual(first.digest, second.digest)
         XCTAssertEqual(first.crashPoints, second.crashPoints)
-        configuration.crashes = 0
+        configuration.faults = []
         XCTAssertNotEqual(Simulation(configuration).run().digest, first.digest, "a crash is part of the trace")
         for seed in UInt64(200)..<UInt64(220) {
             var sweep = Simulation.Configuration(seed: seed)
             sweep.tasks = 60
             sweep.crashes = 4
+            sweep.faults = [.crash]
             sweep.snapshotEveryDeliveries = 15
             let report = Simulation(sweep).run()
             XCTAssertTrue(report.passed, "seed \(seed): \(report.oracles)")
+        }
+    }
+
+    /// Every fault at once, over many seeds: the oracles hold, each fault kind fired somewhere,
+    /// and a run with faults is as reproducible as one without.
+    func testAllFaultsOverASweepOfSeeds() {
+        var fired: [String: Int] = [:]
+        for seed in UInt64(300)..<UInt64(330) {
+            var configuration = Simulation.Configuration(seed: seed)
+            configuration.tasks = 80
+            configuration.crashes = 3
+            configuration.faults = Set(Simulation.Fault.allCases)
+            let report = Simulation(configuration).run()
+            XCTAssertTrue(report.passed, "seed \(seed): \(report.oracles)")
+            for (kind, count) in report.faults { fired[kind, default: 0] += count }
+            if seed == 300 { XCTAssertEqual(Simulation(configuration).run().digest, report.digest) }
+        }
+        for fault in Simulation.Fault.allCases {
+            XCTAssertGreaterThan(fired[fault.rawValue] ?? 0, 0, "\(fault.rawValue) never fired: \(fired)")
         }
     }
 
