@@ -13,7 +13,8 @@ struct Sim: AsyncParsableCommand {
             (jumps and per-actor skew). Storage faults, external I/O results and BUGGIFY sites come next.
             """)
 
-    @Option(help: "The seed: the only source of entropy of the run.") var seed: UInt64
+    @Option(help: "The seed: the only source of entropy of the run.") var seed: UInt64?
+    @Option(help: "Run every seed of FROM..TO (inclusive) and print a summary.") var sweep: String?
     @Option(help: "Most deliveries before the run stops (a run that stops with work left fails its liveness oracle).") var steps: Int = 1_000_000
     @Option(help: "Tasks the client submits.") var tasks: Int = 200
     @Option(help: "Faults: none, all, or a comma-separated list of crash, delay, duplicate, drop, agent_crash, clock.")
@@ -36,20 +37,41 @@ struct Sim: AsyncParsableCommand {
         }
     }
 
+    func seeds() throws -> ClosedRange<UInt64>? {
+        guard let sweep = self.sweep else { return nil }
+        let parts = sweep.components(separatedBy: "..")
+        guard parts.count == 2, let from = UInt64(parts[0]), let to = UInt64(parts[1]), from <= to else {
+            throw ValidationError("--sweep is FROM..TO, two seeds with FROM <= TO, e.g. 1..500")
+        }
+        return from...to
+    }
+
     func validate() throws {
         guard self.steps > 0 else { throw ValidationError("--steps must be > 0") }
+        guard (self.seed == nil) != (self.sweep == nil) else { throw ValidationError("give --seed S or --sweep FROM..TO") }
+        _ = try self.seeds()
         guard (0...1_000).contains(self.crashes) else { throw ValidationError("--crashes must be 0...1000") }
         _ = try self.faultList()
         guard (0...1_000_000).contains(self.tasks) else { throw ValidationError("--tasks must be 0...1000000") }
     }
 
-    func run() async throws {
-        var configuration = Simulation.Configuration(seed: self.seed)
+    func configuration(seed: UInt64, faults: [String]) -> Simulation.Configuration {
+        var configuration = Simulation.Configuration(seed: seed)
         configuration.maxDeliveries = self.steps
         configuration.tasks = self.tasks
-        let faults = try self.faultList()
         configuration.crashes = self.crashes
         configuration.faults = Set(faults.compactMap(Simulation.Fault.init(rawValue:)))
+        return configuration
+    }
+
+    func run() async throws {
+        if let seeds = try self.seeds() {
+            try self.runSweep(seeds)
+            return
+        }
+        var configuration = Simulation.Configuration(seed: self.seed!)
+        let faults = try self.faultList()
+        configuration = self.configuration(seed: self.seed!, faults: faults)
         let report = Simulation(configuration).run()
         let plan: JSON = .object([
             ("tasks", .int(Int64(configuration.tasks))), ("submit_window_ms", .int(configuration.submitWindowMilliseconds)),
@@ -71,8 +93,45 @@ struct Sim: AsyncParsableCommand {
             for (name, verdict) in report.oracles { print("  \(name): \(verdict)") }
         }
         if !report.passed {
-            FileHandle.standardError.write(Data("cartrita: seed \(report.seed) failed; reproduce with: cartrita sim --seed \(report.seed) --steps \(self.steps) --tasks \(self.tasks) --faults \(self.faults) --crashes \(self.crashes) --json\n".utf8))
+            FileHandle.standardError.write(Data("cartrita: seed \(report.seed) failed; reproduce with: \(self.reproduce(report.seed))\n".utf8))
             throw ExitCode(1)
         }
+    }
+
+    func reproduce(_ seed: UInt64) -> String {
+        "cartrita sim --seed \(seed) --steps \(self.steps) --tasks \(self.tasks) --faults \(self.faults) --crashes \(self.crashes) --json"
+    }
+
+    /// Many seeds, one summary: how many passed, which failed (with the command for each), and
+    /// the total of deliveries and faults.
+    func runSweep(_ seeds: ClosedRange<UInt64>) throws {
+        let faults = try self.faultList()
+        let started = ContinuousClock.now
+        var failed: [UInt64] = []
+        var deliveries = 0
+        var fired: [String: Int] = [:]
+        for seed in seeds {
+            let report = Simulation(self.configuration(seed: seed, faults: faults)).run()
+            deliveries += report.deliveries
+            for (kind, count) in report.faults { fired[kind, default: 0] += count }
+            if !report.passed {
+                failed.append(seed)
+                FileHandle.standardError.write(Data("cartrita: seed \(seed) failed: \(report.oracles.filter { $0.1 != "ok" })\n  reproduce with: \(self.reproduce(seed))\n".utf8))
+            }
+        }
+        let elapsed = ContinuousClock.now - started
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let summary: JSON = .object([
+            ("from", .uint(seeds.lowerBound)), ("to", .uint(seeds.upperBound)), ("runs", .int(Int64(seeds.count))),
+            ("passed", .int(Int64(seeds.count - failed.count))), ("failed", .array(failed.map { .uint($0) })),
+            ("deliveries", .int(Int64(deliveries))), ("seconds", .double(seconds)),
+            ("faults", .object(Simulation.Fault.allCases.compactMap { kind in fired[kind.rawValue].map { (kind.rawValue, .int(Int64($0))) } })),
+        ])
+        if self.json {
+            printJSON(summary)
+        } else {
+            print("\(seeds.count - failed.count) of \(seeds.count) seeds passed, \(deliveries) deliveries in \(String(format: "%.1f", seconds)) s")
+        }
+        if !failed.isEmpty { throw ExitCode(1) }
     }
 }

@@ -209,7 +209,7 @@ public final class Simulation {
         }
         self.recoveryCount += 1
         if let divergence = recovered.report.divergence {
-            self.recoveryProblems.append("crash \(self.crashCount): \(divergence.message) at seq \(divergence.seq)")
+            self.recoveryProblems.append("crash \(self.crashCount): \(divergence)")
         }
         for ((address, before), cell) in zip(live, recovered.cells) {
             let after = Recovery.digest(of: cell)
@@ -262,9 +262,10 @@ public final class Simulation {
 
     // MARK: Snapshots
 
-    func remember(_ delivery: Delivery, at position: Int) {
+    /// `clock` is the delivery's recorded clock (the actor's, skewed): timers are due on it.
+    func remember(_ delivery: Delivery, at position: Int, clock: Int64) {
         for correlation in delivery.cancelledTimers {
-            self.unconfirmed[position].removeAll { $0.correlationID == correlation && $0.timestampMilliseconds > self.now }
+            self.unconfirmed[position].removeAll { $0.correlationID == correlation && $0.timestampMilliseconds > clock }
         }
         // Every message, at_most_once too: see `CellHost.remember`.
         for message in delivery.messages { self.unconfirmed[position].append(message) }
@@ -331,7 +332,7 @@ public final class Simulation {
                 self.send(message)
             }
         }
-        self.remember(delivery, at: position)
+        self.remember(delivery, at: position, clock: clock)
         if cell.deliveriesSinceSnapshot >= self.configuration.snapshotEveryDeliveries { self.snapshot(position) }
     }
 
@@ -540,6 +541,7 @@ final class MemoryLog: ReplayableLog {
     }
 
     func contains(_ id: MessageID) -> Bool { self.ids[id] != nil }
+
 
     func save(_ snapshot: Snapshot) {
         var list = self.snapshotStore[snapshot.actor, default: []]
