@@ -140,3 +140,64 @@ public struct ClientMachine: StateMachine {
         .map(["completed": .int(Int64(state.completed)), "failed": .int(Int64(state.failed)), "progress": .int(Int64(state.progress))])
     }
 }
+
+// MARK: - Your own hierarchy
+
+extension Hierarchy {
+    /// One agent of a hierarchy you build: its address, the task types it handles, and how to
+    /// make its cell.
+    public struct AgentSpec: Sendable {
+        public var address: Address
+        public var taskTypes: [String]
+        let makeCell: @Sendable () -> any ActorCell
+
+        /// Any `Agent`, at its own address (or `address`, for a second instance).
+        /// `crashesPerMillion` injects deterministic crashes (the simulator's `agent_crash`).
+        public static func agent<A: Agent>(_ agent: A, address: Address? = nil, crashesPerMillion: UInt64 = 0) -> AgentSpec {
+            let address = address ?? agent.address
+            return AgentSpec(address: address, taskTypes: agent.taskTypes) {
+                MachineCell(AgentActor(agent, address: address, crashesPerMillion: crashesPerMillion))
+            }
+        }
+    }
+
+    /// A supervisor of a hierarchy you build, with its agents and rules.
+    public struct SupervisorSpec: Sendable {
+        public var address: Address
+        public var agents: [AgentSpec]
+        public var policy: SupervisionPolicy
+        public var maxConcurrentTasks: Int64
+        public var tokenBudget: Int64
+        public var costBudgetUSD: Double
+
+        public init(
+            address: Address, agents: [AgentSpec], policy: SupervisionPolicy = SupervisionPolicy(), maxConcurrentTasks: Int64 = 100_000,
+            tokenBudget: Int64 = 1_000_000_000, costBudgetUSD: Double = 1_000_000
+        ) {
+            self.address = address
+            self.agents = agents
+            self.policy = policy
+            self.maxConcurrentTasks = maxConcurrentTasks
+            self.tokenBudget = tokenBudget
+            self.costBudgetUSD = costBudgetUSD
+        }
+    }
+
+    /// A hierarchy of your own agents: the orchestrator with `routing`, your supervisors, and
+    /// the clients. Runs under `Node` in production and under the simulator in your tests.
+    public static func custom(routing: RoutingTable, supervisors: [SupervisorSpec], clients: [Address] = [Hierarchy.runClient]) -> Hierarchy {
+        let addresses = [Orchestrator.address] + supervisors.map(\.address) + supervisors.flatMap { $0.agents.map(\.address) } + clients
+        return Hierarchy(addresses: addresses) {
+            var cells: [any ActorCell] = [MachineCell(Orchestrator(routing: routing))]
+            for spec in supervisors {
+                cells.append(MachineCell(DomainSupervisor(
+                    address: spec.address, agents: spec.agents.map { DomainSupervisor.AgentRoute(address: $0.address, taskTypes: $0.taskTypes) },
+                    policy: spec.policy, maxConcurrentTasks: spec.maxConcurrentTasks, tokenBudget: spec.tokenBudget,
+                    costBudgetUSD: spec.costBudgetUSD)))
+            }
+            for spec in supervisors { for agent in spec.agents { cells.append(agent.makeCell()) } }
+            for client in clients { cells.append(MachineCell(ClientMachine(address: client))) }
+            return cells
+        }
+    }
+}
