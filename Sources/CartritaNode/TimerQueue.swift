@@ -1,4 +1,5 @@
 import CartritaEnvelope
+import CartritaRuntime
 import Foundation
 
 /// Messages stamped with a future timestamp (timers and delayed sends) wait here until their
@@ -20,7 +21,7 @@ final class TimerQueue: @unchecked Sendable {
     }
 
     private let condition = NSCondition()
-    private var heap: [Entry] = []
+    private var heap = MinHeap<Entry>(by: TimerQueue.before)
     private var order: UInt64 = 0
     /// Live timers by key: the `order` of each, so a cancelled one is skipped when due.
     private var live: [Key: [UInt64]] = [:]
@@ -63,7 +64,7 @@ final class TimerQueue: @unchecked Sendable {
     func schedule(_ envelope: Envelope) {
         self.condition.lock()
         self.order += 1
-        self.push(Entry(due: envelope.timestampMilliseconds, order: self.order))
+        self.heap.push(Entry(due: envelope.timestampMilliseconds, order: self.order))
         self.envelopes[self.order] = envelope
         self.live[Key(owner: envelope.sender, correlation: envelope.correlationID), default: []].append(self.order)
         // Wake the thread only when this timer is now the first due: most timers are timeouts
@@ -76,7 +77,7 @@ final class TimerQueue: @unchecked Sendable {
     func wake(at due: Int64, _ wake: @escaping @Sendable () -> Void) {
         self.condition.lock()
         self.order += 1
-        self.push(Entry(due: due, order: self.order))
+        self.heap.push(Entry(due: due, order: self.order))
         self.wakes[self.order] = wake
         if self.heap.first?.order == self.order { self.condition.signal() }
         self.condition.unlock()
@@ -87,8 +88,7 @@ final class TimerQueue: @unchecked Sendable {
         if let orders = self.live.removeValue(forKey: Key(owner: owner, correlation: correlation)) {
             for order in orders { self.envelopes[order] = nil }
             if self.heap.count > 1_024 && self.envelopes.count + self.wakes.count < self.heap.count / 4 {
-                self.heap = self.heap.filter { self.envelopes[$0.order] != nil || self.wakes[$0.order] != nil }
-                self.heap.sort(by: Self.before)  // a sorted array is a valid heap
+                self.heap.filter { self.envelopes[$0.order] != nil || self.wakes[$0.order] != nil }
             }
         }
         self.condition.unlock()
@@ -98,7 +98,7 @@ final class TimerQueue: @unchecked Sendable {
     func waiting() -> [Envelope] {
         self.condition.lock()
         defer { self.condition.unlock() }
-        return self.heap.sorted(by: Self.before).compactMap { self.envelopes[$0.order] }
+        return self.heap.elements.sorted(by: Self.before).compactMap { self.envelopes[$0.order] }
     }
 
     private func run() {
@@ -113,7 +113,7 @@ final class TimerQueue: @unchecked Sendable {
                 self.condition.wait(until: Date(timeIntervalSinceNow: Double(min(first.due - now, 1_000)) / 1000))
                 continue
             }
-            let entry = self.popFirst()
+            let entry = self.heap.popFirst()!
             let envelope = self.envelopes.removeValue(forKey: entry.order)
             let wake = self.wakes.removeValue(forKey: entry.order)
             if let envelope {
@@ -132,38 +132,5 @@ final class TimerQueue: @unchecked Sendable {
         self.condition.unlock()
     }
 
-    // MARK: Binary heap by (due, order)
-
-    private static func before(_ a: Entry, _ b: Entry) -> Bool { a.due != b.due ? a.due < b.due : a.order < b.order }
-
-    private func push(_ entry: Entry) {
-        self.heap.append(entry)
-        var child = self.heap.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard Self.before(self.heap[child], self.heap[parent]) else { break }
-            self.heap.swapAt(child, parent)
-            child = parent
-        }
-    }
-
-    private func popFirst() -> Entry {
-        let first = self.heap[0]
-        let last = self.heap.removeLast()
-        if !self.heap.isEmpty {
-            self.heap[0] = last
-            var parent = 0
-            while true {
-                let left = 2 * parent + 1
-                let right = left + 1
-                var smallest = parent
-                if left < self.heap.count && Self.before(self.heap[left], self.heap[smallest]) { smallest = left }
-                if right < self.heap.count && Self.before(self.heap[right], self.heap[smallest]) { smallest = right }
-                if smallest == parent { break }
-                self.heap.swapAt(parent, smallest)
-                parent = smallest
-            }
-        }
-        return first
-    }
+    static func before(_ a: Entry, _ b: Entry) -> Bool { a.due != b.due ? a.due < b.due : a.order < b.order }
 }

@@ -441,7 +441,7 @@ struct ArrivalQueue {
         var timerOf: Address?
     }
 
-    var heap: [Entry] = []
+    var heap = MinHeap<Entry>(by: ArrivalQueue.before)
     var order: UInt64 = 0
     var cancelled: Set<UInt64> = []
     var timers: [TimerKey: [UInt64]] = [:]
@@ -456,14 +456,7 @@ struct ArrivalQueue {
     mutating func push(_ envelope: Envelope, at: Int64, timerOf owner: Address? = nil) {
         self.order += 1
         if let owner { self.timers[TimerKey(owner: owner, correlation: envelope.correlationID), default: []].append(self.order) }
-        self.heap.append(Entry(at: at, order: self.order, envelope: envelope, timerOf: owner))
-        var child = self.heap.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard Self.before(self.heap[child], self.heap[parent]) else { break }
-            self.heap.swapAt(child, parent)
-            child = parent
-        }
+        self.heap.push(Entry(at: at, order: self.order, envelope: envelope, timerOf: owner))
     }
 
     mutating func cancel(owner: Address, correlation: MessageID, after now: Int64) {
@@ -474,7 +467,7 @@ struct ArrivalQueue {
     /// The next message due by `now`, skipping cancelled timers.
     mutating func pop(dueBy now: Int64) -> Envelope? {
         while let first = self.heap.first, first.at <= now {
-            let entry = self.popFirst()
+            let entry = self.heap.popFirst()!
             if self.cancelled.remove(entry.order) != nil { continue }
             if let owner = entry.timerOf {
                 let key = TimerKey(owner: owner, correlation: entry.envelope.correlationID)
@@ -489,26 +482,6 @@ struct ArrivalQueue {
     }
 
     static func before(_ a: Entry, _ b: Entry) -> Bool { a.at != b.at ? a.at < b.at : a.order < b.order }
-
-    mutating func popFirst() -> Entry {
-        let first = self.heap[0]
-        let last = self.heap.removeLast()
-        if !self.heap.isEmpty {
-            self.heap[0] = last
-            var parent = 0
-            while true {
-                let left = 2 * parent + 1
-                let right = left + 1
-                var smallest = parent
-                if left < self.heap.count && Self.before(self.heap[left], self.heap[smallest]) { smallest = left }
-                if right < self.heap.count && Self.before(self.heap[right], self.heap[smallest]) { smallest = right }
-                if smallest == parent { break }
-                self.heap.swapAt(parent, smallest)
-                parent = smallest
-            }
-        }
-        return first
-    }
 }
 
 // MARK: - The in-memory log
