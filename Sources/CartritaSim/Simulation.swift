@@ -432,47 +432,53 @@ public struct SimulationReport: Sendable {
 // MARK: - Arrivals: messages on their way, by arrival time
 
 /// Messages sent but not yet in a mailbox, ordered by (arrival time, order of sending): a binary
-/// heap, so the order never depends on hashing. Timers can be cancelled by (owner, task).
+/// heap of small keys, so the order never depends on hashing and the heap never moves envelopes;
+/// the envelopes wait in a table by order. Timers can be cancelled by (owner, task).
 struct ArrivalQueue {
-    struct Entry {
+    struct Key {
         var at: Int64
         var order: UInt64
+    }
+
+    struct Waiting {
         var envelope: Envelope
         var timerOf: Address?
     }
-
-    var heap = MinHeap<Entry>(by: ArrivalQueue.before)
-    var order: UInt64 = 0
-    var cancelled: Set<UInt64> = []
-    var timers: [TimerKey: [UInt64]] = [:]
 
     struct TimerKey: Hashable {
         var owner: Address
         var correlation: MessageID
     }
 
+    var heap = MinHeap<Key>(by: ArrivalQueue.before)
+    var order: UInt64 = 0
+    /// Looked up by order only, never iterated.
+    var waiting: [UInt64: Waiting] = [:]
+    var timers: [TimerKey: [UInt64]] = [:]
+
     var nextTime: Int64? { self.heap.first?.at }
 
     mutating func push(_ envelope: Envelope, at: Int64, timerOf owner: Address? = nil) {
         self.order += 1
         if let owner { self.timers[TimerKey(owner: owner, correlation: envelope.correlationID), default: []].append(self.order) }
-        self.heap.push(Entry(at: at, order: self.order, envelope: envelope, timerOf: owner))
+        self.waiting[self.order] = Waiting(envelope: envelope, timerOf: owner)
+        self.heap.push(Key(at: at, order: self.order))
     }
 
     mutating func cancel(owner: Address, correlation: MessageID, after now: Int64) {
         guard let orders = self.timers.removeValue(forKey: TimerKey(owner: owner, correlation: correlation)) else { return }
-        for order in orders { self.cancelled.insert(order) }
+        for order in orders { self.waiting[order] = nil }
     }
 
     /// The next message due by `now`, skipping cancelled timers.
     mutating func pop(dueBy now: Int64) -> Envelope? {
         while let first = self.heap.first, first.at <= now {
-            let entry = self.heap.popFirst()!
-            if self.cancelled.remove(entry.order) != nil { continue }
+            _ = self.heap.popFirst()
+            guard let entry = self.waiting.removeValue(forKey: first.order) else { continue }  // cancelled
             if let owner = entry.timerOf {
                 let key = TimerKey(owner: owner, correlation: entry.envelope.correlationID)
                 if var orders = self.timers[key] {
-                    orders.removeAll { $0 == entry.order }
+                    orders.removeAll { $0 == first.order }
                     self.timers[key] = orders.isEmpty ? nil : orders
                 }
             }
@@ -481,7 +487,7 @@ struct ArrivalQueue {
         return nil
     }
 
-    static func before(_ a: Entry, _ b: Entry) -> Bool { a.at != b.at ? a.at < b.at : a.order < b.order }
+    static func before(_ a: Key, _ b: Key) -> Bool { a.at != b.at ? a.at < b.at : a.order < b.order }
 }
 
 // MARK: - The in-memory log
