@@ -10,14 +10,15 @@ struct Sim: AsyncParsableCommand {
         discussion: """
             Faults: crash (the whole process dies at delivery counts the seed picks and recovers from the log and \
             snapshots with the production code), delay, duplicate, drop (at_most_once only), agent_crash, clock \
-            (jumps and per-actor skew). Storage faults, external I/O results and BUGGIFY sites come next.
+            (jumps and per-actor skew), storage (failed commits, a full log for a while, slow commits). External I/O \
+            results and BUGGIFY sites come next.
             """)
 
     @Option(help: "The seed: the only source of entropy of the run.") var seed: UInt64?
     @Option(help: "Run every seed of FROM..TO (inclusive) and print a summary.") var sweep: String?
     @Option(help: "Most deliveries before the run stops (a run that stops with work left fails its liveness oracle).") var steps: Int = 1_000_000
     @Option(help: "Tasks the client submits.") var tasks: Int = 200
-    @Option(help: "Faults: none, all, or a comma-separated list of crash, delay, duplicate, drop, agent_crash, clock.")
+    @Option(help: "Faults: none, all, or a comma-separated list of crash, delay, duplicate, drop, agent_crash, clock, storage.")
     var faults: String = "none"
     @Option(help: "Process crashes when the crash fault is on.") var crashes: Int = 3
     @Flag(help: "Print one JSON object.") var json = false

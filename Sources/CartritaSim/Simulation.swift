@@ -34,6 +34,10 @@ public final class Simulation {
         /// The clock jumps ahead (0.5% of deliveries, up to 5 s; 0.05% up to 40 s, past the
         /// supervisors' timeouts), and each actor's clock is skewed by −20 to +50 ms.
         case clock
+        /// The log fails a commit (1% of appends: a write error), fills up for a while (0.2%:
+        /// the next 5 to 50 appends fail, as MAP_FULL at the cap would), or commits slowly (2%:
+        /// 1 to 20 ms). A failed append delivers nothing; the message waits in its mailbox.
+        case storage
     }
 
     public struct Configuration: Sendable {
@@ -93,6 +97,8 @@ public final class Simulation {
 
     /// Per-actor clock skew (the `clock` fault), by cell position.
     var skew: [Int64]
+    /// Appends still to fail in a log-full episode (the `storage` fault).
+    var logFullFor = 0
     /// Injected faults by kind, in `Fault.allCases` order when reported.
     var faultCounts: [Fault: Int] = [:]
 
@@ -132,6 +138,7 @@ public final class Simulation {
     public func run() -> SimulationReport {
         self.plan()
         var deliveries = 0
+        var attempts = 0
         while deliveries < self.configuration.maxDeliveries {
             if let next = self.crashPoints.first, deliveries >= next {
                 self.crashPoints.removeFirst()
@@ -144,8 +151,9 @@ public final class Simulation {
                 self.now = max(self.now, next)
                 continue
             }
-            self.deliverHead(of: position)
-            deliveries += 1
+            attempts += 1
+            if self.deliverHead(of: position) { deliveries += 1 }
+            guard attempts < self.configuration.maxDeliveries * 2 else { break }  // failed commits count too
             // Time passes while handlers run: sometimes a millisecond, as the seed says.
             if self.random.next64() % 4 == 0 { self.now += 1 }
             if self.configuration.faults.contains(.clock) {
@@ -307,13 +315,46 @@ public final class Simulation {
 
     func count(_ fault: Fault) { self.faultCounts[fault, default: 0] += 1 }
 
-    func deliverHead(of position: Int) {
-        guard let (envelope, _) = self.mailboxes[position].pop() else { return }
+    /// Whether the `storage` fault fails this append (and slows the clock when it commits slowly).
+    func commitFails() -> Bool {
+        guard self.configuration.faults.contains(.storage) else { return false }
+        if self.logFullFor > 0 {
+            self.logFullFor -= 1
+            return true
+        }
+        let roll = self.random.next64() % 1_000
+        if roll < 2 {
+            self.logFullFor = 5 + Int(self.random.next64() % 46)
+            self.count(.storage)
+            return true
+        }
+        if roll < 12 {
+            self.count(.storage)
+            return true
+        }
+        if roll < 32 {
+            self.now += 1 + Int64(self.random.next64() % 20)
+            self.count(.storage)
+        }
+        return false
+    }
+
+    /// Delivers the head of one mailbox; false when nothing was delivered.
+    @discardableResult
+    func deliverHead(of position: Int) -> Bool {
+        guard let (envelope, _) = self.mailboxes[position].pop() else { return false }
+        if self.commitFails() {
+            // Nothing was logged, so nothing is delivered: the message waits for the next try,
+            // as production puts a batch back when its commit fails.
+            self.mailboxes[position].push(envelope, priority: envelope.priority, overCapacity: true)
+            withUnsafeBytes(of: UInt64(0x5704_A6E0).bigEndian) { self.trace.update(bufferPointer: $0) }
+            return false
+        }
         let entropy = self.random.next64()
         let clock = self.now + self.skew[position]
         guard let seq = self.log.append(envelope, clockMilliseconds: clock, entropy: entropy) else {
             self.traceRefusal(envelope)  // delivered before under this id: the exactly_once dedupe
-            return
+            return false
         }
         let cell = self.cells[position]
         let delivery = cell.deliver(envelope, DeliveryContext(seq: seq, clockMilliseconds: clock, entropy: entropy))
@@ -334,6 +375,7 @@ public final class Simulation {
         }
         self.remember(delivery, at: position, clock: clock)
         if cell.deliveriesSinceSnapshot >= self.configuration.snapshotEveryDeliveries { self.snapshot(position) }
+        return true
     }
 
     // MARK: The trace digest
