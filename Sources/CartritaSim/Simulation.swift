@@ -56,6 +56,13 @@ public final class Simulation {
         public var crashes = 0
         /// Which faults are on (`crash` also needs `crashes` > 0).
         public var faults: Set<Fault> = []
+        /// The safety phase: faults are injected during the first this-many deliveries (nil:
+        /// half of what the tasks need), then the liveness phase runs with the network, clock,
+        /// storage and crash faults off. (Injected agent crashes are part of the agents: they go
+        /// on, and the supervisors' retries must still finish every task.)
+        public var safetyDeliveries: Int?
+        /// Liveness: once the faults stop, every task is answered within this much virtual time.
+        public var livenessBoundMilliseconds: Int64 = 300_000
 
         public init(seed: UInt64) {
             self.seed = seed
@@ -99,6 +106,10 @@ public final class Simulation {
     var skew: [Int64]
     /// Appends still to fail in a log-full episode (the `storage` fault).
     var logFullFor = 0
+    /// The faults in force now: the configured ones in the safety phase, none after.
+    var activeFaults: Set<Fault> = []
+    var safetyEndedAt: Int64?
+    var lastAnswerAt: Int64 = 0
     /// Injected faults by kind, in `Fault.allCases` order when reported.
     var faultCounts: [Fault: Int] = [:]
 
@@ -139,7 +150,14 @@ public final class Simulation {
         self.plan()
         var deliveries = 0
         var attempts = 0
+        self.activeFaults = self.configuration.faults
+        let safety = self.configuration.safetyDeliveries ?? self.configuration.tasks * 3
         while deliveries < self.configuration.maxDeliveries {
+            if self.safetyEndedAt == nil && deliveries >= safety {
+                self.activeFaults = []
+                self.logFullFor = 0
+                self.safetyEndedAt = self.now
+            }
             if let next = self.crashPoints.first, deliveries >= next {
                 self.crashPoints.removeFirst()
                 self.crashAndRecover()
@@ -156,7 +174,7 @@ public final class Simulation {
             guard attempts < self.configuration.maxDeliveries * 2 else { break }  // failed commits count too
             // Time passes while handlers run: sometimes a millisecond, as the seed says.
             if self.random.next64() % 4 == 0 { self.now += 1 }
-            if self.configuration.faults.contains(.clock) {
+            if self.activeFaults.contains(.clock) {
                 let roll = self.random.next64() % 10_000
                 if roll < 5 {
                     self.now += 1 + Int64(self.random.next64() % 40_000)
@@ -189,7 +207,7 @@ public final class Simulation {
             self.arrivals.push(envelope, at: at)
         }
         // Crash points: spread over the deliveries the tasks need (six each).
-        let expected = UInt64(max(1, self.configuration.tasks * 6))
+        let expected = UInt64(max(1, self.configuration.safetyDeliveries ?? self.configuration.tasks * 3))
         let crashes = self.configuration.faults.contains(.crash) ? self.configuration.crashes : 0
         self.crashPoints = (0..<crashes).map { _ in Int(1 + self.random.next64() % expected) }.sorted()
         self.plannedCrashes = self.crashPoints
@@ -251,7 +269,7 @@ public final class Simulation {
     /// A message on the network: delayed, and with the network faults on, sometimes delayed
     /// much more, doubled, or (at_most_once only) lost.
     func send(_ message: Envelope) {
-        let faults = self.configuration.faults
+        let faults = self.activeFaults
         if faults.contains(.drop), message.deliveryMode == .atMostOnce, self.random.next64() % 100 < 5 {
             self.count(.drop)
             return
@@ -317,7 +335,7 @@ public final class Simulation {
 
     /// Whether the `storage` fault fails this append (and slows the clock when it commits slowly).
     func commitFails() -> Bool {
-        guard self.configuration.faults.contains(.storage) else { return false }
+        guard self.activeFaults.contains(.storage) else { return false }
         if self.logFullFor > 0 {
             self.logFullFor -= 1
             return true
@@ -364,6 +382,7 @@ public final class Simulation {
         self.traceDelivery(seq: seq, envelope: envelope, delivery: delivery)
         if cell.address.hasKind("client"), ClientMachine.outcome(envelope) != nil {
             self.answers[envelope.correlationID, default: 0] += 1
+            self.lastAnswerAt = self.now
         }
         for correlation in delivery.cancelledTimers { self.arrivals.cancel(owner: cell.address, correlation: correlation, after: self.now) }
         for message in delivery.messages {
@@ -437,6 +456,14 @@ public final class Simulation {
             }
         }
         oracles.append(("budgets_within_limits", budgetProblems.isEmpty ? "ok" : "failed: " + budgetProblems.joined(separator: "; ")))
+        // Liveness: with the faults off, the last answer comes within the bound.
+        let end = self.safetyEndedAt ?? self.now
+        let late = self.lastAnswerAt - end
+        oracles.append((
+            "liveness",
+            missing > 0 ? "failed: \(missing) tasks never answered"
+                : late <= self.configuration.livenessBoundMilliseconds ? "ok"
+                : "failed: the last answer came \(late) ms after the faults stopped (bound \(self.configuration.livenessBoundMilliseconds) ms)"))
         oracles.append((
             "recovery_equals_committed_prefix",
             self.recoveryProblems.isEmpty ? "ok" : "failed: " + self.recoveryProblems.prefix(3).joined(separator: "; ")))

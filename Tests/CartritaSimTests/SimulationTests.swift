@@ -81,6 +81,19 @@ final class SimulationTests: XCTestCase {
         }
     }
 
+    func testTheLivenessOracleHoldsTheBoundAfterTheFaultsStop() {
+        var configuration = Simulation.Configuration(seed: 21)
+        configuration.tasks = 50
+        configuration.faults = Set(Simulation.Fault.allCases)
+        configuration.crashes = 2
+        XCTAssertEqual(Simulation(configuration).run().oracles.first { $0.0 == "liveness" }?.1, "ok")
+        // A bound no run can meet: faults stop at once, the tasks still take virtual time.
+        configuration.safetyDeliveries = 1
+        configuration.livenessBoundMilliseconds = 0
+        let strict = Simulation(configuration).run()
+        XCTAssertTrue(strict.oracles.first { $0.0 == "liveness" }?.1.hasPrefix("failed: the last answer came") ?? false, "\(strict.oracles)")
+    }
+
     func testARunCutShortFailsTheLivenessOracle() {
         var configuration = Simulation.Configuration(seed: 5)
         configuration.tasks = 50
