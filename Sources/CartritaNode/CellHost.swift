@@ -36,19 +36,14 @@ actor CellHost {
     var cell: any ActorCell
     // Set once by the node right after init, before any message can arrive.
     nonisolated(unsafe) weak var node: Node?
-    /// Messages this actor sent that are not in the log yet, by task: a snapshot must carry
-    /// them, since replay after the snapshot would not make them again.
-    var unconfirmed: [MessageID: [Envelope]] = [:]
-    var unconfirmedCount = 0
+    /// Messages this actor sent that may not be in the log yet (see `SentMessages`).
+    var sent: SentMessages
 
     init(cell handOff: CellHandOff, sent: [Envelope], configuration: NodeConfiguration) {
         self.address = handOff.cell.address
         self.cell = handOff.cell
         self.configuration = configuration
-        for envelope in sent {
-            self.unconfirmed[envelope.correlationID, default: []].append(envelope)
-        }
-        self.unconfirmedCount = sent.count
+        self.sent = SentMessages(sent)
         // The capacity is enforced by `enqueue` (new work only); the mailbox itself never refuses.
         self.inbox = Mutex(Inbox(mailbox: Mailbox(capacity: Int.max)))
     }
@@ -162,7 +157,7 @@ actor CellHost {
                 let context = DeliveryContext(seq: seq, clockMilliseconds: clock, entropy: entropy &+ UInt64(index))
                 let delivery = self.cell.deliver(envelope, context)
                 if case .shutdown(let shutdown) = envelope.payload { self.shutDown(shutdown, clock: clock) }
-                self.remember(delivery, clock: clock)
+                self.sent.record(delivery, clock: clock)
                 node.route(delivery, from: self.address, clock: clock)
                 node.delivered(envelope, seq: seq, to: self.address)
                 handled += 1
@@ -193,24 +188,6 @@ actor CellHost {
         }
     }
 
-    /// Keeps what this delivery sent until the log has it, and forgets timers the delivery
-    /// cancelled. at_most_once messages are kept too: they are not owed after a crash, but a
-    /// snapshot must name them, or recovery would take one that was delivered after the snapshot
-    /// for a message replay did not make (a false divergence).
-    func remember(_ delivery: Delivery, clock: Int64) {
-        for correlation in delivery.cancelledTimers {
-            guard var list = self.unconfirmed[correlation] else { continue }
-            let before = list.count
-            list.removeAll { $0.timestampMilliseconds > clock }
-            self.unconfirmedCount -= before - list.count
-            self.unconfirmed[correlation] = list.isEmpty ? nil : list
-        }
-        for message in delivery.messages {
-            self.unconfirmed[message.correlationID, default: []].append(message)
-            self.unconfirmedCount += 1
-        }
-    }
-
     // MARK: Snapshots
 
     func snapshotIfChanged() async {
@@ -220,21 +197,12 @@ actor CellHost {
 
     func snapshot(_ node: Node) async {
         let seq = self.cell.lastSeq
-        var sent: [Envelope] = []
-        sent.reserveCapacity(self.unconfirmedCount)
-        for list in self.unconfirmed.values { sent.append(contentsOf: list) }
-        sent.sort { $0.id < $1.id }
-        guard let seqs = try? node.log.seqs(ofMessages: sent.map(\.id)) else { return }
-        var owed: [Envelope] = []
-        self.unconfirmed = [:]
-        self.unconfirmedCount = 0
-        for (envelope, logged) in zip(sent, seqs) {
-            // Owed by this snapshot: not in the log, or logged after the seq it covers.
-            if logged == nil || logged! > seq { owed.append(envelope) }
-            if logged == nil {
-                self.unconfirmed[envelope.correlationID, default: []].append(envelope)
-                self.unconfirmedCount += 1
-            }
+        let owed: [Envelope]
+        do {
+            owed = try self.sent.owed(atSnapshot: seq) { (ids) throws(EventLogError) in try node.log.seqs(ofMessages: ids) }
+        } catch {
+            node.fail(error)
+            return
         }
         let bytes = NodeSnapshot(state: self.cell.snapshotBytes(), owed: owed).encode()
         do {

@@ -255,7 +255,11 @@ public struct Recovery {
         //    at its recipient, at_most_once (not owed), or owed.
         // Timers are owed whatever their mode: they are the actor's own, not the network's.
         var remaining = expected.all.filter { $0.envelope.deliveryMode != .atMostOnce || $0.envelope.sender == $0.envelope.recipient }
-        remaining.sort { ($0.envelope.timestampMilliseconds, $0.envelope.id, $0.producedAt) < ($1.envelope.timestampMilliseconds, $1.envelope.id, $1.producedAt) }
+        // A total order, whatever the hash order `all` came in: it is the order owed work resumes.
+        remaining.sort {
+            ($0.envelope.timestampMilliseconds, $0.envelope.id, $0.envelope.retryCount, $0.producedAt)
+                < ($1.envelope.timestampMilliseconds, $1.envelope.id, $1.envelope.retryCount, $1.producedAt)
+        }
         let logged = try self.log.seqs(ofMessages: remaining.map(\.envelope.id))
         let refused = try self.log.seqs(ofMessages: remaining.map { $0.envelope.id.derived(tag: Node.refusalTag) })
         for (index, made) in remaining.enumerated() {

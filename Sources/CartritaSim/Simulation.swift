@@ -86,7 +86,7 @@ public final class Simulation {
 
     /// Messages each actor sent that the log does not hold yet (by cell position): its
     /// snapshots carry them, as production's do.
-    var unconfirmed: [[Envelope]]
+    var sent: [SentMessages]
     var crashPoints: [Int] = []
     var plannedCrashes: [Int] = []
     public private(set) var crashCount = 0
@@ -132,7 +132,7 @@ public final class Simulation {
         self.workload = workload
         self.cells = self.hierarchy.makeCells()
         self.mailboxes = self.cells.map { _ in Mailbox(capacity: Int.max) }
-        self.unconfirmed = self.cells.map { _ in [] }
+        self.sent = self.cells.map { _ in SentMessages() }
         self.random = SplitMix64(seed: configuration.seed)
         self.skew = self.cells.map { _ in 0 }
         if configuration.faults.contains(.clock) {
@@ -245,11 +245,11 @@ public final class Simulation {
         }
         self.cells = recovered.cells
         self.mailboxes = self.cells.map { _ in Mailbox(capacity: Int.max) }
-        self.unconfirmed = self.cells.map { _ in [] }
+        self.sent = self.cells.map { _ in SentMessages() }
         self.arrivals = ArrivalQueue()
         // Owed timers first, as the node resumes them.
         for envelope in recovered.report.pending {
-            if let position = self.index[envelope.sender] { self.unconfirmed[position].append(envelope) }
+            if let position = self.index[envelope.sender] { self.sent[position].add(envelope) }
             if envelope.timestampMilliseconds > self.now {
                 self.arrivals.push(envelope, at: envelope.timestampMilliseconds, timerOf: envelope.sender)
             }
@@ -288,27 +288,11 @@ public final class Simulation {
 
     // MARK: Snapshots
 
-    /// `clock` is the delivery's recorded clock (the actor's, skewed): timers are due on it.
-    func remember(_ delivery: Delivery, at position: Int, clock: Int64) {
-        for correlation in delivery.cancelledTimers {
-            self.unconfirmed[position].removeAll { $0.correlationID == correlation && $0.timestampMilliseconds > clock }
-        }
-        // Every message, at_most_once too: see `CellHost.remember`.
-        for message in delivery.messages { self.unconfirmed[position].append(message) }
-    }
-
     func snapshot(_ position: Int) {
         let cell = self.cells[position]
         let seq = cell.lastSeq
-        let sent = self.unconfirmed[position]
-        let logged = (try? self.log.seqs(ofMessages: sent.map(\.id))) ?? []
-        var owed: [Envelope] = []
-        var still: [Envelope] = []
-        for (envelope, at) in zip(sent, logged) {
-            if at == nil || at! > seq { owed.append(envelope) }
-            if at == nil { still.append(envelope) }
-        }
-        self.unconfirmed[position] = still
+        // The in-memory log's lookups cannot fail.
+        let owed = (try? self.sent[position].owed(atSnapshot: seq) { (ids) throws(EventLogError) in try self.log.seqs(ofMessages: ids) }) ?? []
         self.log.save(Snapshot(
             actor: cell.address.rawValue, seq: seq, formatVersion: cell.stateFormatVersion,
             state: NodeSnapshot(state: cell.snapshotBytes(), owed: owed).encode()))
@@ -392,7 +376,8 @@ public final class Simulation {
                 self.send(message)
             }
         }
-        self.remember(delivery, at: position, clock: clock)
+        // `clock` is the actor's own (skewed) clock: its timers are stamped on it.
+        self.sent[position].record(delivery, clock: clock)
         if cell.deliveriesSinceSnapshot >= self.configuration.snapshotEveryDeliveries { self.snapshot(position) }
         return true
     }
