@@ -170,7 +170,7 @@ func writeCompletedIDs(_ log: EventLog, to path: String) throws {
     let decoder = EnvelopeDecoder(limits: log.configuration.codecLimits)
     try log.scanRaw { _, bytes in
         let record = try decoder.decodeRecord(bytes)
-        if record.envelope.recipient.kind == "client", ClientMachine.outcome(record.envelope) == .completed {
+        if record.envelope.recipient.isClient, ClientMachine.outcome(record.envelope) == .completed {
             text += "\(record.envelope.correlationID)\n"
         }
         return true

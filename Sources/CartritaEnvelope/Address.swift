@@ -40,6 +40,9 @@ public struct Address: Hashable, Comparable, Sendable {
     public var name: Substring { self.rawValue.prefix { $0 != "@" } }
 
     public var isSupervisor: Bool { self.hasKind("supervisor") }
+    public var isAgent: Bool { self.hasKind("agent") }
+    /// A client: outside the hierarchy; what is addressed to it are the answers it gets.
+    public var isClient: Bool { self.hasKind("client") }
 
     /// True when the first segment is `kind`. Compares bytes: this runs on every delivery.
     public func hasKind(_ kind: String) -> Bool {

@@ -31,6 +31,8 @@ actor CellHost {
     }
 
     nonisolated let address: Address
+    /// Whether deliveries here go to the node's observer (answers to a client).
+    nonisolated let isClient: Bool
     nonisolated let inbox: Mutex<Inbox>
     let configuration: NodeConfiguration
     var cell: any ActorCell
@@ -41,6 +43,7 @@ actor CellHost {
 
     init(cell handOff: CellHandOff, sent: [Envelope], configuration: NodeConfiguration) {
         self.address = handOff.cell.address
+        self.isClient = handOff.cell.address.isClient
         self.cell = handOff.cell
         self.configuration = configuration
         self.sent = SentMessages(sent)
@@ -159,7 +162,7 @@ actor CellHost {
                 if case .shutdown(let shutdown) = envelope.payload { self.shutDown(shutdown, clock: clock) }
                 self.sent.record(delivery, clock: clock)
                 node.route(delivery, from: self.address, clock: clock)
-                node.delivered(envelope, seq: seq, to: self.address)
+                if self.isClient { node.delivered(envelope, seq: seq, to: self.address) }
                 handled += 1
             case .failure(let error) where error.code == .duplicateID:
                 handled += 1  // delivered before under this id: the exactly_once dedupe
@@ -218,10 +221,6 @@ actor CellHost {
     }
 
     func describe() -> MCPValue { self.cell.describeState() }
-}
-
-extension Address {
-    var isAgent: Bool { self.hasKind("agent") }
 }
 
 // MARK: - The node's snapshot wrapper

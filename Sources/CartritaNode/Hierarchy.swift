@@ -45,31 +45,24 @@ public struct Hierarchy {
     public static func standard(_ options: Options = Options()) -> Hierarchy {
         let language = LanguageMaestro()
         let data = DataSage()
-        let tasks = TaskManagement()
-        let instances = max(1, options.statelessAgentInstances)
-        let languagePool = (1...instances).map { language.address.instance($0) }
-        let dataPool = (1...instances).map { data.address.instance($0) }
-        let supervisors: [(Address, [DomainSupervisor.AgentRoute])] = [
-            (Self.intelligence, languagePool.map { .init(address: $0, taskTypes: language.taskTypes) }),
-            (Self.multimodal, []),
-            (Self.system, dataPool.map { .init(address: $0, taskTypes: data.taskTypes) } + [.init(address: tasks.address, taskTypes: tasks.taskTypes)]),
-        ]
-        let addresses = [Orchestrator.address] + supervisors.map(\.0) + languagePool + dataPool + [tasks.address] + options.clients
-        return Hierarchy(addresses: addresses) {
-            var cells: [any ActorCell] = [MachineCell(Orchestrator(routing: options.routing, maxPendingTasks: options.maxPendingTasks))]
-            for (address, agents) in supervisors {
-                cells.append(MachineCell(DomainSupervisor(
-                    address: address, agents: agents, policy: options.policy,
-                    maxConcurrentTasks: options.maxConcurrentTasksPerSupervisor, tokenBudget: options.tokenBudget,
-                    costBudgetUSD: options.costBudgetUSD)))
-            }
-            let crashes = options.agentCrashesPerMillion
-            for address in languagePool { cells.append(MachineCell(AgentActor(language, address: address, crashesPerMillion: crashes))) }
-            for address in dataPool { cells.append(MachineCell(AgentActor(data, address: address, crashesPerMillion: crashes))) }
-            cells.append(MachineCell(AgentActor(tasks, crashesPerMillion: crashes)))
-            for client in options.clients { cells.append(MachineCell(ClientMachine(address: client))) }
-            return cells
+        let crashes = options.agentCrashesPerMillion
+        let pool = 1...max(1, options.statelessAgentInstances)
+        func supervisor(_ address: Address, _ agents: [AgentSpec]) -> SupervisorSpec {
+            SupervisorSpec(
+                address: address, agents: agents, policy: options.policy, maxConcurrentTasks: options.maxConcurrentTasksPerSupervisor,
+                tokenBudget: options.tokenBudget, costBudgetUSD: options.costBudgetUSD)
         }
+        return .custom(
+            routing: options.routing,
+            supervisors: [
+                supervisor(Self.intelligence, pool.map { .agent(language, address: language.address.instance($0), crashesPerMillion: crashes) }),
+                supervisor(Self.multimodal, []),
+                supervisor(
+                    Self.system,
+                    pool.map { .agent(data, address: data.address.instance($0), crashesPerMillion: crashes) }
+                        + [.agent(TaskManagement(), crashesPerMillion: crashes)]),
+            ],
+            clients: options.clients, maxPendingTasks: options.maxPendingTasks)
     }
 }
 
@@ -185,10 +178,12 @@ extension Hierarchy {
 
     /// A hierarchy of your own agents: the orchestrator with `routing`, your supervisors, and
     /// the clients. Runs under `Node` in production and under the simulator in your tests.
-    public static func custom(routing: RoutingTable, supervisors: [SupervisorSpec], clients: [Address] = [Hierarchy.runClient]) -> Hierarchy {
+    public static func custom(
+        routing: RoutingTable, supervisors: [SupervisorSpec], clients: [Address] = [Hierarchy.runClient], maxPendingTasks: Int = 1_000_000
+    ) -> Hierarchy {
         let addresses = [Orchestrator.address] + supervisors.map(\.address) + supervisors.flatMap { $0.agents.map(\.address) } + clients
         return Hierarchy(addresses: addresses) {
-            var cells: [any ActorCell] = [MachineCell(Orchestrator(routing: routing))]
+            var cells: [any ActorCell] = [MachineCell(Orchestrator(routing: routing, maxPendingTasks: maxPendingTasks))]
             for spec in supervisors {
                 cells.append(MachineCell(DomainSupervisor(
                     address: spec.address, agents: spec.agents.map { DomainSupervisor.AgentRoute(address: $0.address, taskTypes: $0.taskTypes) },

@@ -150,15 +150,6 @@ public final class Node: Sendable {
         }
     }
 
-    /// Waits until nothing is queued or being handled (timers may still wait).
-    public func waitUntilQuiet(pollMicroseconds: UInt64 = 500) async -> EventLogError? {
-        while true {
-            if let failure = self.failure.withLock({ $0 }) { return failure }
-            if self.outstanding.load(ordering: .acquiring) <= 0 { return nil }
-            try? await Task.sleep(nanoseconds: pollMicroseconds * 1_000)
-        }
-    }
-
     /// Snapshots every actor that handled something since its last snapshot, then stops the
     /// timers. The log stays open (its owner closes it).
     public func shutdown() async {
@@ -247,7 +238,7 @@ public final class Node: Sendable {
     public var storageFailure: EventLogError? { self.failure.withLock { $0 } }
 
     func delivered(_ envelope: Envelope, seq: UInt64, to address: Address) {
-        if address.hasKind("client") { self.observer?(address, envelope, seq) }
+        self.observer?(address, envelope, seq)
     }
 }
 
@@ -310,7 +301,7 @@ public struct TaskTotals: Hashable, Sendable {
 extension Node {
     public func taskTotals() async -> TaskTotals {
         var totals = TaskTotals()
-        for address in self.addresses where address.hasKind("client") {
+        for address in self.addresses where address.isClient {
             let state = await self.describeState(of: address)
             if case .int(let completed)? = state?["completed"] { totals.completed += Int(completed) }
             if case .int(let failed)? = state?["failed"] { totals.failed += Int(failed) }

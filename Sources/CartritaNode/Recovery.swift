@@ -99,6 +99,13 @@ public struct Recovery {
         /// Takes the copy equal to the logged `envelope`. Nil when replay made none under its id;
         /// `.failure` with the first copy when it made one that differs.
         mutating func take(_ envelope: Envelope) -> Result<Void, DivergentCopy>? {
+            if self.more[envelope.id] == nil {
+                // One copy or none: every message but an exactly_once retry.
+                guard let only = self.first[envelope.id] else { return nil }
+                guard only.envelope == envelope else { return .failure(DivergentCopy(expected: only)) }
+                self.first[envelope.id] = nil
+                return .success(())
+            }
             let copies = self.copies(of: envelope.id)
             guard !copies.isEmpty else { return nil }
             guard let index = copies.firstIndex(where: { $0.envelope == envelope }) else {
@@ -186,7 +193,7 @@ public struct Recovery {
             let envelope = record.envelope
             // Was this message made by a handler that is being replayed? Then replay must
             // have made it too, identically.
-            if let sender = byAddress[envelope.sender], !sender.address.hasKind("client"), seq > (snapshotSeq[sender.address] ?? 0) {
+            if let sender = byAddress[envelope.sender], !sender.address.isClient, seq > (snapshotSeq[sender.address] ?? 0) {
                 if let parent = envelope.parentID, envelope.id == parent.derived(tag: Node.refusalTag) {
                     // The runtime's own refusal on the sender's behalf: an input.
                 } else if let parent = envelope.parentID, let skipped = deferred[parent], skipped.cell === sender {

@@ -141,7 +141,7 @@ public final class Simulation {
         self.now = Self.epochMilliseconds
         self.client = Hierarchy.runClient
         for (position, cell) in self.cells.enumerated() { self.index[cell.address] = position }
-        if let first = self.cells.first(where: { $0.address.hasKind("client") }) { self.client = first.address }
+        if let first = self.cells.first(where: { $0.address.isClient }) { self.client = first.address }
     }
 
     // MARK: Running
@@ -360,15 +360,15 @@ public final class Simulation {
         }
         let cell = self.cells[position]
         let delivery = cell.deliver(envelope, DeliveryContext(seq: seq, clockMilliseconds: clock, entropy: entropy))
-        if case .taskError(let error) = envelope.payload, error.code == .agentCrashed, envelope.sender.hasKind("agent") {
+        if case .taskError(let error) = envelope.payload, error.code == .agentCrashed, envelope.sender.isAgent {
             self.count(.agentCrash)
         }
         self.traceDelivery(seq: seq, envelope: envelope, delivery: delivery)
-        if cell.address.hasKind("client"), ClientMachine.outcome(envelope) != nil {
+        if cell.address.isClient, ClientMachine.outcome(envelope) != nil {
             self.answers[envelope.correlationID, default: 0] += 1
             self.lastAnswerAt = self.now
         }
-        for correlation in delivery.cancelledTimers { self.arrivals.cancel(owner: cell.address, correlation: correlation, after: self.now) }
+        for correlation in delivery.cancelledTimers { self.arrivals.cancel(owner: cell.address, correlation: correlation) }
         for message in delivery.messages {
             if message.timestampMilliseconds > clock {
                 self.arrivals.push(message, at: max(self.now, message.timestampMilliseconds - self.skew[position]), timerOf: cell.address)
@@ -418,13 +418,13 @@ public final class Simulation {
         // An attempt the agent answered `agent_crashed` took no effect (a crash is a throw before
         // or instead of the work), so it does not count.
         var crashedAttempts: Set<MessageID> = []
-        for record in self.log.records where record.envelope.sender.hasKind("agent") {
+        for record in self.log.records where record.envelope.sender.isAgent {
             if case .taskError(let error) = record.envelope.payload, error.code == .agentCrashed, let parent = record.envelope.parentID {
                 crashedAttempts.insert(parent)
             }
         }
         var agentDeliveries: [MessageID: Int] = [:]
-        for record in self.log.records where record.envelope.recipient.hasKind("agent") && !crashedAttempts.contains(record.envelope.id) {
+        for record in self.log.records where record.envelope.recipient.isAgent && !crashedAttempts.contains(record.envelope.id) {
             if case .taskRequest = record.envelope.payload { agentDeliveries[record.envelope.correlationID, default: 0] += 1 }
         }
         let repeated = self.submitted.filter { self.submittedModes[$0] == .exactlyOnce && (agentDeliveries[$0] ?? 0) > 1 }.count
@@ -519,7 +519,7 @@ struct ArrivalQueue {
         self.heap.push(Key(at: at, order: self.order))
     }
 
-    mutating func cancel(owner: Address, correlation: MessageID, after now: Int64) {
+    mutating func cancel(owner: Address, correlation: MessageID) {
         guard let orders = self.timers.removeValue(forKey: TimerKey(owner: owner, correlation: correlation)) else { return }
         for order in orders { self.waiting[order] = nil }
     }
