@@ -63,10 +63,8 @@ final class RecordPipeline: @unchecked Sendable {
                 batch = []
                 return go
             }
-        } catch let error as EventLogError {
-            failure = error
         } catch {
-            failure = EventLogError(.storage, "\(error)")
+            failure = error  // scanRaw throws EventLogError only
         }
         if !batch.isEmpty && failure == nil { _ = self.push(batch, lane) }
         lane.condition.lock()

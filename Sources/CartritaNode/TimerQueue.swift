@@ -110,7 +110,7 @@ final class TimerQueue: @unchecked Sendable {
             }
             let now = self.clock()
             if first.due > now {
-                self.condition.wait(until: Date(timeIntervalSinceNow: Double(min(first.due - now, 1_000)) / 1000))
+                _ = self.condition.wait(until: Date(timeIntervalSinceNow: Double(min(first.due - now, 1_000)) / 1000))
                 continue
             }
             let entry = self.heap.popFirst()!
