@@ -90,8 +90,10 @@ actor CellHost {
 
     /// A delivered `shutdown`: stop now, or refuse new work and stop once the queue is empty.
     func shutDown(_ shutdown: Shutdown, clock: Int64) {
-        self.inbox.withLock { inbox in
-            if shutdown.drain { inbox.draining = true } else { inbox.stopped = true }
+        if shutdown.drain {
+            self.inbox.withLock { $0.draining = true }
+        } else {
+            self.setStopped(true)
         }
         if let deadline = shutdown.deadlineMilliseconds, let node = self.node {
             node.timers.wake(at: clock + max(0, deadline)) { [self] in self.setStopped(true) }
@@ -102,12 +104,28 @@ actor CellHost {
         self.inbox.withLock { $0.heldUntil = max($0.heldUntil, milliseconds) }
     }
 
+    /// Stops the actor (its supervisor gave up, or a shutdown's time is up) or starts it again.
+    /// A stopped actor's queued work is refused `shutting_down` (its sender may be waiting; a
+    /// supervisor that escalated has already answered its tasks and ignores these), and the
+    /// rest of its queue is dropped: nothing stays counted as outstanding forever. What was
+    /// dropped was never logged, so after a process restart recovery sends it again.
     nonisolated func setStopped(_ stopped: Bool) {
+        var dropped: [Envelope] = []
         let start: Bool = self.inbox.withLock { inbox in
             inbox.stopped = stopped
-            guard !stopped, !inbox.scheduled, !inbox.mailbox.isEmpty else { return false }
+            if stopped {
+                dropped = inbox.mailbox.removeAll { _ in true }
+                return false
+            }
+            guard !inbox.scheduled, !inbox.mailbox.isEmpty else { return false }
             inbox.scheduled = true
             return true
+        }
+        if let node = self.node, !dropped.isEmpty {
+            for envelope in dropped where Node.isNewWork(envelope) {
+                node.refuse(envelope, code: .shuttingDown, "\(self.address) is stopped")
+            }
+            node.outstanding.subtract(dropped.count, ordering: .releasing)
         }
         if start { Task { await self.drain() } }
     }

@@ -32,11 +32,15 @@ final class TimerQueue: @unchecked Sendable {
     private let clock: @Sendable () -> Int64
     private let fire: @Sendable (Envelope) -> Void
 
-    /// Timers waiting, cancelled ones not counted.
+    /// A timer taken off the heap but not yet in its recipient's mailbox: still counted, so
+    /// that "nothing queued and no timer waiting" never holds in between.
+    private var firing = 0
+
+    /// Timers waiting or being fired, cancelled ones not counted.
     var pendingCount: Int {
         self.condition.lock()
         defer { self.condition.unlock() }
-        return self.envelopes.count
+        return self.envelopes.count + self.firing
     }
 
     init(clock: @escaping @Sendable () -> Int64, fire: @escaping @Sendable (Envelope) -> Void) {
@@ -124,10 +128,12 @@ final class TimerQueue: @unchecked Sendable {
                 }
             }
             guard envelope != nil || wake != nil else { continue }  // cancelled
+            if envelope != nil { self.firing += 1 }
             self.condition.unlock()
-            if let envelope { self.fire(envelope) }
+            if let envelope { self.fire(envelope) }  // the node counts it as queued before this returns
             wake?()
             self.condition.lock()
+            if envelope != nil { self.firing -= 1 }
         }
         self.condition.unlock()
     }
