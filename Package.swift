@@ -132,7 +132,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CartritaSimTests",
-            dependencies: ["CartritaSim", "CartritaNode", "CartritaRuntime", "CartritaEnvelope"],
+            dependencies: ["CartritaSim", "CartritaNode", "CartritaRuntime", "CartritaEnvelope", "CartritaLog"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

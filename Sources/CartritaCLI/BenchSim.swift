@@ -1,5 +1,6 @@
 import ArgumentParser
 import CartritaEnvelope
+import CartritaLog
 import CartritaSim
 import Foundation
 
@@ -14,15 +15,20 @@ struct BenchSim: AsyncParsableCommand {
 
     func run() async throws {
         guard self.seeds > 0, self.tasks > 0 else { throw ValidationError("--seeds and --tasks must be > 0") }
-        let plain = self.measure(faults: [])
-        let faulty = self.measure(faults: Set(Simulation.Fault.allCases))
+        let plain = try self.measure(faults: [])
+        let faulty = try self.measure(faults: Set(Simulation.Fault.allCases))
+        let lmdb = try self.measure(faults: [], onLMDB: true)
         let figures: [(String, JSON)] = [
             ("deliveries_per_s", .double(plain.rate.rounded())),
             ("deliveries_per_s_all_faults", .double(faulty.rate.rounded())),
+            ("deliveries_per_s_lmdb", .double(lmdb.rate.rounded())),
+            // Ratios within this run: the figures that stay meaningful on a noisy machine.
+            ("lmdb_vs_memory", .double((lmdb.rate / plain.rate * 1000).rounded() / 1000)),
             ("sim_time_ratio", .double((plain.ratio * 10).rounded() / 10)),
             ("sim_time_ratio_all_faults", .double((faulty.ratio * 10).rounded() / 10)),
-            ("deliveries", .int(Int64(plain.deliveries + faulty.deliveries))),
-            ("passed", .bool(plain.passed && faulty.passed)),
+            ("deliveries", .int(Int64(plain.deliveries + faulty.deliveries + lmdb.deliveries))),
+            ("passed", .bool(plain.passed && faulty.passed && lmdb.passed)),
+            ("same_digests_memory_lmdb", .bool(plain.digests == lmdb.digests)),
             ("log", .string("memory")),
         ]
         if self.json {
@@ -32,23 +38,45 @@ struct BenchSim: AsyncParsableCommand {
         }
     }
 
-    func measure(faults: Set<Simulation.Fault>) -> (rate: Double, ratio: Double, deliveries: Int, passed: Bool) {
+    /// Runs the seeds; on LMDB each in a new log in a temporary folder (`fast` durability, one
+    /// commit per delivery), timed without opening and removing the folders.
+    func measure(faults: Set<Simulation.Fault>, onLMDB: Bool = false) throws -> (
+        rate: Double, ratio: Double, deliveries: Int, passed: Bool, digests: [String]
+    ) {
         var deliveries = 0
         var virtualMilliseconds: Int64 = 0
         var passed = true
-        let started = ContinuousClock.now
+        var digests: [String] = []
+        var elapsed = Duration.zero
         for seed in 1...UInt64(self.seeds) {
             var configuration = Simulation.Configuration(seed: seed)
             configuration.tasks = self.tasks
             configuration.faults = faults
             configuration.crashes = 3
             configuration.snapshotEveryDeliveries = 1_000  // production's default
-            let report = Simulation(configuration).run()
+            var directory: String?
+            var log: EventLog?
+            defer {
+                log?.close()
+                if let directory { try? FileManager.default.removeItem(atPath: directory) }
+            }
+            let simulation: Simulation
+            if onLMDB {
+                directory = FileManager.default.temporaryDirectory.appendingPathComponent("cartrita-bench-sim-\(getpid())-\(seed)").path
+                log = try Sim.openEmptyLog(directory!)
+                simulation = try Simulation(configuration, eventLog: log!)
+            } else {
+                simulation = Simulation(configuration)
+            }
+            let started = ContinuousClock.now
+            let report = simulation.run()
+            elapsed += ContinuousClock.now - started
             deliveries += report.deliveries
             virtualMilliseconds += report.virtualMilliseconds
             passed = passed && report.passed
+            digests.append(report.digest)
         }
-        let seconds = (ContinuousClock.now - started).seconds
-        return (Double(deliveries) / seconds, Double(virtualMilliseconds) / 1000 / seconds, deliveries, passed)
+        let seconds = elapsed.seconds
+        return (Double(deliveries) / seconds, Double(virtualMilliseconds) / 1000 / seconds, deliveries, passed, digests)
     }
 }

@@ -98,7 +98,12 @@ struct Recover: AsyncParsableCommand {
         let log = openLog(self.options.data)
         let (node, report): (Node, Recovery.Report)
         do {
-            (node, report) = try Node.recover(log: log, hierarchy: .standard(), useSnapshots: !self.noSnapshots, handlers: self.handlers)
+            // A log the simulator wrote (`sim --write-log`) replays with the run's hierarchy and
+            // BUGGIFY sites, which `simulation.json` beside it records.
+            let origin = try SimulationOrigin.load(self.options.data)
+            (node, report) = try Node.recover(
+                log: log, hierarchy: origin?.hierarchy ?? .standard(), useSnapshots: !self.noSnapshots, handlers: self.handlers,
+                buggify: origin?.buggify)
         } catch {
             fail("\(error)")
         }

@@ -224,6 +224,19 @@ public final class EventLog: @unchecked Sendable {
         return try box.result!.get()
     }
 
+    /// The blocking form of `flush`, for callers outside Swift concurrency.
+    public func flushAndWait() throws(EventLogError) {
+        let writer = try self.writerOrThrow()
+        let done = DispatchSemaphore(value: 0)
+        let box = FlushResultBox()
+        writer.barrier { result in
+            box.result = result
+            done.signal()
+        }
+        done.wait()
+        try box.result!.get()
+    }
+
     /// Waits until everything queued before the call is committed and the secondary indexes are
     /// applied up to it.
     public func flush() async throws(EventLogError) {
@@ -337,6 +350,10 @@ struct PendingRecord: @unchecked Sendable {
         copy.completion = completion
         return copy
     }
+}
+
+final class FlushResultBox: @unchecked Sendable {
+    var result: Result<Void, EventLogError>?
 }
 
 final class ResultBox: @unchecked Sendable {

@@ -2,6 +2,7 @@ import CartritaCodec
 import CartritaEnvelope
 import CartritaLMDB
 import Crypto
+import Dispatch
 
 /// An actor's state as of a sequence number: everything addressed to the actor up to and
 /// including `seq` is folded into `state`. An actor is rebuilt from its newest usable snapshot
@@ -139,6 +140,20 @@ extension EventLog {
         try result.get()
     }
 
+    /// The blocking form of `saveSnapshot`, for callers outside Swift concurrency (the
+    /// simulator on an LMDB log). Never call it from a task on the cooperative pool.
+    public func saveSnapshotAndWait(_ snapshot: Snapshot) throws(EventLogError) {
+        let writer = try self.writerOrThrow()
+        let done = DispatchSemaphore(value: 0)
+        let box = SnapshotResultBox()
+        writer.enqueue(.snapshot(PendingSnapshot(snapshot: snapshot, completion: { result in
+            box.result = result
+            done.signal()
+        })))
+        done.wait()
+        try box.result!.get()
+    }
+
     /// The newest snapshot of `actor` at or before `seq` that reads back intact and whose
     /// format the caller accepts. Unreadable or refused ones are skipped in favour of older ones;
     /// nil means: replay from the start.
@@ -204,4 +219,10 @@ extension EventLog {
             throw EventLogError.wrap(error, "listing snapshots of \(actor)")
         }
     }
+}
+
+/// Carries a snapshot commit's result from the writer thread to a blocked caller (the
+/// semaphore orders the write before the read).
+final class SnapshotResultBox: @unchecked Sendable {
+    var result: Result<Void, EventLogError>?
 }

@@ -12,6 +12,8 @@ public struct Hierarchy {
     /// Makes fresh cells; a node calls it once, a recovery or a replay once more each.
     public let makeCells: @Sendable () -> [any ActorCell]
     public let addresses: [Address]
+    /// Each supervisor's restart rules, in hierarchy order (the simulator's oracle checks them).
+    public var supervisionPolicies: [(supervisor: Address, policy: SupervisionPolicy)] = []
 
     public init(addresses: [Address], makeCells: @escaping @Sendable () -> [any ActorCell]) {
         self.addresses = addresses
@@ -182,7 +184,7 @@ extension Hierarchy {
         routing: RoutingTable, supervisors: [SupervisorSpec], clients: [Address] = [Hierarchy.runClient], maxPendingTasks: Int = 1_000_000
     ) -> Hierarchy {
         let addresses = [Orchestrator.address] + supervisors.map(\.address) + supervisors.flatMap { $0.agents.map(\.address) } + clients
-        return Hierarchy(addresses: addresses) {
+        var hierarchy = Hierarchy(addresses: addresses) {
             var cells: [any ActorCell] = [MachineCell(Orchestrator(routing: routing, maxPendingTasks: maxPendingTasks))]
             for spec in supervisors {
                 cells.append(MachineCell(DomainSupervisor(
@@ -194,5 +196,7 @@ extension Hierarchy {
             for client in clients { cells.append(MachineCell(ClientMachine(address: client))) }
             return cells
         }
+        hierarchy.supervisionPolicies = supervisors.map { ($0.address, $0.policy) }
+        return hierarchy
     }
 }

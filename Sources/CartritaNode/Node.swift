@@ -214,12 +214,21 @@ public final class Node: Sendable {
     func refuse(_ envelope: Envelope, code: TaskErrorCode, _ message: String) {
         // Never answer an answer: a refused reply is dropped with nothing waiting on it, and an
         // answer to a sender that does not exist would bounce forever.
-        guard Self.isNewWork(envelope), self.hosts[envelope.sender] != nil else { return }
-        let error = TaskError(code: code, message: message, retryable: code == .overloaded)
-        let answer = OutgoingMessage.reply(to: envelope, payload: .taskError(error)).envelope(
-            id: envelope.id.derived(tag: Self.refusalTag), sender: envelope.recipient, timestampMilliseconds: self.clock.now())
+        guard self.hosts[envelope.sender] != nil,
+            let answer = Self.refusal(of: envelope, code: code, message, timestampMilliseconds: self.clock.now())
+        else { return }
         self.outstanding.add(1, ordering: .relaxed)
         _ = self.hosts[envelope.sender]!.enqueue(answer, capacity: .max)  // an answer: never refused
+    }
+
+    /// The answer the runtime sends for a refused message (nil for anything but new work: an
+    /// answer is never answered). Its id is derived from the refused message's
+    /// (`refusalTag`). Public for the simulator, which refuses as the node does.
+    public static func refusal(of envelope: Envelope, code: TaskErrorCode, _ message: String, timestampMilliseconds: Int64) -> Envelope? {
+        guard Self.isNewWork(envelope) else { return nil }
+        let error = TaskError(code: code, message: message, retryable: code == .overloaded)
+        return OutgoingMessage.reply(to: envelope, payload: .taskError(error)).envelope(
+            id: envelope.id.derived(tag: Self.refusalTag), sender: envelope.recipient, timestampMilliseconds: timestampMilliseconds)
     }
 
     /// Requests and pings are new work, limited by mailbox capacity; answers, progress, streams
@@ -280,9 +289,9 @@ extension Node {
     public static func recover(
         log: EventLog, hierarchy: Hierarchy, configuration: NodeConfiguration = NodeConfiguration(),
         observer: (@Sendable (Address, Envelope, UInt64) -> Void)? = nil, useSnapshots: Bool = true,
-        handlers: Recovery.Handlers = .all
+        handlers: Recovery.Handlers = .all, buggify: Buggify? = nil
     ) throws(EventLogError) -> (node: Node, report: Recovery.Report) {
-        let (cells, report) = try Recovery(log: log, hierarchy: hierarchy, useSnapshots: useSnapshots, handlers: handlers).run()
+        let (cells, report) = try Recovery(log: log, hierarchy: hierarchy, useSnapshots: useSnapshots, handlers: handlers, buggify: buggify).run()
         let owed = report.divergence == nil ? report.pending : []
         let node = Node(log: log, cells: cells, owed: owed, configuration: configuration, observer: observer)
         if report.divergence == nil { node.resume(report.pending) }

@@ -56,12 +56,18 @@ public struct Recovery {
     /// check that snapshots and full replay agree).
     let useSnapshots: Bool
     let handlers: Handlers
+    /// The BUGGIFY sites the recorded run had on (a simulation's), so replay makes its choices;
+    /// nil in production.
+    let buggify: Buggify?
 
-    public init(log: any ReplayableLog, hierarchy: Hierarchy, useSnapshots: Bool = true, handlers: Handlers = .all) {
+    public init(
+        log: any ReplayableLog, hierarchy: Hierarchy, useSnapshots: Bool = true, handlers: Handlers = .all, buggify: Buggify? = nil
+    ) {
         self.log = log
         self.hierarchy = hierarchy
         self.useSnapshots = useSnapshots
         self.handlers = handlers
+        self.buggify = buggify?.replaying()
     }
 
     /// A stateless actor's delivery whose handler has not run (see `Handlers.stateful`).
@@ -215,7 +221,8 @@ public struct Recovery {
                 }
             }
             guard let cell = byAddress[envelope.recipient], seq > (snapshotSeq[envelope.recipient] ?? 0) else { return true }
-            let context = DeliveryContext(seq: seq, clockMilliseconds: record.header.clockMilliseconds, entropy: record.header.entropy)
+            let context = DeliveryContext(
+                seq: seq, clockMilliseconds: record.header.clockMilliseconds, entropy: record.header.entropy, buggify: self.buggify)
             report.recordsReplayed += 1
             if self.handlers == .stateful && cell.isStateless {
                 cell.skip(seq: seq)

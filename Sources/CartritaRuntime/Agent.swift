@@ -13,11 +13,25 @@ public struct DeliveryContext: Hashable, Sendable {
     public var clockMilliseconds: Int64
     /// Seed for any randomness the handler needs (`SplitMix64(seed: entropy)`).
     public var entropy: UInt64
+    /// The simulator's BUGGIFY sites (`context.buggify(.site)`); nil in production. Not part of
+    /// the context's identity: its choices are a function of the entropy above.
+    public var buggify: Buggify?
 
-    public init(seq: UInt64, clockMilliseconds: Int64, entropy: UInt64) {
+    public init(seq: UInt64, clockMilliseconds: Int64, entropy: UInt64, buggify: Buggify? = nil) {
         self.seq = seq
         self.clockMilliseconds = clockMilliseconds
         self.entropy = entropy
+        self.buggify = buggify
+    }
+
+    public static func == (lhs: DeliveryContext, rhs: DeliveryContext) -> Bool {
+        lhs.seq == rhs.seq && lhs.clockMilliseconds == rhs.clockMilliseconds && lhs.entropy == rhs.entropy
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(self.seq)
+        hasher.combine(self.clockMilliseconds)
+        hasher.combine(self.entropy)
     }
 }
 

@@ -23,9 +23,7 @@ public struct AgentActor<Wrapped: Agent>: Sendable {
 
     /// Whether the injected-crash fault hits this delivery.
     func injectedCrash(_ context: DeliveryContext) -> Bool {
-        guard self.crashesPerMillion > 0 else { return false }
-        var mix = SplitMix64(seed: context.entropy ^ 0x6372_6173_6821)
-        return mix.next64() % 1_000_000 < self.crashesPerMillion
+        InjectedCrash.hits(entropy: context.entropy, perMillion: self.crashesPerMillion)
     }
 
     public func initialState() -> Wrapped.State { self.agent.initialState() }
@@ -39,7 +37,10 @@ public struct AgentActor<Wrapped: Agent>: Sendable {
             do {
                 if self.injectedCrash(context) { throw InjectedCrash() }
                 let outcome = try self.agent.handle(request, state: &state, context: context)
-                return [.send(.reply(to: envelope, payload: outcome.payload))]
+                let answer = Effect.send(.reply(to: envelope, payload: outcome.payload))
+                guard context.buggify(.agentProgress) else { return [answer] }
+                let progress = TaskProgress(fraction: 0.5, step: 1, totalSteps: 2, message: "\(self.address) is working")
+                return [.send(.reply(to: envelope, payload: .taskProgress(progress))), answer]
             } catch {
                 let crash = TaskError(code: .agentCrashed, message: "\(self.address) threw: \(error)", retryable: true)
                 return [.send(.reply(to: envelope, payload: .taskError(crash)))]
@@ -67,4 +68,13 @@ public struct AgentActor<Wrapped: Agent>: Sendable {
 /// The throw of the injected-crash fault.
 public struct InjectedCrash: Error, CustomStringConvertible {
     public var description: String { "injected crash (fault)" }
+
+    /// The rule: whether a delivery with this entropy crashes an agent set to crash this many
+    /// requests per million. Public so the simulator can pick entropy that crashes (a restart
+    /// storm) or does not.
+    public static func hits(entropy: UInt64, perMillion: UInt64) -> Bool {
+        guard perMillion > 0 else { return false }
+        var mix = SplitMix64(seed: entropy ^ 0x6372_6173_6821)
+        return mix.next64() % 1_000_000 < perMillion
+    }
 }

@@ -243,6 +243,8 @@ public enum Materializer {
 
 extension TaskErrorCode {
     public static let supervisorEscalated = TaskErrorCode(rawValue: "supervisor_escalated")
+    /// A supervisor's timer to itself: its cool-down after escalating is over, it starts again.
+    public static let supervisorRestart = TaskErrorCode(rawValue: "supervisor_restart")
     public static let paused = TaskErrorCode(rawValue: "paused")
     public static let duplicateTask = TaskErrorCode(rawValue: "duplicate_task")
     public static let shuttingDown = TaskErrorCode(rawValue: "shutting_down")

@@ -92,7 +92,7 @@ public struct DomainSupervisor: Sendable {
     public func step(_ state: inout State, _ envelope: Envelope, _ context: DeliveryContext) -> [Effect] {
         switch envelope.payload {
         case .taskRequest(let request) where !self.isAgent(envelope.sender):
-            return self.accept(&state, envelope, request)
+            return self.accept(&state, envelope, request, context)
         case .resourceRequest(let ask):
             switch state.budget.request(ask.amounts) {
             case .success(let granted):
@@ -113,6 +113,10 @@ public struct DomainSupervisor: Sendable {
             return [.cancelTimers(correlationID: envelope.correlationID), .send(.reply(to: flight.request, payload: envelope.payload))]
         case .taskError(let error) where envelope.sender == self.address && error.code == .timeout:
             return self.timedOut(&state, envelope, context)
+        case .taskError(let error) where envelope.sender == self.address && error.code == .supervisorRestart:
+            guard state.supervision.escalated else { return [] }
+            state.supervision.restartAfterEscalation()
+            return state.supervision.children.map { .spawn($0) }
         case .taskError(let error) where error.code == .cancelled && !self.isAgent(envelope.sender):
             return self.cancel(&state, envelope)
         case .taskError(let error):
@@ -151,7 +155,7 @@ public struct DomainSupervisor: Sendable {
         return index
     }
 
-    func accept(_ state: inout State, _ envelope: Envelope, _ request: TaskRequest) -> [Effect] {
+    func accept(_ state: inout State, _ envelope: Envelope, _ request: TaskRequest, _ context: DeliveryContext) -> [Effect] {
         func refuse(_ error: TaskError) -> [Effect] {
             state.failed += 1
             return [.send(.reply(to: envelope, payload: .taskError(error)))]
@@ -178,7 +182,7 @@ public struct DomainSupervisor: Sendable {
             forward.recipient = agent
             // A known id, so an exactly_once retry after a timeout can be sent under it again.
             forward.id = Self.forwardID(of: envelope)
-            return [.send(forward), self.timeoutTimer(for: envelope, retries: 0)]
+            return [.send(forward), self.timeoutTimer(for: envelope, retries: 0, context)]
         }
     }
 
@@ -189,11 +193,12 @@ public struct DomainSupervisor: Sendable {
 
     /// A message to the supervisor itself, due when the agent's time is up. It names the attempt
     /// (`retry_count`) it guards, so a late timer of an earlier attempt does nothing.
-    func timeoutTimer(for request: Envelope, retries: Int32) -> Effect {
+    func timeoutTimer(for request: Envelope, retries: Int32, _ context: DeliveryContext) -> Effect {
         var limit = Self.defaultTimeoutMilliseconds
         if case .taskRequest(let task) = request.payload, let milliseconds = task.task.constraints?.maxExecutionTimeMilliseconds {
             limit = milliseconds
         }
+        if context.buggify(.supervisorShortTimeout) { limit = 1 + Int64(context.entropy >> 40) % 20 }
         var timeout = OutgoingMessage.reply(
             to: request,
             payload: .taskError(TaskError(code: .timeout, message: "no answer within \(limit) ms", retryable: true)))
@@ -224,8 +229,9 @@ public struct DomainSupervisor: Sendable {
             // this one and the work is not done twice. at_least_once: a new delivery.
             if flight.request.deliveryMode == .exactlyOnce { again.id = Self.forwardID(of: flight.request) }
             // Exponential backoff on the recorded clock: base × 2^(attempt − 1), capped.
-            let backoff = state.supervision.backoff(crashes: Int(flight.retries) + 1)
-            guard case .timer(let after, let timeout) = self.timeoutTimer(for: flight.request, retries: flight.retries + 1) else {
+            var backoff = state.supervision.backoff(crashes: Int(flight.retries) + 1)
+            if context.buggify(.supervisorLongBackoff) { backoff = state.supervision.policy.backoffMaxMilliseconds }
+            guard case .timer(let after, let timeout) = self.timeoutTimer(for: flight.request, retries: flight.retries + 1, context) else {
                 preconditionFailure("timeoutTimer makes a timer")
             }
             return [.timer(afterMilliseconds: backoff, message: again), .timer(afterMilliseconds: backoff + after, message: timeout)]
@@ -237,6 +243,23 @@ public struct DomainSupervisor: Sendable {
         let error = TaskError(code: .timeout, message: "\(flight.agent) gave no answer after \(flight.retries + 1) attempts", retryable: true)
         return [.send(.reply(to: flight.request, payload: .taskError(error)))]
     }
+
+    /// The timer that ends an escalation's cool-down. Its task id is its own (derived from the
+    /// request whose crash escalated), so no cancel of a task's timers can forget it.
+    func restartTimer(after request: Envelope, _ context: DeliveryContext) -> Effect {
+        let restart = TaskError(code: .supervisorRestart, message: "\(self.address) starts again after its cool-down", retryable: false)
+        var timer = OutgoingMessage.reply(to: request, payload: .taskError(restart))
+        timer.recipient = self.address
+        timer.parentID = nil
+        timer.correlationID = request.id.derived(tag: Self.restartTag)
+        timer.deliveryMode = .atLeastOnce  // owed across a process crash like any timer
+        timer.priority = .high
+        timer.ttlMilliseconds = 60_000
+        timer.maxRetries = 0
+        return .timer(afterMilliseconds: max(1, self.policy.periodMilliseconds), message: timer)
+    }
+
+    static let restartTag: UInt64 = 0x7273_7472_7400
 
     /// The orchestrator cancels a task: its reservation is released, its timers forgotten, and the
     /// cancel goes on to the agent (the runtime drops the agent's queued work for it).
@@ -265,6 +288,7 @@ public struct DomainSupervisor: Sendable {
     func crashed(_ state: inout State, _ index: Int, _ context: DeliveryContext) -> [Effect] {
         let flight = state.inFlight[index]
         var effects: [Effect] = []
+        let alreadyEscalated = state.supervision.escalated
         switch state.supervision.childCrashed(flight.agent, atMilliseconds: context.clockMilliseconds) {
         case .restart(let restarts):
             state.restarts += restarts.count
@@ -278,9 +302,11 @@ public struct DomainSupervisor: Sendable {
                 var again = OutgoingMessage.reply(to: flight.request, payload: flight.request.payload)
                 again.recipient = flight.agent
                 again.retryCount = flight.retries + 1
-                let backoff = restarts.first { $0.child == flight.agent }?.afterMilliseconds ?? 0
+                var backoff = restarts.first { $0.child == flight.agent }?.afterMilliseconds ?? 0
+                // A longer wait than the restart's hold is legal: the retry comes later.
+                if context.buggify(.supervisorLongBackoff) { backoff = state.supervision.policy.backoffMaxMilliseconds }
                 effects.append(.timer(afterMilliseconds: backoff, message: again))
-                if case .timer(let after, let message) = self.timeoutTimer(for: flight.request, retries: flight.retries + 1) {
+                if case .timer(let after, let message) = self.timeoutTimer(for: flight.request, retries: flight.retries + 1, context) {
                     effects.append(.timer(afterMilliseconds: backoff + after, message: message))
                 }
             } else {
@@ -292,7 +318,9 @@ public struct DomainSupervisor: Sendable {
                     payload: .taskError(TaskError(code: .agentCrashed, message: "\(flight.agent) crashed after \(flight.retries) retries", retryable: true)))))
             }
         case .escalate(let reason):
-            // Give up: every task held is answered, and the orchestrator is told.
+            // Give up: every task held is answered, and the orchestrator is told. After a
+            // cool-down of one intensity period the supervisor starts again (a timer to itself,
+            // so it is in the log and replays), rather than failing its domain's tasks forever.
             for held in state.inFlight {
                 effects.append(.cancelTimers(correlationID: held.request.correlationID))
                 self.settle(&state, held, metrics: nil)
@@ -303,6 +331,7 @@ public struct DomainSupervisor: Sendable {
             state.inFlight.removeAll()
             for child in state.supervision.children { effects.append(.stop(child)) }
             effects.append(.escalate(reason: reason))
+            if !alreadyEscalated { effects.append(self.restartTimer(after: flight.request, context)) }
         }
         return effects
     }

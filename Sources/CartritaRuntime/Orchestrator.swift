@@ -56,7 +56,7 @@ public struct Orchestrator: Sendable {
     public func step(_ state: inout State, _ envelope: Envelope, _ context: DeliveryContext) -> [Effect] {
         switch envelope.payload {
         case .taskRequest(let request):
-            return self.route(&state, envelope, request)
+            return self.route(&state, envelope, request, context)
         case .taskError(let error) where error.code == .cancelled && !envelope.sender.isSupervisor:
             return self.cancel(&state, envelope, error)
         case .taskResponse, .taskError:
@@ -113,7 +113,7 @@ public struct Orchestrator: Sendable {
         return [.send(.reply(to: pending.request, payload: .taskError(answer))), .send(down)]
     }
 
-    func route(_ state: inout State, _ envelope: Envelope, _ request: TaskRequest) -> [Effect] {
+    func route(_ state: inout State, _ envelope: Envelope, _ request: TaskRequest, _ context: DeliveryContext) -> [Effect] {
         guard let supervisor = self.routing.supervisor(forTaskType: request.task.type) else {
             state.unknown += 1
             return [.send(.reply(to: envelope, payload: .taskError(RoutingTable.unknownTaskType(request.task.type))))]
@@ -126,7 +126,7 @@ public struct Orchestrator: Sendable {
                 payload: .taskError(TaskError(
                     code: .duplicateTask, message: "task \(envelope.correlationID) is already in flight", retryable: false))))]
         }
-        guard state.pending.count < self.maxPendingTasks else {
+        guard state.pending.count < self.maxPendingTasks, !context.buggify(.orchestratorOverloaded) else {
             return [.send(.reply(
                 to: envelope,
                 payload: .taskError(TaskError(code: .overloaded, message: "\(state.pending.count) tasks in flight", retryable: true))))]

@@ -112,6 +112,14 @@ public struct SupervisionState: Hashable, Sendable {
         })
     }
 
+    /// The cool-down after an escalation is over: the supervisor starts again with a clean slate
+    /// (as an OTP parent restarts a supervisor that gave up), and every child with it.
+    public mutating func restartAfterEscalation() {
+        self.escalated = false
+        self.restartTimes.removeAll()
+        for index in self.consecutiveCrashes.indices { self.consecutiveCrashes[index] = 0 }
+    }
+
     /// A child answered successfully: its backoff starts over.
     public mutating func childSucceeded(_ child: Address) {
         if let index = self.children.firstIndex(of: child) { self.consecutiveCrashes[index] = 0 }

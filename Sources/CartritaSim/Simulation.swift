@@ -38,6 +38,17 @@ public final class Simulation {
         /// the next 5 to 50 appends fail, as MAP_FULL at the cap would), or commits slowly (2%:
         /// 1 to 20 ms). A failed append delivers nothing; the message waits in its mailbox.
         case storage
+        /// One agent crashes on every request for 50 to 300 ms (one or two storms a run): its
+        /// supervisor restarts it until the intensity is exceeded, escalates, and starts again
+        /// after its cool-down.
+        case restartStorm = "restart_storm"
+        /// Half of the process crashes are power losses: in the relaxed and fast durability
+        /// modes the unsynced tail of the log is gone (relaxed: the last commit; fast: everything
+        /// since the last periodic sync), with the snapshots taken after it.
+        case tailLoss = "tail_loss"
+        /// BUGGIFY: the runtime's rare-path sites (`BuggifySite`), each on or off for the run by
+        /// the seed, firing at random where they are reached.
+        case buggify
     }
 
     public struct Configuration: Sendable {
@@ -63,6 +74,11 @@ public final class Simulation {
         public var safetyDeliveries: Int?
         /// Liveness: once the faults stop, every task is answered within this much virtual time.
         public var livenessBoundMilliseconds: Int64 = 300_000
+        /// The log's durability mode, which decides what a power loss (`tail_loss`) takes. nil:
+        /// drawn from the seed when `tail_loss` is on, else durable.
+        public var durability: Durability?
+        /// A fast-mode log syncs this often (virtual time), as the writer does.
+        public var fastSyncIntervalMilliseconds: Int64 = 100
 
         public init(seed: UInt64) {
             self.seed = seed
@@ -79,7 +95,7 @@ public final class Simulation {
     /// The virtual clock, in Unix milliseconds.
     var now: Int64
     var arrivals = ArrivalQueue()
-    let log = MemoryLog()
+    let log: any SimulationLog
     var trace = SHA256()
     let encoder = EnvelopeEncoder()
     var client: Address
@@ -113,6 +129,26 @@ public final class Simulation {
     /// Injected faults by kind, in `Fault.allCases` order when reported.
     var faultCounts: [Fault: Int] = [:]
 
+    /// A restart's backoff (by cell position, on the global virtual clock): nothing is delivered
+    /// to the actor before it. `stopped`: its supervisor gave up; new work is refused.
+    var heldUntil: [Int64]
+    var stopped: [Bool]
+    /// The run's BUGGIFY sites (the `buggify` fault), shared with every delivery's context.
+    public let buggify: Buggify?
+    /// Restart storms: an agent (by position), the delivery count at which the storm starts
+    /// (within the safety phase), how long it lasts, and when it started on the virtual clock.
+    var storms: [(target: Int, startDelivery: Int, milliseconds: Int64, from: Int64?)] = []
+    /// What the agents' crash rule is set to (0: no injected crashes).
+    let crashesPerMillion: UInt64
+    /// Each supervisor's restart decisions (the delivery's seq and clock reading), by cell
+    /// position (the oracle). A power loss takes back those in the lost tail.
+    var restartDecisions: [[(seq: UInt64, clock: Int64)]]
+    public let durability: Durability
+    /// What a power loss keeps: the log up to here is on disk.
+    var syncedSeq: UInt64 = 0
+    var lastSyncAt: Int64
+    var tailRecordsLost = 0
+
     /// The standard mix plus at_most_once tasks, which only the `drop` fault may lose.
     public static let workload = try! Workload(entries: Workload.standard.entries + [
         Workload.Entry(taskType: "text.keywords", deliveryMode: .atMostOnce, weight: 1),
@@ -122,11 +158,39 @@ public final class Simulation {
     /// The standard hierarchy; with the `agent_crash` fault its agents crash on 2% of requests.
     public static func hierarchy(for configuration: Configuration) -> Hierarchy {
         var options = Hierarchy.Options()
-        if configuration.faults.contains(.agentCrash) { options.agentCrashesPerMillion = 20_000 }
+        if configuration.faults.contains(.agentCrash) || configuration.faults.contains(.restartStorm) {
+            options.agentCrashesPerMillion = Self.agentCrashesPerMillion
+        }
         return .standard(options)
     }
 
-    public init(_ configuration: Configuration, hierarchy: Hierarchy? = nil, workload: Workload = Simulation.workload) {
+    /// The agents' crash rate under the `agent_crash` fault (2%).
+    public static let agentCrashesPerMillion: UInt64 = 20_000
+
+
+    /// A run on the in-memory log (the fast default).
+    public convenience init(_ configuration: Configuration, hierarchy: Hierarchy? = nil, workload: Workload = Simulation.workload) {
+        self.init(configuration, hierarchy: hierarchy, workload: workload, log: MemoryLog())
+    }
+
+    /// A run on a real, empty LMDB event log: the same run as on the in-memory log (same
+    /// digest), slower, and left in its folder for `cartrita recover`, `travel` and `log`.
+    public convenience init(
+        _ configuration: Configuration, hierarchy: Hierarchy? = nil, workload: Workload = Simulation.workload, eventLog: EventLog
+    ) throws(SimulationError) {
+        guard !configuration.faults.contains(.tailLoss) else { throw .tailLossNeedsTheMemoryLog }
+        let log: LMDBSimulationLog
+        do {
+            log = try LMDBSimulationLog(eventLog)
+        } catch {
+            throw .log(error)
+        }
+        guard log.lastSeq == 0 else { throw .logNotEmpty(lastSeq: log.lastSeq) }
+        self.init(configuration, hierarchy: hierarchy, workload: workload, log: log)
+    }
+
+    init(_ configuration: Configuration, hierarchy: Hierarchy?, workload: Workload, log: any SimulationLog) {
+        self.log = log
         self.configuration = configuration
         self.hierarchy = hierarchy ?? Self.hierarchy(for: configuration)
         self.workload = workload
@@ -135,6 +199,20 @@ public final class Simulation {
         self.sent = self.cells.map { _ in SentMessages() }
         self.random = SplitMix64(seed: configuration.seed)
         self.skew = self.cells.map { _ in 0 }
+        self.heldUntil = self.cells.map { _ in Int64.min }
+        self.stopped = self.cells.map { _ in false }
+        self.restartDecisions = self.cells.map { _ in [] }
+        self.buggify = configuration.faults.contains(.buggify) ? Buggify(seed: configuration.seed) : nil
+        self.crashesPerMillion =
+            configuration.faults.contains(.agentCrash) || configuration.faults.contains(.restartStorm) ? Self.agentCrashesPerMillion : 0
+        if let durability = configuration.durability {
+            self.durability = durability
+        } else if configuration.faults.contains(.tailLoss) {
+            self.durability = [Durability.durable, .relaxed, .fast][Int(configuration.seed % 3)]
+        } else {
+            self.durability = .durable
+        }
+        self.lastSyncAt = Self.epochMilliseconds
         if configuration.faults.contains(.clock) {
             for position in self.skew.indices { self.skew[position] = Int64(self.random.next64() % 71) - 20 }
         }
@@ -142,12 +220,16 @@ public final class Simulation {
         self.client = Hierarchy.runClient
         for (position, cell) in self.cells.enumerated() { self.index[cell.address] = position }
         if let first = self.cells.first(where: { $0.address.isClient }) { self.client = first.address }
+        // The whole plan is drawn before the first delivery, so it can be printed at the start.
+        self.plan()
     }
+
+    /// The delivery counts at which the process will crash (the `crash` fault).
+    public var plannedCrashPoints: [Int] { self.plannedCrashes }
 
     // MARK: Running
 
     public func run() -> SimulationReport {
-        self.plan()
         var deliveries = 0
         var attempts = 0
         self.activeFaults = self.configuration.faults
@@ -162,10 +244,12 @@ public final class Simulation {
                 self.crashPoints.removeFirst()
                 self.crashAndRecover()
             }
+            if !self.storms.isEmpty { self.startStorms(deliveries: deliveries) }
             self.admitArrivals()
             guard let position = self.pickActor() else {
-                // Nothing to deliver now: the clock jumps to the next arrival, or the run is over.
-                guard let next = self.arrivals.nextTime else { break }
+                // Nothing to deliver now: the clock jumps to the next arrival or the end of a
+                // restart's hold, or the run is over.
+                guard let next = self.nextEventTime() else { break }
                 self.now = max(self.now, next)
                 continue
             }
@@ -206,11 +290,67 @@ public final class Simulation {
             self.planned.append((envelope, at))
             self.arrivals.push(envelope, at: at)
         }
-        // Crash points: spread over the deliveries the tasks need (six each).
+        // Crash points: spread over the safety phase.
         let expected = UInt64(max(1, self.configuration.safetyDeliveries ?? self.configuration.tasks * 3))
         let crashes = self.configuration.faults.contains(.crash) ? self.configuration.crashes : 0
         self.crashPoints = (0..<crashes).map { _ in Int(1 + self.random.next64() % expected) }.sorted()
         self.plannedCrashes = self.crashPoints
+        // Restart storms: one or two in the safety phase, on one agent each.
+        let agents = self.cells.indices.filter { self.cells[$0].address.isAgent }
+        if self.configuration.faults.contains(.restartStorm), !agents.isEmpty {
+            for _ in 0..<(1 + Int(self.random.next64() % 2)) {
+                let target = agents[Int(self.random.next64() % UInt64(agents.count))]
+                let start = Int(self.random.next64() % (expected * 3 / 4 + 1))
+                self.storms.append((target, start, 50 + Int64(self.random.next64() % 251), nil))
+            }
+            self.storms.sort { $0.startDelivery < $1.startDelivery }
+        }
+    }
+
+    /// The run's log, in seq order (what `--write-log` saves and the tests inspect).
+    public var records: [LogRecord] { self.log.records }
+
+    /// Copies the run's log into an empty event log: every record with the clock reading and
+    /// entropy it was delivered with (so seqs, ids and replay are the same), then the snapshots
+    /// the run kept. For the time-travel tools and `cartrita recover` after a run in memory.
+    public func writeLog(to target: EventLog) throws(EventLogError) {
+        if let onDisk = self.log as? LMDBSimulationLog, onDisk.log === target { return }
+        for record in self.log.records {
+            _ = try target.appendAndWait(record.envelope, clockMilliseconds: record.header.clockMilliseconds, entropy: record.header.entropy)
+        }
+        if let memory = self.log as? MemoryLog {
+            for snapshot in memory.allSnapshots { try target.saveSnapshotAndWait(snapshot) }
+        }
+        try target.flushAndWait()
+    }
+
+    /// The planned restart storms (agent, from, to on the run's virtual clock), for the plan.
+    public var plannedStorms: [(agent: Address, atDelivery: Int, milliseconds: Int64)] {
+        self.storms.map { (self.cells[$0.target].address, $0.startDelivery, $0.milliseconds) }
+    }
+
+    func startStorms(deliveries: Int) {
+        for index in self.storms.indices where self.storms[index].from == nil && deliveries >= self.storms[index].startDelivery {
+            self.storms[index].from = self.now
+        }
+    }
+
+    func storming(_ position: Int) -> Bool {
+        guard self.activeFaults.contains(.restartStorm) else { return false }
+        return self.storms.contains { storm in
+            guard storm.target == position, let from = storm.from else { return false }
+            return self.now < from + storm.milliseconds
+        }
+    }
+
+    /// When something can next be delivered: the next arrival, or the end of a hold on an actor
+    /// with mail.
+    func nextEventTime() -> Int64? {
+        var next = self.arrivals.nextTime
+        for position in self.mailboxes.indices where !self.mailboxes[position].isEmpty && !self.stopped[position] && self.heldUntil[position] > self.now {
+            next = min(next ?? .max, self.heldUntil[position])
+        }
+        return next
     }
 
 
@@ -225,10 +365,31 @@ public final class Simulation {
         self.crashCount += 1
         self.count(.crash)
         withUnsafeBytes(of: UInt64(0xC8A5_4000 + self.crashCount).bigEndian) { self.trace.update(bufferPointer: $0) }
-        let live = self.cells.map { ($0.address, Recovery.digest(of: $0)) }
+        var live = self.cells.map { ($0.address, Recovery.digest(of: $0)) }
+        // A power loss instead of a process crash: the log keeps what was synced.
+        var lost = 0
+        if self.activeFaults.contains(.tailLoss), self.random.next64() % 2 == 0 {
+            self.count(.tailLoss)
+            lost = self.log.truncate(after: self.syncedSeq)
+            self.tailRecordsLost += lost
+            for position in self.restartDecisions.indices { self.restartDecisions[position].removeAll { $0.seq > self.syncedSeq } }
+            withUnsafeBytes(of: UInt64(lost).bigEndian) { self.trace.update(bufferPointer: $0) }
+            if lost > 0 {
+                // The committed prefix is what the log now holds: its state is what a full
+                // replay (no snapshots) makes, and recovery from snapshots must equal it.
+                do {
+                    live = try Recovery(log: self.log, hierarchy: self.hierarchy, useSnapshots: false, buggify: self.buggify).run()
+                        .cells.map { ($0.address, Recovery.digest(of: $0)) }
+                } catch {
+                    self.recoveryProblems.append("crash \(self.crashCount): full replay of the synced prefix failed: \(error)")
+                    return
+                }
+            }
+        }
+        let useSnapshots = !(self.buggify?.fires(.recoverWithoutSnapshots, entropy: self.random.next64()) ?? false)
         let recovered: (cells: [any ActorCell], report: Recovery.Report)
         do {
-            recovered = try Recovery(log: self.log, hierarchy: self.hierarchy).run()
+            recovered = try Recovery(log: self.log, hierarchy: self.hierarchy, useSnapshots: useSnapshots, buggify: self.buggify).run()
         } catch {
             self.recoveryProblems.append("crash \(self.crashCount): recovery failed: \(error)")
             return
@@ -247,6 +408,18 @@ public final class Simulation {
         self.mailboxes = self.cells.map { _ in Mailbox(capacity: Int.max) }
         self.sent = self.cells.map { _ in SentMessages() }
         self.arrivals = ArrivalQueue()
+        // A new process: no holds, nothing stopped (an escalated supervisor's state says so).
+        self.heldUntil = self.cells.map { _ in Int64.min }
+        self.stopped = self.cells.map { _ in false }
+        if lost > 0 {
+            // Answers the client saw in the lost tail are gone with it: a relaxed or fast log
+            // may lose acknowledged work on a power loss (that is what those modes trade). The
+            // client counts what the log holds, and sends again what it does not.
+            self.answers = [:]
+            for record in self.log.records where record.envelope.recipient.isClient && ClientMachine.outcome(record.envelope) != nil {
+                self.answers[record.envelope.correlationID, default: 0] += 1
+            }
+        }
         // Owed timers first, as the node resumes them.
         for envelope in recovered.report.pending {
             if let position = self.index[envelope.sender] { self.sent[position].add(envelope) }
@@ -302,15 +475,51 @@ public final class Simulation {
     func admitArrivals() {
         while let envelope = self.arrivals.pop(dueBy: self.now) {
             guard let position = self.index[envelope.recipient] else { continue }  // no such actor: dropped
+            guard !self.stopped[position] else {
+                self.refuseStopped(envelope)
+                continue
+            }
             self.mailboxes[position].push(envelope, priority: envelope.priority, overCapacity: true)
         }
     }
 
+    /// A stopped actor's mail, as the node treats it: new work is answered `shutting_down`, the
+    /// rest is dropped (it was never logged).
+    func refuseStopped(_ envelope: Envelope) {
+        guard self.index[envelope.sender] != nil,
+            let answer = Node.refusal(of: envelope, code: .shuttingDown, "\(envelope.recipient) is stopped", timestampMilliseconds: self.now)
+        else { return }
+        self.send(answer)
+    }
+
+    /// The delivery's actions on other actors, as the node performs them: a restart holds the
+    /// child's deliveries until its backoff ends, a stop refuses its queued work, a spawn starts
+    /// it again.
+    func perform(_ actions: [Delivery.Action], from position: Int) {
+        for action in actions {
+            switch action {
+            case .restart(let child, let until):
+                guard let target = self.index[child] else { continue }
+                // `until` is on the supervisor's (skewed) clock.
+                self.heldUntil[target] = max(self.heldUntil[target], until - self.skew[position])
+            case .stop(let child):
+                guard let target = self.index[child], !self.stopped[target] else { continue }
+                self.stopped[target] = true
+                while let (envelope, _) = self.mailboxes[target].pop() { self.refuseStopped(envelope) }
+            case .spawn(let child):
+                guard let target = self.index[child] else { continue }
+                self.stopped[target] = false
+            }
+        }
+    }
+
     /// One actor with mail, chosen by the seed among all that have some (in the cells' fixed
-    /// order, never a hash order).
+    /// order, never a hash order); an actor in a restart's backoff waits.
     func pickActor() -> Int? {
         var candidates: [Int] = []
-        for (position, mailbox) in self.mailboxes.enumerated() where !mailbox.isEmpty { candidates.append(position) }
+        for (position, mailbox) in self.mailboxes.enumerated() where !mailbox.isEmpty && self.heldUntil[position] <= self.now {
+            candidates.append(position)
+        }
         guard !candidates.isEmpty else { return nil }
         return candidates[Int(self.random.next64() % UInt64(candidates.count))]
     }
@@ -352,14 +561,15 @@ public final class Simulation {
             withUnsafeBytes(of: UInt64(0x5704_A6E0).bigEndian) { self.trace.update(bufferPointer: $0) }
             return false
         }
-        let entropy = self.random.next64()
+        let cell = self.cells[position]
+        let entropy = self.entropy(for: envelope, at: position)
         let clock = self.now + self.skew[position]
         guard let seq = self.log.append(envelope, clockMilliseconds: clock, entropy: entropy) else {
             self.traceRefusal(envelope)  // delivered before under this id: the exactly_once dedupe
             return false
         }
-        let cell = self.cells[position]
-        let delivery = cell.deliver(envelope, DeliveryContext(seq: seq, clockMilliseconds: clock, entropy: entropy))
+        self.synced(upTo: seq)
+        let delivery = cell.deliver(envelope, DeliveryContext(seq: seq, clockMilliseconds: clock, entropy: entropy, buggify: self.buggify))
         if case .taskError(let error) = envelope.payload, error.code == .agentCrashed, envelope.sender.isAgent {
             self.count(.agentCrash)
         }
@@ -376,10 +586,55 @@ public final class Simulation {
                 self.send(message)
             }
         }
+        if !delivery.actions.isEmpty {
+            self.perform(delivery.actions, from: position)
+            if delivery.actions.contains(where: { if case .restart = $0 { true } else { false } }) {
+                self.restartDecisions[position].append((seq, clock))
+            }
+        }
         // `clock` is the actor's own (skewed) clock: its timers are stamped on it.
         self.sent[position].record(delivery, clock: clock)
-        if cell.deliveriesSinceSnapshot >= self.configuration.snapshotEveryDeliveries { self.snapshot(position) }
+        if cell.deliveriesSinceSnapshot >= self.configuration.snapshotEveryDeliveries
+            || (self.buggify?.fires(.snapshotNow, entropy: entropy) ?? false)
+        {
+            self.snapshot(position)
+        }
         return true
+    }
+
+    /// The delivery's entropy: fresh from the seed. For an agent's request it is drawn again
+    /// until the agents' crash rule says what the faults want: a crash during a storm on this
+    /// agent; no crash when only storms (not `agent_crash`) are on. The log records it, so replay
+    /// crashes the same deliveries.
+    func entropy(for envelope: Envelope, at position: Int) -> UInt64 {
+        var entropy = self.random.next64()
+        guard self.crashesPerMillion > 0, case .taskRequest = envelope.payload, self.cells[position].address.isAgent else { return entropy }
+        let storm = self.storming(position)
+        guard storm || !self.configuration.faults.contains(.agentCrash) else { return entropy }
+        // At 2% a crash takes ~50 draws; bounded in any case.
+        var draws = 0
+        while InjectedCrash.hits(entropy: entropy, perMillion: self.crashesPerMillion) != storm && draws < 100_000 {
+            entropy = self.random.next64()
+            draws += 1
+        }
+        if storm { self.count(.restartStorm) }
+        return entropy
+    }
+
+    /// What a power loss would keep after this append, by the durability mode.
+    func synced(upTo seq: UInt64) {
+        switch self.durability {
+        case .durable:
+            self.syncedSeq = seq
+        case .relaxed:
+            // The meta page of the last commit is not synced: that commit may be undone.
+            self.syncedSeq = seq - 1
+        case .fast:
+            if self.now - self.lastSyncAt >= self.configuration.fastSyncIntervalMilliseconds {
+                self.syncedSeq = seq - 1  // the sync runs before this commit
+                self.lastSyncAt = self.now
+            }
+        }
     }
 
     // MARK: The trace digest
@@ -452,13 +707,51 @@ public final class Simulation {
         oracles.append((
             "recovery_equals_committed_prefix",
             self.recoveryProblems.isEmpty ? "ok" : "failed: " + self.recoveryProblems.prefix(3).joined(separator: "; ")))
+        oracles.append(("supervision_within_limits", self.supervisionProblems().map { "failed: " + $0 } ?? "ok"))
+        oracles.append(("log_verifies", self.log.verify().map { "failed: " + $0 } ?? "ok"))
         let digest = Hex.encode(Array(self.trace.finalize()))
         return SimulationReport(
             seed: self.configuration.seed, digest: digest, deliveries: deliveries,
             virtualMilliseconds: self.now - Self.epochMilliseconds, tasks: self.submitted.count,
             crashPoints: self.plannedCrashes, crashes: self.crashCount, recoveries: self.recoveryCount,
             faults: Fault.allCases.compactMap { fault in self.faultCounts[fault].map { (fault.rawValue, $0) } },
+            buggify: self.buggify?.report ?? [], durability: self.durability, tailRecordsLost: self.tailRecordsLost,
             oracles: oracles)
+    }
+
+    /// Supervision limits: no supervisor decided more restarts within one period than its
+    /// intensity allows (the next crash must escalate instead). Checked on the clock readings
+    /// the supervisor saw, as its state machine counts them.
+    func supervisionProblems() -> String? {
+        for (supervisor, policy) in self.hierarchy.supervisionPolicies {
+            guard let position = self.index[supervisor] else { continue }
+            let times = self.restartDecisions[position].map(\.clock)
+            var start = 0
+            for (end, time) in times.enumerated() {
+                while times[start] <= time - policy.periodMilliseconds { start += 1 }
+                if end - start + 1 > policy.intensity {
+                    return "\(supervisor) restarted \(end - start + 1) times within \(policy.periodMilliseconds) ms (intensity \(policy.intensity))"
+                }
+            }
+        }
+        return nil
+    }
+}
+
+/// Why a simulation cannot start.
+public enum SimulationError: Error, CustomStringConvertible {
+    /// A power loss truncates the log; LMDB records are never rewritten.
+    case tailLossNeedsTheMemoryLog
+    /// A simulation writes a log from its first record.
+    case logNotEmpty(lastSeq: UInt64)
+    case log(EventLogError)
+
+    public var description: String {
+        switch self {
+        case .tailLossNeedsTheMemoryLog: "the tail_loss fault needs the in-memory log (an LMDB log's records are never rewritten)"
+        case .logNotEmpty(let lastSeq): "the simulation's log must be empty; this one has \(lastSeq) records"
+        case .log(let error): "the simulation's log: \(error)"
+        }
     }
 }
 
@@ -477,6 +770,11 @@ public struct SimulationReport: Sendable {
     public var recoveries: Int
     /// How often each fault was injected, in `Simulation.Fault.allCases` order.
     public var faults: [(String, Int)]
+    /// How often each enabled BUGGIFY site fired, in `BuggifySite` order.
+    public var buggify: [(String, Int)]
+    public var durability: Durability
+    /// Records that power losses took (`tail_loss` in the relaxed and fast modes).
+    public var tailRecordsLost: Int
     /// Oracle name and "ok" or "failed: …", in a fixed order.
     public var oracles: [(String, String)]
 
@@ -542,70 +840,4 @@ struct ArrivalQueue {
     }
 
     static func before(_ a: Key, _ b: Key) -> Bool { a.at != b.at ? a.at < b.at : a.order < b.order }
-}
-
-// MARK: - The in-memory log
-
-/// The log of a simulation, kept in memory, with what recovery needs (`ReplayableLog`): seqs
-/// from 1, the clock and entropy of each delivery, the id index that refuses a second delivery of
-/// the same id (exactly_once), heads, a task index and a snapshot store. A crash of the simulated
-/// process loses nothing here: this is what was committed.
-final class MemoryLog: ReplayableLog {
-    private(set) var records: [LogRecord] = []
-    private var ids: [MessageID: UInt64] = [:]
-    private var byCorrelation: [MessageID: [UInt64]] = [:]
-    private var headOf: [String: UInt64] = [:]
-    private var snapshotStore: [String: [Snapshot]] = [:]
-
-    var lastSeq: UInt64 { UInt64(self.records.count) }
-
-    /// The new record's seq, or nil when a record with this id exists (refused, nothing changes).
-    func append(_ envelope: Envelope, clockMilliseconds: Int64, entropy: UInt64) -> UInt64? {
-        guard self.ids[envelope.id] == nil else { return nil }
-        let seq = UInt64(self.records.count + 1)
-        let actor = envelope.recipient.rawValue
-        let header = RecordHeader(
-            seq: seq, prevHash: .zero, actorPrevSeq: self.headOf[actor] ?? 0, clockMilliseconds: clockMilliseconds, entropy: entropy)
-        self.records.append(LogRecord(header: header, envelope: envelope))
-        self.ids[envelope.id] = seq
-        self.byCorrelation[envelope.correlationID, default: []].append(seq)
-        self.headOf[actor] = seq
-        return seq
-    }
-
-    func contains(_ id: MessageID) -> Bool { self.ids[id] != nil }
-
-
-    func save(_ snapshot: Snapshot) {
-        var list = self.snapshotStore[snapshot.actor, default: []]
-        list.append(snapshot)
-        if list.count > 3 { list.removeFirst(list.count - 3) }  // the newest three, as the LMDB store keeps
-        self.snapshotStore[snapshot.actor] = list
-    }
-
-    func latestSnapshot(of actor: String, atOrBefore seq: UInt64, accepting: (UInt32) -> Bool) throws(EventLogError) -> Snapshot? {
-        self.snapshotStore[actor]?.last { $0.seq <= seq && accepting($0.formatVersion) }
-    }
-
-    func heads() throws(EventLogError) -> [(actor: String, seq: UInt64)] {
-        self.headOf.map { (actor: $0.key, seq: $0.value) }.sorted { $0.actor < $1.actor }
-    }
-
-    func seqs(ofMessages ids: [MessageID]) throws(EventLogError) -> [UInt64?] { ids.map { self.ids[$0] } }
-
-    func record(_ seq: UInt64) throws(EventLogError) -> LogRecord? {
-        seq >= 1 && seq <= self.lastSeq ? self.records[Int(seq - 1)] : nil
-    }
-
-    func seqs(correlation: MessageID) throws(EventLogError) -> [UInt64] { self.byCorrelation[correlation] ?? [] }
-
-    func replay(from seq: UInt64, _ body: (RecordBatch) -> Bool) throws(EventLogError) {
-        var position = Int(max(1, seq)) - 1
-        while position < self.records.count {
-            let end = min(self.records.count, position + 256)
-            let batch = self.records[position..<end].map { (seq: $0.header.seq, record: $0) }
-            if !body(batch) { return }
-            position = end
-        }
-    }
 }

@@ -825,18 +825,21 @@ final class SemanticsTests: XCTestCase {
     }
 
     /// Past the intensity the supervisor gives up: the task it holds is answered, the
-    /// `supervisor_escalated` task_error reaches the orchestrator's log, and new tasks are refused.
+    /// `supervisor_escalated` task_error reaches the orchestrator's log, and new tasks are refused
+    /// during its cool-down (one period, a minute here).
     func testEscalationPastTheIntensityAnswersTheTaskAndTellsTheOrchestrator() async throws {
         let directory = TemporaryDirectory("sem-escalate")
         let policy = SupervisionPolicy(strategy: .oneForOne, intensity: 1, periodMilliseconds: 60_000, backoffBaseMilliseconds: 5, backoffMaxMilliseconds: 50)
         let (log, node, _) = try self.start(directory, Sem.hierarchy(.init(policy: policy)))
         defer { log.close() }
         let task = node.submit(Sem.request("x.crash", "doomed"), from: Sem.client, deliveryMode: .atLeastOnce, maxRetries: 5)
-        let settled = await self.settle(node)
+        // Not `settle`: the cool-down's timer stays armed for a minute.
+        let settled = try await self.until { try log.records().semTerminal()[task] != nil }
         XCTAssertTrue(settled)
         let late = node.submit(Sem.request("x.echo", "after"), from: Sem.client)
-        let settledLate = await self.settle(node)
+        let settledLate = try await self.until { try log.records().semTerminal()[late] != nil }
         XCTAssertTrue(settledLate)
+        XCTAssertEqual(node.timers.pendingCount, 1, "the cool-down's timer is armed")
 
         let records = try log.records()
         XCTAssertEqual(records.semExecutions(of: task).count, 2, "one restart allowed, the second crash escalates")
@@ -849,11 +852,36 @@ final class SemanticsTests: XCTestCase {
         await node.shutdown()
     }
 
+    /// After its cool-down an escalated supervisor starts again: its agents are spawned, the
+    /// `supervisor_restart` timer is in the log, and new tasks are served.
+    func testAnEscalatedSupervisorStartsAgainAfterItsCoolDown() async throws {
+        let directory = TemporaryDirectory("sem-escalate-restart")
+        let policy = SupervisionPolicy(strategy: .oneForOne, intensity: 1, periodMilliseconds: 300, backoffBaseMilliseconds: 5, backoffMaxMilliseconds: 50)
+        let (log, node, _) = try self.start(directory, Sem.hierarchy(.init(policy: policy)))
+        defer { log.close() }
+        let task = node.submit(Sem.request("x.crash", "doomed"), from: Sem.client, deliveryMode: .atLeastOnce, maxRetries: 5)
+        let settled = await self.settle(node)
+        XCTAssertTrue(settled, "the cool-down's timer fires and the node comes to rest")
+        let later = node.submit(Sem.request("x.echo", "after the cool-down"), from: Sem.client)
+        let settledLater = await self.settle(node)
+        XCTAssertTrue(settledLater)
+
+        let records = try log.records()
+        XCTAssertEqual(records.semTerminal()[task]?.map(\.semErrorCode), ["agent_crashed"])
+        let restarts = records.filter { $0.envelope.recipient == Sem.supervisor && $0.envelope.semErrorCode == "supervisor_restart" }
+        XCTAssertEqual(restarts.count, 1, "one cool-down timer, delivered once")
+        XCTAssertEqual(records.semTerminal()[later]?.count, 1)
+        XCTAssertNil(records.semTerminal()[later]?.first?.semErrorCode, "served after the restart: \(String(describing: records.semTerminal()[later]))")
+        XCTAssertEqual(records.semExecutions(of: later).count, 1)
+        await node.shutdown()
+    }
+
     /// Escalation with several tasks in flight: each is answered exactly once, and the node
-    /// comes to rest (no retry left waiting for a stopped agent, no timer left armed).
+    /// comes to rest (no retry left waiting for a stopped agent, no timer left armed once the
+    /// cool-down is over).
     func testEscalationWithSeveralTasksInFlightAnswersEachOnceAndComesToRest() async throws {
         let directory = TemporaryDirectory("sem-escalate-many")
-        let policy = SupervisionPolicy(strategy: .oneForOne, intensity: 1, periodMilliseconds: 60_000, backoffBaseMilliseconds: 5, backoffMaxMilliseconds: 50)
+        let policy = SupervisionPolicy(strategy: .oneForOne, intensity: 1, periodMilliseconds: 300, backoffBaseMilliseconds: 5, backoffMaxMilliseconds: 50)
         let (log, node, _) = try self.start(directory, Sem.hierarchy(.init(policy: policy)))
         defer { log.close() }
         let tasks = (0..<3).map { node.submit(Sem.request("x.crash", "doomed \($0)"), from: Sem.client, deliveryMode: .atLeastOnce, maxRetries: 5) }

@@ -74,6 +74,8 @@ final class SimulationTests: XCTestCase {
             let report = Simulation(configuration).run()
             XCTAssertTrue(report.passed, "seed \(seed): \(report.oracles)")
             for (kind, count) in report.faults { fired[kind, default: 0] += count }
+            // BUGGIFY's firings are counted per site, under "buggify".
+            fired[Simulation.Fault.buggify.rawValue, default: 0] += report.buggify.reduce(0) { $0 + $1.1 }
             if seed == 300 { XCTAssertEqual(Simulation(configuration).run().digest, report.digest) }
         }
         for fault in Simulation.Fault.allCases {
@@ -124,6 +126,43 @@ final class SimulationTests: XCTestCase {
             XCTAssertEqual(json["passed"] as? Bool, true)
         }
         XCTAssertEqual(digests, [inProcess.digest, inProcess.digest])
+    }
+
+    /// `--write-log` leaves the run's log (and `simulation.json`) for the tools: it verifies,
+    /// `recover` replays it with the run's hierarchy and BUGGIFY sites without divergence, and a
+    /// failing seed's message says how to write its log.
+    func testAWrittenLogVerifiesAndRecoversWithoutDivergence() throws {
+        let executable = try XCTUnwrap(Self.cartrita(), "the cartrita executable next to the test bundle")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sim-write-log-\(UInt64.random(in: 0...UInt64.max))").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        func cartrita(_ arguments: [String]) throws -> (status: Int32, json: [String: Any]) {
+            let process = Process()
+            process.executableURL = executable
+            process.arguments = arguments
+            let out = Pipe()
+            process.standardOutput = out
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            let json = (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
+            return (process.terminationStatus, json)
+        }
+        let sim = try cartrita(["sim", "--seed", "21", "--tasks", "120", "--faults", "all", "--write-log", directory, "--json"])
+        XCTAssertEqual(sim.status, 0)
+        XCTAssertEqual(sim.json["log_written_to"] as? String, directory)
+        let verify = try cartrita(["log", "verify", "--data", directory, "--json"])
+        XCTAssertEqual(verify.json["passed"] as? Bool, true)
+        let recover = try cartrita(["recover", "--data", directory, "--json", "--timeout-seconds", "10"])
+        XCTAssertEqual(recover.status, 0, "recover diverged or failed: \(recover.json)")
+        XCTAssertNil(recover.json["divergence"])
+        XCTAssertNotNil(recover.json["actors"])
+        // Without simulation.json the standard hierarchy replays it, and the agents' injected
+        // crashes are no longer explained: the divergence detector says so.
+        try FileManager.default.removeItem(atPath: directory + "/simulation.json")
+        let bare = try cartrita(["recover", "--data", directory, "--json", "--timeout-seconds", "10"])
+        XCTAssertEqual(bare.status, 2)
+        XCTAssertNotNil(bare.json["divergence"])
     }
 
     static func cartrita() -> URL? {
