@@ -151,10 +151,35 @@ struct Parameters {
 // MARK: - Text input
 
 enum TextInput {
-    /// The request's text: `input.data` as a string, or exactly one file sent inline. Files by
-    /// URL are refused: an agent does no I/O (anything fetched would have to be recorded in the
-    /// log first, which is the runtime's job). Inline bytes must be UTF-8; a byte order mark is
-    /// dropped. The size limit is checked before anything is copied or decoded.
+    /// The call that fetches the request's one file when it is given by URL (the runtime's
+    /// `files` service reads it and the log records what it read); nil when the text is inline.
+    static func fetchCall(_ input: TaskInput, maxBytes: Int) -> IOCall? {
+        guard input.data == nil, input.files.count == 1, case .url(let url) = input.files[0].source else { return nil }
+        return IOCall(
+            service: "files", operation: "read",
+            arguments: .map([MCPValue.MapEntry("url", .string(url)), MCPValue.MapEntry("max_bytes", .int(Int64(maxBytes) + 3))]))
+    }
+
+    /// The request with its URL file replaced by the bytes the `files` service read.
+    static func inlined(_ request: TaskRequest, _ result: IOResult) -> Result<TaskRequest, TaskError> {
+        switch result {
+        case .failure(let error):
+            return .failure(TaskError(code: error.code, message: "fetching the input file: \(error.message)", retryable: error.retryable))
+        case .success(let value):
+            guard request.input.files.count == 1, case .binary(let bytes)? = value["content"] else {
+                return .failure(TaskError(code: .ioError, message: "the files service answered without content", retryable: false))
+            }
+            var request = request
+            request.input.files[0].source = .inline(bytes)
+            request.input.files[0].sizeBytes = Int64(bytes.count)
+            return .success(request)
+        }
+    }
+
+    /// The request's text: `input.data` as a string, or exactly one file sent inline. A file by
+    /// URL is fetched first (`fetchCall`, then the agent resumes with it inline): the agent
+    /// itself does no I/O. Inline bytes must be UTF-8; a byte order mark is dropped. The size
+    /// limit is checked before anything is copied or decoded.
     static func read(_ input: TaskInput, maxBytes: Int, accepts contentTypeOK: (String) -> Bool) throws(Refusal) -> String {
         let limit = "\(maxBytes / (1 << 20)) MiB"
         switch (input.data, input.files.count) {
@@ -173,7 +198,7 @@ enum TextInput {
                 throw .invalid("file \(AgentKit.quoted(file.name)) has content type \(AgentKit.quoted(file.contentType)), which this agent does not read")
             }
             guard case .inline(var bytes) = file.source else {
-                throw .invalid("file \(AgentKit.quoted(file.name)) is given by URL; this agent fetches nothing, send inline_data")
+                throw .invalid("file \(AgentKit.quoted(file.name)) is given by URL and was not fetched")
             }
             guard bytes.count <= maxBytes + 3 else { throw .invalid("file \(AgentKit.quoted(file.name)) is larger than \(limit)") }
             if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }

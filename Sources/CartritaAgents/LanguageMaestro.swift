@@ -34,7 +34,18 @@ public struct LanguageMaestro: Agent {
         guard self.taskTypes.contains(request.task.type) else {
             return AgentKit.unknownTaskType(request.task.type, agent: self.address, handles: self.taskTypes)
         }
+        if let fetch = TextInput.fetchCall(request.input, maxBytes: Self.maxInputBytes) { return .call(fetch) }
         return AgentKit.run { () throws(Refusal) in try Self.work(request) }
+    }
+
+    /// The input file came back from the `files` service: the same work, on its bytes.
+    public func resume(
+        _ request: TaskRequest, continuation: MCPValue, result: IOResult, state: inout EmptyState, context: DeliveryContext
+    ) -> AgentOutcome {
+        switch TextInput.inlined(request, result) {
+        case .failure(let error): .failed(error)
+        case .success(let inline): self.handle(inline, state: &state, context: context)
+        }
     }
 
     static func work(_ request: TaskRequest) throws(Refusal) -> MCPValue {

@@ -12,10 +12,15 @@ struct BenchSim: AsyncParsableCommand {
     @Option(help: "Seeds to run for each figure.") var seeds: Int = 10
     @Option(help: "Tasks per seed.") var tasks: Int = 2_000
     @Flag(help: "Print one JSON object.") var json = false
+    @Flag(help: "Only the in-memory figure, printed alone (for profiling).") var onlyInMemory = false
 
     func run() async throws {
         guard self.seeds > 0, self.tasks > 0 else { throw ValidationError("--seeds and --tasks must be > 0") }
         let plain = try self.measure(faults: [])
+        if self.onlyInMemory {
+            print(plain.rate.rounded())
+            return
+        }
         let faulty = try self.measure(faults: Set(Simulation.Fault.allCases))
         let lmdb = try self.measure(faults: [], onLMDB: true)
         let figures: [(String, JSON)] = [

@@ -59,14 +59,15 @@ struct Sim: AsyncParsableCommand {
             (jumps and per-actor skew), storage (failed commits, a full log for a while, slow commits), restart_storm \
             (one agent crashes on every request for a while: restarts, escalation, the supervisor's cool-down), \
             tail_loss (half the crashes are power losses: relaxed and fast logs lose their unsynced tail), buggify \
-            (the runtime's rare-path sites, each on or off per seed, firing at random; counted under "buggify").
+            (the runtime's rare-path sites, each on or off per seed, firing at random; counted under "buggify"), io \
+            (external I/O results: calls through the I/O gateway fail, time out or answer late).
             """)
 
     @Option(help: "The seed: the only source of entropy of the run.") var seed: UInt64?
     @Option(help: "Run every seed of FROM..TO (inclusive) and print a summary.") var sweep: String?
     @Option(help: "Most deliveries before the run stops (a run that stops with work left fails its liveness oracle).") var steps: Int = 1_000_000
     @Option(help: "Tasks the client submits.") var tasks: Int = 200
-    @Option(help: "Faults: none, all, or a comma-separated list of crash, delay, duplicate, drop, agent_crash, clock, storage, restart_storm, tail_loss, buggify.")
+    @Option(help: "Faults: none, all, or a comma-separated list of crash, delay, duplicate, drop, agent_crash, clock, storage, restart_storm, tail_loss, buggify, io.")
     var faults: String = "none"
     @Option(help: "The log's durability mode (decides what tail_loss takes): durable, relaxed or fast; default: from the seed when tail_loss is on, else durable.")
     var durability: Durability?

@@ -15,6 +15,9 @@ public struct NodeConfiguration: Sendable {
     public var snapshotEveryDeliveries = 1_000
     /// Most messages one actor appends and then handles per log commit.
     public var maxDeliveryBatch = 512
+    /// The I/O gateway's services by name (`files` serves `io.files@v1.0`). None by default: a
+    /// call to a missing service is answered `io_unavailable`.
+    public var ioServices: [String: any IOService] = [:]
 
     public init() {}
 }
@@ -177,6 +180,10 @@ public final class Node: Sendable {
 
     /// Puts `envelope` in its recipient's mailbox, or answers its sender when it cannot be taken.
     func enqueue(_ envelope: Envelope, from sender: CellHost?) {
+        if envelope.recipient.isIO {
+            self.performIO(envelope)
+            return
+        }
         guard let host = self.hosts[envelope.recipient] else {
             self.refuse(envelope, code: TaskErrorCode(rawValue: "unknown_recipient"), "no actor \(envelope.recipient) on this node")
             return

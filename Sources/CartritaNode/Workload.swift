@@ -7,11 +7,15 @@ public struct Workload: Sendable {
         public var taskType: String
         public var deliveryMode: DeliveryMode
         public var weight: Int
+        /// The input is a file given by URL (`file:///workload/TYPE/INDEX.csv|txt`), which the
+        /// agent fetches through the I/O gateway's `files` service, instead of inline data.
+        public var inputByURL: Bool
 
-        public init(taskType: String, deliveryMode: DeliveryMode, weight: Int) {
+        public init(taskType: String, deliveryMode: DeliveryMode, weight: Int, inputByURL: Bool = false) {
             self.taskType = taskType
             self.deliveryMode = deliveryMode
             self.weight = weight
+            self.inputByURL = inputByURL
         }
     }
 
@@ -34,18 +38,20 @@ public struct Workload: Sendable {
         Entry(taskType: "tasks.create", deliveryMode: .exactlyOnce, weight: 2),
     ])
 
-    /// The file form: one entry per line, `TASK_TYPE DELIVERY_MODE WEIGHT`; blank lines and `#`
-    /// comments are ignored. Errors name the line.
+    /// The file form: one entry per line, `TASK_TYPE DELIVERY_MODE WEIGHT [url]`; blank lines
+    /// and `#` comments are ignored. Errors name the line. `url` gives the input as a file URL
+    /// (text and data tasks), fetched through the I/O gateway.
     ///
     ///     text.stats      at_least_once  2
     ///     tasks.create    exactly_once   1
+    ///     data.csv-stats  exactly_once   1  url
     public static func parse(_ text: String) throws(WorkloadError) -> Workload {
         var entries: [Entry] = []
         for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let fields = rawLine.prefix { $0 != "#" }.split(whereSeparator: { $0 == " " || $0 == "\t" })
             if fields.isEmpty { continue }
-            guard fields.count == 3 else {
-                throw WorkloadError("line \(index + 1): expected TASK_TYPE DELIVERY_MODE WEIGHT, found \(fields.count) fields")
+            guard fields.count == 3 || (fields.count == 4 && fields[3] == "url") else {
+                throw WorkloadError("line \(index + 1): expected TASK_TYPE DELIVERY_MODE WEIGHT [url], found \(fields.count) fields")
             }
             guard let mode = DeliveryMode(rawValue: String(fields[1])) else {
                 throw WorkloadError("line \(index + 1): delivery mode is at_most_once, at_least_once or exactly_once, not \(fields[1])")
@@ -53,7 +59,7 @@ public struct Workload: Sendable {
             guard let weight = Int(fields[2]), weight > 0, weight <= 1_000_000 else {
                 throw WorkloadError("line \(index + 1): weight is an integer from 1 to 1000000, not \(fields[2])")
             }
-            entries.append(Entry(taskType: String(fields[0]), deliveryMode: mode, weight: weight))
+            entries.append(Entry(taskType: String(fields[0]), deliveryMode: mode, weight: weight, inputByURL: fields.count == 4))
         }
         return try Workload(entries: entries)
     }
@@ -70,7 +76,32 @@ public struct Workload: Sendable {
             }
             pick -= candidate.weight
         }
-        return (Self.request(for: entry.taskType, index: index, random: &random), entry.deliveryMode)
+        var request = Self.request(for: entry.taskType, index: index, random: &random)
+        if entry.inputByURL, case .string = request.input.data {
+            request.input = TaskInput(files: [FileInput(
+                name: "input-\(index)", contentType: entry.taskType.hasPrefix("data.") ? "text/csv" : "text/plain", sizeBytes: 0,
+                source: .url(Self.url(for: entry.taskType, seed: seed, index: index)))])
+        }
+        return (request, entry.deliveryMode)
+    }
+
+    /// The URL a by-URL task reads: it names the task type, the seed and the index, so a
+    /// simulated files service can make the same content (`content(at:)`).
+    static func url(for taskType: String, seed: UInt64, index: Int) -> String {
+        "file:///workload/\(taskType)/\(seed)-\(index).\(taskType.hasPrefix("data.") ? "csv" : "txt")"
+    }
+
+    /// The content behind a workload URL: the same input the task would have had inline. nil
+    /// for any other URL.
+    public static func content(at url: String) -> String? {
+        let parts = url.split(separator: "/")
+        guard url.hasPrefix("file:///workload/"), parts.count == 4 else { return nil }
+        let name = parts[3].prefix { $0 != "." }
+        let numbers = name.split(separator: "-")
+        guard numbers.count == 2, let seed = UInt64(numbers[0]), let index = Int(numbers[1]) else { return nil }
+        var random = SplitMix64(seed: seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15 ^ 0x75726C))
+        guard case .string(let text)? = Self.request(for: String(parts[2]), index: index, random: &random).input.data else { return nil }
+        return text
     }
 
     static let words = [

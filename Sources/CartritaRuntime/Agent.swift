@@ -39,14 +39,19 @@ public struct DeliveryContext: Hashable, Sendable {
 public enum AgentOutcome: Hashable, Sendable {
     case completed(result: MCPValue, metrics: TaskMetrics)
     case failed(TaskError)
+    /// Not yet: the agent needs a call to the outside world first. The runtime makes it through
+    /// the I/O gateway and hands the result to `Agent.resume` (see `IOCall`).
+    case call(IOCall)
 
-    /// The answer as the payload of the reply envelope.
-    public var payload: Payload {
+    /// The terminal answer as the payload of the reply envelope; nil for `call`.
+    public var payload: Payload? {
         switch self {
         case .completed(let result, let metrics):
             .taskResponse(TaskResponse(status: .completed, result: result, metrics: metrics))
         case .failed(let error):
             .taskError(error)
+        case .call:
+            nil
         }
     }
 }
@@ -75,6 +80,13 @@ public protocol Agent: Sendable {
     /// (or the same throw) and the same new state.
     func handle(_ request: TaskRequest, state: inout State, context: DeliveryContext) throws -> AgentOutcome
 
+    /// Goes on with `request` after an I/O call it asked for came back with `result`;
+    /// `continuation` is the call's own. May ask for another call. The default fails the task:
+    /// an agent that never returns `.call` never needs this.
+    func resume(
+        _ request: TaskRequest, continuation: MCPValue, result: IOResult, state: inout State, context: DeliveryContext
+    ) throws -> AgentOutcome
+
     func encodeState(_ state: State) -> [UInt8]
     func decodeState(_ bytes: [UInt8]) throws(StateDecodingError) -> State
     /// The state as a readable value; by default its size in snapshot bytes.
@@ -82,6 +94,12 @@ public protocol Agent: Sendable {
 }
 
 extension Agent {
+    public func resume(
+        _ request: TaskRequest, continuation: MCPValue, result: IOResult, state: inout State, context: DeliveryContext
+    ) throws -> AgentOutcome {
+        .failed(TaskError(code: .ioError, message: "\(self.address) asked for no I/O and cannot resume a task", retryable: false))
+    }
+
     public func describeState(_ state: State) -> MCPValue {
         .map(["snapshot_bytes": .int(Int64(self.encodeState(state).count))])
     }

@@ -37,7 +37,7 @@ public struct AgentActor<Wrapped: Agent>: Sendable {
             do {
                 if self.injectedCrash(context) { throw InjectedCrash() }
                 let outcome = try self.agent.handle(request, state: &state, context: context)
-                let answer = Effect.send(.reply(to: envelope, payload: outcome.payload))
+                let answer = self.answer(outcome, for: envelope)
                 guard context.buggify(.agentProgress) else { return [answer] }
                 let progress = TaskProgress(fraction: 0.5, step: 1, totalSteps: 2, message: "\(self.address) is working")
                 return [.send(.reply(to: envelope, payload: .taskProgress(progress))), answer]
@@ -45,11 +45,34 @@ public struct AgentActor<Wrapped: Agent>: Sendable {
                 let crash = TaskError(code: .agentCrashed, message: "\(self.address) threw: \(error)", retryable: true)
                 return [.send(.reply(to: envelope, payload: .taskError(crash)))]
             }
+        case .taskResponse where envelope.sender.isIO:
+            // An I/O call came back: the task it was for travels with it (the agent keeps no
+            // state across the call), and its answer goes to that task's sender.
+            guard let (task, continuation, result) = IOWire.parseAnswer(envelope), case .taskRequest(let request) = task.payload else {
+                return []  // malformed: the supervisor's timeout covers the task
+            }
+            do {
+                let outcome = try self.agent.resume(request, continuation: continuation, result: result, state: &state, context: context)
+                return [self.answer(outcome, for: task)]
+            } catch {
+                let crash = TaskError(code: .agentCrashed, message: "\(self.address) threw: \(error)", retryable: true)
+                return [.send(.reply(to: task, payload: .taskError(crash)))]
+            }
         case .ping(let ping):
             return [.send(.reply(to: envelope, payload: .pong(Pong(nonce: ping.nonce))))]
         default:
             return []
         }
+    }
+
+    /// The effect of an outcome: the terminal answer to the task's sender, or the I/O request.
+    func answer(_ outcome: AgentOutcome, for task: Envelope) -> Effect {
+        if case .call(let call) = outcome {
+            if let request = IOWire.request(for: call, task: task) { return .send(request) }
+            let error = TaskError(code: .ioError, message: "\(self.address): the task is too large to carry through an I/O call", retryable: false)
+            return .send(.reply(to: task, payload: .taskError(error)))
+        }
+        return .send(.reply(to: task, payload: outcome.payload!))
     }
 
     /// The state as snapshot bytes, with the format they are in.

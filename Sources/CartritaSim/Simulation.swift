@@ -49,6 +49,9 @@ public final class Simulation {
         /// BUGGIFY: the runtime's rare-path sites (`BuggifySite`), each on or off for the run by
         /// the seed, firing at random where they are reached.
         case buggify
+        /// External I/O results: a call fails (5%), times out (3%: the answer is `timeout`,
+        /// after the call's time limit) or answers slowly (10%: 100 ms to 2 s late).
+        case io
     }
 
     public struct Configuration: Sendable {
@@ -148,12 +151,21 @@ public final class Simulation {
     var syncedSeq: UInt64 = 0
     var lastSyncAt: Int64
     var tailRecordsLost = 0
+    /// I/O requests the gateway logged: deliveries too, though to no actor.
+    var gatewayDeliveries = 0
 
     /// The standard mix plus at_most_once tasks, which only the `drop` fault may lose.
+    /// The standard mix plus at_most_once tasks, which only the `drop` fault may lose, and tasks
+    /// whose input is a file the agents fetch through the I/O gateway.
     public static let workload = try! Workload(entries: Workload.standard.entries + [
         Workload.Entry(taskType: "text.keywords", deliveryMode: .atMostOnce, weight: 1),
         Workload.Entry(taskType: "data.csv-stats", deliveryMode: .atMostOnce, weight: 1),
+        Workload.Entry(taskType: "data.csv-stats", deliveryMode: .exactlyOnce, weight: 1, inputByURL: true),
+        Workload.Entry(taskType: "text.stats", deliveryMode: .atLeastOnce, weight: 1, inputByURL: true),
     ])
+
+    /// The simulated I/O services by name: `files` serves the workload's URLs.
+    public var ioServices: [String: any SimulatedIOService] = ["files": WorkloadFiles()]
 
     /// The standard hierarchy; with the `agent_crash` fault its agents crash on 2% of requests.
     public static func hierarchy(for configuration: Configuration) -> Hierarchy {
@@ -269,7 +281,7 @@ public final class Simulation {
                 }
             }
         }
-        return self.report(deliveries: deliveries)
+        return self.report(deliveries: deliveries + self.gatewayDeliveries)
     }
 
     /// The client's submissions: which task, when, in which mode, all drawn from the seed.
@@ -474,6 +486,10 @@ public final class Simulation {
 
     func admitArrivals() {
         while let envelope = self.arrivals.pop(dueBy: self.now) {
+            if envelope.recipient.isIO {
+                self.performIO(envelope)
+                continue
+            }
             guard let position = self.index[envelope.recipient] else { continue }  // no such actor: dropped
             guard !self.stopped[position] else {
                 self.refuseStopped(envelope)
@@ -481,6 +497,55 @@ public final class Simulation {
             }
             self.mailboxes[position].push(envelope, priority: envelope.priority, overCapacity: true)
         }
+    }
+
+    /// The I/O gateway, simulated: the request is logged (write-ahead, as production's gateway
+    /// logs it), the service answers from the seed, and with the `io` fault the answer is
+    /// sometimes an error, a timeout or late. The answer travels like any message and is logged
+    /// when the agent takes it: replay reads it from the log.
+    func performIO(_ envelope: Envelope) {
+        let entropy = self.random.next64()
+        guard let seq = self.log.append(envelope, clockMilliseconds: self.now, entropy: entropy) else {
+            self.traceRefusal(envelope)  // a resend of a request the gateway has
+            return
+        }
+        self.gatewayDeliveries += 1
+        withUnsafeBytes(of: seq.bigEndian) { self.trace.update(bufferPointer: $0) }
+        envelope.id.withBytes { self.trace.update(bufferPointer: $0) }
+        var latency = 1 + Int64(self.random.next64() % 20)
+        var result: IOResult?
+        guard let request = IOWire.parse(envelope) else {
+            self.arrivals.push(
+                IOWire.answer(
+                    to: envelope, result: .failure(TaskError(code: .ioError, message: "not an I/O request", retryable: false)),
+                    timestampMilliseconds: self.now + latency),
+                at: self.now + latency)
+            return
+        }
+        if self.activeFaults.contains(.io) {
+            let roll = self.random.next64() % 100
+            if roll < 5 {
+                result = .failure(TaskError(code: .ioError, message: "io.\(request.service): injected failure (fault)", retryable: true))
+                self.count(.io)
+            } else if roll < 8 {
+                latency = request.timeoutMilliseconds
+                result = .failure(TaskError(
+                    code: .timeout, message: "io.\(request.service) gave no answer within \(request.timeoutMilliseconds) ms (fault)", retryable: true))
+                self.count(.io)
+            } else if roll < 18 {
+                latency += 100 + Int64(self.random.next64() % 1_901)
+                self.count(.io)
+            }
+        }
+        if result == nil {
+            if let service = self.ioServices[request.service] {
+                result = service.call(operation: request.operation, arguments: request.arguments, random: &self.random)
+            } else {
+                result = .failure(TaskError(code: .ioUnavailable, message: "no I/O service \(request.service) in this simulation", retryable: false))
+            }
+        }
+        let answer = IOWire.answer(to: envelope, result: result!, timestampMilliseconds: self.now + latency)
+        self.arrivals.push(answer, at: self.now + latency)
     }
 
     /// A stopped actor's mail, as the node treats it: new work is answered `shutting_down`, the
@@ -735,6 +800,25 @@ public final class Simulation {
             }
         }
         return nil
+    }
+}
+
+/// An I/O service as the simulator runs it: answers drawn from the seed, no outside world.
+public protocol SimulatedIOService {
+    func call(operation: String, arguments: MCPValue, random: inout SplitMix64) -> IOResult
+}
+
+/// The `files` service of the simulation: the workload's URLs (`Workload.content(at:)`), and
+/// `io_error` for any other.
+public struct WorkloadFiles: SimulatedIOService {
+    public init() {}
+
+    public func call(operation: String, arguments: MCPValue, random: inout SplitMix64) -> IOResult {
+        guard operation == "read", case .string(let url)? = arguments["url"], let text = Workload.content(at: url) else {
+            return .failure(TaskError(code: .ioError, message: "no such file in the simulation: \(arguments)", retryable: false))
+        }
+        let bytes = Array(text.utf8)
+        return .success(.map([MCPValue.MapEntry("content", .binary(bytes)), MCPValue.MapEntry("size_bytes", .int(Int64(bytes.count)))]))
     }
 }
 

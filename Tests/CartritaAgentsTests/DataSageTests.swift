@@ -186,14 +186,29 @@ final class DataSageTests: XCTestCase {
             (request("data.csv-stats", files: [inlineFile([0x61, 0xFF, 0x0A, 0x31])]), "not valid UTF-8"),
             (request("data.csv-stats", files: [inlineFile([0x61], contentType: "image/png")]), "content type"),
             (request("data.csv-stats", files: [inlineFile([0x61]), inlineFile([0x61])]), "exactly one file"),
-            (
-                request("data.csv-stats", files: [FileInput(name: "x.csv", contentType: "text/csv", sizeBytes: 1, source: .url("https://example.com/x.csv"))]),
-                "URL"
-            ),
         ]
         for (request, fragment) in cases {
             assertFailed(deliver(self.agent, request), "invalid_input", fragment)
         }
+    }
+
+    /// A file by URL is not read by the agent: it asks the runtime's `files` service, then
+    /// resumes with the bytes (or fails with the service's error).
+    func testAFileByURLIsFetchedThroughTheFilesServiceThenProfiled() throws {
+        let byURL = request("data.csv-stats", files: [FileInput(name: "x.csv", contentType: "text/csv", sizeBytes: 1, source: .url("file:///data/x.csv"))])
+        var state = EmptyState()
+        let context = DeliveryContext(seq: 1, clockMilliseconds: 0, entropy: 1)
+        guard case .call(let call) = self.agent.handle(byURL, state: &state, context: context) else { return XCTFail("expected an I/O call") }
+        XCTAssertEqual(call.service, "files")
+        XCTAssertEqual(call.operation, "read")
+        XCTAssertEqual(call.arguments["url"], .string("file:///data/x.csv"))
+        let content = MCPValue.map([MCPValue.MapEntry("content", .binary(Array("a,b\n1,2\n3,4\n".utf8)))])
+        let done = self.agent.resume(byURL, continuation: call.continuation, result: .success(content), state: &state, context: context)
+        XCTAssertEqual(int(value(done.result, "rows")), 2)
+        let failed = self.agent.resume(
+            byURL, continuation: .null, result: .failure(TaskError(code: .ioError, message: "no such file", retryable: false)), state: &state,
+            context: context)
+        assertFailed(failed, "io_error", "no such file")
     }
 
     func testLimits() {

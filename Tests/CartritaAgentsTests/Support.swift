@@ -62,7 +62,7 @@ func assertValidReply(_ outcome: AgentOutcome, from sender: Address, seed: UInt6
         timestampMilliseconds: now,
         ttlMilliseconds: 30_000,
         context: MessageContext(traceID: TraceID(high: entropy.next64() | 1, low: entropy.next64()), spanID: SpanID(entropy.next64() | 1)),
-        payload: outcome.payload)
+        payload: outcome.payload!)
     do {
         try envelope.validate()
     } catch {

