@@ -38,11 +38,19 @@ struct TextDocument {
     static let fullWidthTerminators: Set<Character> = ["。", "！", "？", "｡"]
     static let closers: Set<Character> = ["\"", "'", "”", "’", "»", ")", "]", "}", "」", "』", "）"]
 
-    init(_ text: String) {
-        self.characters = text.count
+    init(_ text: String, asciiFastPath: Bool = true) {
         self.paragraphs = 0
         self.sentences = []
         self.wordCount = 0
+        self.characters = 0
+        // Most text is ASCII: there every byte is a character (CR excepted: CRLF is one), and
+        // the same rules run on bytes, without Character's grapheme breaking and Unicode
+        // property lookups. The results are the same (the tests compare both paths).
+        if asciiFastPath && Self.asciiFastPathApplies(text) {
+            self.analyzeASCII(text)
+            return
+        }
+        self.characters = text.count
 
         // Paragraphs: group consecutive non-blank lines, as slices of the original text.
         let lines = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
@@ -61,6 +69,118 @@ struct TextDocument {
                 last = line
             }
         }
+    }
+
+    static func asciiFastPathApplies(_ text: String) -> Bool {
+        text.utf8.allSatisfy { $0 < 0x80 && $0 != 0x0D }
+    }
+
+    // MARK: The ASCII path (same rules, on bytes)
+
+    static func isASCIIWhitespace(_ byte: UInt8) -> Bool { byte == 0x20 || (byte >= 0x09 && byte <= 0x0D) }
+    static func isASCIINewline(_ byte: UInt8) -> Bool { byte >= 0x0A && byte <= 0x0D }
+    static func isASCIILetter(_ byte: UInt8) -> Bool { (byte | 0x20) >= 0x61 && (byte | 0x20) <= 0x7A }
+    static func isASCIITerminator(_ byte: UInt8) -> Bool { byte == 0x2E || byte == 0x21 || byte == 0x3F }
+    static func isASCIICloser(_ byte: UInt8) -> Bool {
+        byte == 0x22 || byte == 0x27 || byte == 0x29 || byte == 0x5D || byte == 0x7D
+    }
+
+    mutating func analyzeASCII(_ text: String) {
+        let utf8 = text.utf8
+        let bytes = Array(utf8)
+        self.characters = bytes.count
+        func substring(_ range: Range<Int>) -> Substring {
+            text[utf8.index(utf8.startIndex, offsetBy: range.lowerBound)..<utf8.index(utf8.startIndex, offsetBy: range.upperBound)]
+        }
+        // Paragraphs: runs of non-blank lines.
+        var paragraphStart: Int? = nil
+        var paragraphEnd = 0
+        var lineStart = 0
+        var position = 0
+        while position <= bytes.count {
+            if position == bytes.count || Self.isASCIINewline(bytes[position]) {
+                let blank = bytes[lineStart..<position].allSatisfy(Self.isASCIIWhitespace)
+                if blank {
+                    if let start = paragraphStart {
+                        let before = self.sentences.count
+                        self.addSentencesASCII(bytes, start..<paragraphEnd, substring)
+                        if self.sentences.count > before { self.paragraphs += 1 }
+                    }
+                    paragraphStart = nil
+                } else {
+                    if paragraphStart == nil { paragraphStart = lineStart }
+                    paragraphEnd = position
+                }
+                lineStart = position + 1
+            }
+            position += 1
+        }
+        if let start = paragraphStart {
+            let before = self.sentences.count
+            self.addSentencesASCII(bytes, start..<paragraphEnd, substring)
+            if self.sentences.count > before { self.paragraphs += 1 }
+        }
+    }
+
+    private mutating func addSentencesASCII(_ bytes: [UInt8], _ paragraph: Range<Int>, _ substring: (Range<Int>) -> Substring) {
+        let end = paragraph.upperBound
+        var start = paragraph.lowerBound
+        var index = start
+        while index < end {
+            guard Self.isASCIITerminator(bytes[index]) else {
+                index += 1
+                continue
+            }
+            var after = index + 1
+            while after < end, Self.isASCIITerminator(bytes[after]) || Self.isASCIICloser(bytes[after]) { after += 1 }
+            var boundary = after == end || Self.isASCIIWhitespace(bytes[after])
+            if boundary, let next = bytes[after..<end].first(where: { !Self.isASCIIWhitespace($0) }), next >= 0x61, next <= 0x7A {
+                boundary = false
+            }
+            if boundary {
+                self.addSentenceASCII(bytes, start..<after, substring)
+                start = after
+            }
+            index = after
+        }
+        self.addSentenceASCII(bytes, start..<end, substring)
+    }
+
+    private mutating func addSentenceASCII(_ bytes: [UInt8], _ raw: Range<Int>, _ substring: (Range<Int>) -> Substring) {
+        let words = Self.wordsASCII(bytes, raw)
+        guard !words.isEmpty else { return }
+        let trimmedStart = bytes[raw].firstIndex { !Self.isASCIIWhitespace($0) } ?? raw.lowerBound
+        let trimmedEnd = bytes[raw].lastIndex { !Self.isASCIIWhitespace($0) }.map { $0 + 1 } ?? raw.upperBound
+        self.sentences.append(Sentence(text: substring(trimmedStart..<trimmedEnd), words: words))
+        self.wordCount += words.count
+    }
+
+    static func wordsASCII(_ bytes: [UInt8], _ range: Range<Int>) -> [Word] {
+        var words: [Word] = []
+        var key: [UInt8] = []
+        var length = 0
+        func finish() {
+            words.append(Word(key: String(decoding: key, as: UTF8.self), length: length))
+            key.removeAll(keepingCapacity: true)
+            length = 0
+        }
+        var index = range.lowerBound
+        while index < range.upperBound {
+            let byte = bytes[index]
+            let next = index + 1
+            let isLetter = Self.isASCIILetter(byte)
+            if isLetter || (byte >= 0x30 && byte <= 0x39) {
+                key.append(isLetter ? byte | 0x20 : byte)
+                length += 1
+            } else if byte == 0x27, length > 0, key.last != 0x27, next < range.upperBound, Self.isASCIILetter(bytes[next]) {
+                key.append(0x27)
+            } else if length > 0 {
+                finish()
+            }
+            index = next
+        }
+        if length > 0 { finish() }
+        return words
     }
 
     private mutating func addSentences(of paragraph: Substring) {

@@ -54,6 +54,15 @@ public final class EnvelopeEncoder {
         return self.writer.bytes
     }
 
+    /// Hands the envelope's canonical bytes to `body` without copying them out (the simulator's
+    /// trace digest hashes every delivery). No size check: nothing is stored.
+    public func withEncoded<R>(_ envelope: Envelope, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        self.writer.reset()
+        self.writer.writeMapHeader(Self.fieldCount(envelope))
+        self.writeFields(envelope)
+        return try self.writer.withBytes(body)
+    }
+
     /// The envelope's key/value pairs without the map header, for the log, which puts its
     /// record header in the same map. The count tells the record writer how many pairs follow.
     public func encodeBody(_ envelope: Envelope) throws(CodecError) -> EncodedEnvelope {

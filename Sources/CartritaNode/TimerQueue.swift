@@ -15,13 +15,15 @@ final class TimerQueue: @unchecked Sendable {
         var correlation: MessageID
     }
 
-    struct Entry {
+    struct Entry: Comparable {
         var due: Int64
         var order: UInt64
+
+        static func < (a: Entry, b: Entry) -> Bool { a.due != b.due ? a.due < b.due : a.order < b.order }
     }
 
     private let condition = NSCondition()
-    private var heap = MinHeap<Entry>(by: TimerQueue.before)
+    private var heap = MinHeap<Entry>()
     private var order: UInt64 = 0
     /// Live timers by key: the `order` of each, so a cancelled one is skipped when due.
     private var live: [Key: [UInt64]] = [:]
@@ -102,7 +104,7 @@ final class TimerQueue: @unchecked Sendable {
     func waiting() -> [Envelope] {
         self.condition.lock()
         defer { self.condition.unlock() }
-        return self.heap.elements.sorted(by: Self.before).compactMap { self.envelopes[$0.order] }
+        return self.heap.elements.sorted().compactMap { self.envelopes[$0.order] }
     }
 
     private func run() {
@@ -138,5 +140,4 @@ final class TimerQueue: @unchecked Sendable {
         self.condition.unlock()
     }
 
-    static func before(_ a: Entry, _ b: Entry) -> Bool { a.due != b.due ? a.due < b.due : a.order < b.order }
 }

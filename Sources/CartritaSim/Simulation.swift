@@ -707,7 +707,7 @@ public final class Simulation {
     func traceDelivery(seq: UInt64, envelope: Envelope, delivery: Delivery) {
         withUnsafeBytes(of: seq.bigEndian) { self.trace.update(bufferPointer: $0) }
         withUnsafeBytes(of: self.now.bigEndian) { self.trace.update(bufferPointer: $0) }
-        if let bytes = try? self.encoder.encode(envelope) { bytes.withUnsafeBytes { self.trace.update(bufferPointer: $0) } }
+        self.encoder.withEncoded(envelope) { self.trace.update(bufferPointer: $0) }
         for message in delivery.messages {
             message.id.withBytes { self.trace.update(bufferPointer: $0) }
         }
@@ -868,12 +868,16 @@ public struct SimulationReport: Sendable {
 // MARK: - Arrivals: messages on their way, by arrival time
 
 /// Messages sent but not yet in a mailbox, ordered by (arrival time, order of sending): a binary
-/// heap of small keys, so the order never depends on hashing and the heap never moves envelopes;
-/// the envelopes wait in a table by order. Timers can be cancelled by (owner, task).
+/// heap of small keys, so the order never depends on hashing and the heap never moves envelopes.
+/// The envelopes wait in a window indexed by order (orders only grow, and most messages arrive
+/// within milliseconds, so the window stays short and needs no hashing). Timers can be
+/// cancelled by (owner, task).
 struct ArrivalQueue {
-    struct Key {
+    struct Key: Comparable {
         var at: Int64
         var order: UInt64
+
+        static func < (a: Key, b: Key) -> Bool { a.at != b.at ? a.at < b.at : a.order < b.order }
     }
 
     struct Waiting {
@@ -886,10 +890,14 @@ struct ArrivalQueue {
         var correlation: MessageID
     }
 
-    var heap = MinHeap<Key>(by: ArrivalQueue.before)
+    var heap = MinHeap<Key>()
     var order: UInt64 = 0
-    /// Looked up by order only, never iterated.
-    var waiting: [UInt64: Waiting] = [:]
+    /// `window[i]` waits under order `base + i`; nil once delivered or cancelled.
+    var window: [Waiting?] = []
+    var base: UInt64 = 1
+    var front = 0
+    var waitingCount = 0
+    /// Looked up by key only, never iterated.
     var timers: [TimerKey: [UInt64]] = [:]
 
     var nextTime: Int64? { self.heap.first?.at }
@@ -897,20 +905,38 @@ struct ArrivalQueue {
     mutating func push(_ envelope: Envelope, at: Int64, timerOf owner: Address? = nil) {
         self.order += 1
         if let owner { self.timers[TimerKey(owner: owner, correlation: envelope.correlationID), default: []].append(self.order) }
-        self.waiting[self.order] = Waiting(envelope: envelope, timerOf: owner)
+        self.window.append(Waiting(envelope: envelope, timerOf: owner))
+        self.waitingCount += 1
         self.heap.push(Key(at: at, order: self.order))
+    }
+
+    mutating func take(_ order: UInt64) -> Waiting? {
+        guard order >= self.base, order - self.base < UInt64(self.window.count) else { return nil }
+        let slot = Int(order - self.base)
+        guard let entry = self.window[slot] else { return nil }
+        self.window[slot] = nil
+        self.waitingCount -= 1
+        // `front`: the empty slots before the first waiting one. Dropped when they are at least
+        // half the window, so each slot is moved O(1) times.
+        while self.front < self.window.count && self.window[self.front] == nil { self.front += 1 }
+        if self.front > 64 && self.front * 2 >= self.window.count {
+            self.window.removeFirst(self.front)
+            self.base += UInt64(self.front)
+            self.front = 0
+        }
+        return entry
     }
 
     mutating func cancel(owner: Address, correlation: MessageID) {
         guard let orders = self.timers.removeValue(forKey: TimerKey(owner: owner, correlation: correlation)) else { return }
-        for order in orders { self.waiting[order] = nil }
+        for order in orders { _ = self.take(order) }
     }
 
     /// The next message due by `now`, skipping cancelled timers.
     mutating func pop(dueBy now: Int64) -> Envelope? {
         while let first = self.heap.first, first.at <= now {
             _ = self.heap.popFirst()
-            guard let entry = self.waiting.removeValue(forKey: first.order) else { continue }  // cancelled
+            guard let entry = self.take(first.order) else { continue }  // cancelled
             if let owner = entry.timerOf {
                 let key = TimerKey(owner: owner, correlation: entry.envelope.correlationID)
                 if var orders = self.timers[key] {
@@ -922,6 +948,4 @@ struct ArrivalQueue {
         }
         return nil
     }
-
-    static func before(_ a: Key, _ b: Key) -> Bool { a.at != b.at ? a.at < b.at : a.order < b.order }
 }

@@ -162,4 +162,31 @@ final class LanguageMaestroTests: XCTestCase {
             deliver(self.agent, request("text.stats", files: [file])).result,
             deliver(self.agent, textRequest("text.stats", Self.paragraph)).result)
     }
+
+    /// The ASCII fast path and the Character path agree on every count, sentence and word, over
+    /// random ASCII text built from the characters the rules care about.
+    func testTheASCIIFastPathAgreesWithTheCharacterPath() {
+        let pieces = [
+            "word", "Word", "e.g.", "don't", "'quoted'", "x'", "42", "3.14", ".", "!", "?", "...", "?!", "\"", ")", "]", "}",
+            " ", "  ", "\t", "\n", "\n\n", "\n \n", "\u{0B}", "\u{0C}", ",", ";", "-", "Dr.", "mr.", "I", "a", "'", "''", "ok.\"",
+        ]
+        var random = SplitMix64(seed: 2026)
+        for round in 0..<2_000 {
+            var text = ""
+            for _ in 0..<(Int(random.next64() % 40)) { text += pieces[Int(random.next64() % UInt64(pieces.count))] }
+            XCTAssertTrue(TextDocument.asciiFastPathApplies(text))
+            let fast = TextDocument(text)
+            let slow = TextDocument(text, asciiFastPath: false)
+            XCTAssertEqual(fast.characters, slow.characters, "round \(round): \(text.debugDescription)")
+            XCTAssertEqual(fast.paragraphs, slow.paragraphs, "round \(round): \(text.debugDescription)")
+            XCTAssertEqual(fast.wordCount, slow.wordCount, "round \(round): \(text.debugDescription)")
+            XCTAssertEqual(fast.sentences.map(\.text), slow.sentences.map(\.text), "round \(round): \(text.debugDescription)")
+            XCTAssertEqual(
+                fast.sentences.map { $0.words.map(\.key) }, slow.sentences.map { $0.words.map(\.key) }, "round \(round): \(text.debugDescription)")
+            XCTAssertEqual(
+                fast.sentences.map { $0.words.map(\.length) }, slow.sentences.map { $0.words.map(\.length) }, "round \(round)")
+        }
+        XCTAssertFalse(TextDocument.asciiFastPathApplies("crlf\r\nline"), "CRLF is one Character: the Character path")
+        XCTAssertFalse(TextDocument.asciiFastPathApplies("café"))
+    }
 }
