@@ -289,7 +289,19 @@ struct TextDocument {
     /// Exact for most common words, off by one on some ("every", "business"), as every such
     /// heuristic is.
     static func syllables(_ key: String) -> Int {
-        // Keys are lower case already; an ASCII key needs no Unicode property lookups.
+        // Keys are lower case already; an ASCII key is counted on its bytes, the same rules.
+        var ascii = key
+        if let count = ascii.withUTF8({ bytes -> Int? in
+            guard bytes.allSatisfy({ $0 < 0x80 }) else { return nil }
+            return Self.asciiSyllables(bytes)
+        }) {
+            return count
+        }
+        return Self.characterSyllables(key)
+    }
+
+    /// `syllables` on Characters: any key (the reference the ASCII path must agree with).
+    static func characterSyllables(_ key: String) -> Int {
         let letters: [Character] =
             key.utf8.allSatisfy({ $0 < 0x80 })
             ? key.utf8.filter { $0 >= 0x61 && $0 <= 0x7A }.map { Character(Unicode.Scalar($0)) }
@@ -310,5 +322,41 @@ struct TextDocument {
             }
         }
         return max(1, groups)
+    }
+
+    /// `syllables` on a lower-case ASCII key: the same three rules, on its letters' bytes.
+    static func asciiSyllables(_ key: UnsafeBufferPointer<UInt8>) -> Int {
+        // Letters only (a word's key may hold digits and apostrophes); words are short.
+        var letters: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        var count = 0
+        let fits = withUnsafeMutableBytes(of: &letters) { storage -> Bool in
+            for byte in key where byte >= 0x61 && byte <= 0x7A {
+                guard count < storage.count else { return false }
+                storage[count] = byte
+                count += 1
+            }
+            return true
+        }
+        guard fits else { return Self.characterSyllables(String(decoding: key, as: UTF8.self)) }  // over 32 letters
+        guard count > 0 else { return 1 }
+        return withUnsafeBytes(of: &letters) { storage in
+            func isVowel(_ byte: UInt8) -> Bool {
+                byte == 0x61 || byte == 0x65 || byte == 0x69 || byte == 0x6F || byte == 0x75 || byte == 0x79
+            }
+            func vowel(_ at: Int) -> Bool { isVowel(storage[at]) && !(at == 0 && storage[at] == 0x79) }
+            var groups = 0
+            for at in 0..<count where vowel(at) && (at == 0 || !vowel(at - 1)) { groups += 1 }
+            if groups > 1, count >= 3 {
+                let last = storage[count - 1]
+                if last == 0x65, !vowel(count - 2), !(storage[count - 2] == 0x6C && !vowel(count - 3)) {
+                    groups -= 1
+                } else if storage[count - 2] == 0x65, !vowel(count - 3) {
+                    let before = storage[count - 3]
+                    if last == 0x64, before != 0x74, before != 0x64 { groups -= 1 }
+                    if last == 0x73, ![0x73, 0x78, 0x7A, 0x63, 0x67, 0x68].contains(before) { groups -= 1 }
+                }
+            }
+            return max(1, groups)
+        }
     }
 }

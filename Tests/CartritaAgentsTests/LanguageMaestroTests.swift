@@ -189,4 +189,18 @@ final class LanguageMaestroTests: XCTestCase {
         XCTAssertFalse(TextDocument.asciiFastPathApplies("crlf\r\nline"), "CRLF is one Character: the Character path")
         XCTAssertFalse(TextDocument.asciiFastPathApplies("café"))
     }
+
+    /// The byte path of the syllable count agrees with the Character path on every ASCII key.
+    func testASCIISyllablesAgreeWithTheCharacterPath() {
+        var words = ["", "a", "e", "y", "yes", "make", "table", "jumped", "wanted", "makes", "boxes", "agree", "goes", "played", "the",
+            "every", "business", "don't", "42", "rhythm", "queue", "lle", "ble", "ed", "es", String(repeating: "ab", count: 40)]
+        var random = SplitMix64(seed: 7)
+        let alphabet = Array("aeiouybcdlstxzgh'0".utf8)
+        for _ in 0..<20_000 {
+            words.append(String(decoding: (0..<(Int(random.next64() % 12))).map { _ in alphabet[Int(random.next64() % UInt64(alphabet.count))] }, as: UTF8.self))
+        }
+        for word in words {
+            XCTAssertEqual(TextDocument.syllables(word), TextDocument.characterSyllables(word), word)
+        }
+    }
 }
