@@ -43,17 +43,32 @@ public struct SentMessages: Sendable {
     public mutating func owed(
         atSnapshot seq: UInt64, lookup: ([MessageID]) throws(EventLogError) -> [UInt64?]
     ) throws(EventLogError) -> [Envelope] {
-        var sent: [Envelope] = []
-        sent.reserveCapacity(self.count)
-        for list in self.byTask.values { sent.append(contentsOf: list) }
-        sent.sort { ($0.id, $0.retryCount, $0.timestampMilliseconds) < ($1.id, $1.retryCount, $1.timestampMilliseconds) }
-        let logged = try lookup(sent.map(\.id))
-        var owed: [Envelope] = []
-        self = SentMessages()
-        for (envelope, at) in zip(sent, logged) {
-            if at == nil || at! > seq { owed.append(envelope) }
-            if at == nil { self.add(envelope) }
+        // Sort small keys, not envelopes: an envelope is a large struct, and a snapshot may
+        // cover thousands of them (every armed timeout of a busy supervisor).
+        struct Key {
+            var id: MessageID
+            var retryCount: Int32
+            var timestamp: Int64
+            var task: MessageID
+            var position: Int
         }
+        var keys: [Key] = []
+        keys.reserveCapacity(self.count)
+        for (task, list) in self.byTask {
+            for (position, envelope) in list.enumerated() {
+                keys.append(Key(id: envelope.id, retryCount: envelope.retryCount, timestamp: envelope.timestampMilliseconds, task: task, position: position))
+            }
+        }
+        keys.sort { ($0.id, $0.retryCount, $0.timestamp) < ($1.id, $1.retryCount, $1.timestamp) }
+        let logged = try lookup(keys.map(\.id))
+        var owed: [Envelope] = []
+        var kept = SentMessages()
+        for (key, at) in zip(keys, logged) where at == nil || at! > seq {
+            let envelope = self.byTask[key.task]![key.position]
+            owed.append(envelope)
+            if at == nil { kept.add(envelope) }
+        }
+        self = kept
         return owed
     }
 }
