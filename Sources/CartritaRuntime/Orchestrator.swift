@@ -13,7 +13,8 @@ public struct Orchestrator: Sendable {
 
     public struct Pending: Hashable, Sendable, TaskKeyed {
         public var taskKey: MessageID { self.request.correlationID }
-        /// The client's request, answered when the supervisor's terminal message arrives.
+        /// The client's request, answered when the supervisor's terminal message arrives. Its
+        /// payload keeps the task type only (the input went on to the supervisor).
         public var request: Envelope
         public var supervisor: Address
     }
@@ -131,7 +132,11 @@ public struct Orchestrator: Sendable {
                 to: envelope,
                 payload: .taskError(TaskError(code: .overloaded, message: "\(state.pending.count) tasks in flight", retryable: true))))]
         }
-        state.pending.append(Pending(request: envelope, supervisor: supervisor))
+        // Kept only to answer the client: without its input, which can be large and would be
+        // copied into every snapshot while the task is pending.
+        var kept = envelope
+        kept.payload = .taskRequest(TaskRequest(task: TaskSpec(type: request.task.type)))
+        state.pending.append(Pending(request: kept, supervisor: supervisor))
         state.routed += 1
         var forward = OutgoingMessage.reply(to: envelope, payload: envelope.payload)
         forward.recipient = supervisor

@@ -214,7 +214,9 @@ final class AtMostOnceSnapshotTests: XCTestCase {
             let (request, mode) = mix.task(seed: 11, index: index)
             node.submit(request, from: Hierarchy.runClient, deliveryMode: mode)
         }
-        // Copies taken while messages are in flight, as a kill would leave the log.
+        // Copies taken while messages are in flight, as a kill would leave the log, once the
+        // first snapshots exist (on a loaded machine the first copies could come before any).
+        for _ in 0..<2_000 where try log.stat().snapshots == 0 { try? await Task.sleep(nanoseconds: 1_000_000) }
         var copies: [String] = []
         for copy in 0..<6 {
             try? await Task.sleep(nanoseconds: 3_000_000)
