@@ -26,15 +26,27 @@ public struct NodeConfiguration: Sendable {
 /// would make a later delivery look older). It is read outside the deterministic core, and what
 /// it said is recorded with each delivery.
 public final class WallClock: Sendable {
-    private let last = Mutex<Int64>(0)
+    /// The last reading, and how far this clock runs ahead of the wall clock.
+    private let state = Mutex<(last: Int64, offset: Int64)>((0, 0))
 
     public init() {}
 
     public func now() -> Int64 {
         let wall = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
-        return self.last.withLock { last in
-            last = max(last, wall)
-            return last
+        return self.state.withLock { state in
+            state.last = max(state.last, wall + state.offset)
+            return state.last
+        }
+    }
+
+    /// Continues from a log whose records reach `milliseconds`: if the wall clock is behind
+    /// (it was stepped back, or the log was recorded on another machine or by the simulator's
+    /// virtual clock), this clock runs that far ahead of it, so time never goes backwards
+    /// within a log and timers still wait their real durations.
+    public func continueFrom(_ milliseconds: Int64) {
+        let wall = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+        self.state.withLock { state in
+            if wall + state.offset < milliseconds { state.offset = milliseconds - wall }
         }
     }
 }
@@ -145,11 +157,17 @@ public final class Node: Sendable {
     /// Waits until nothing is queued, being handled, or waiting on a timer, or a storage failure
     /// stopped the node. Returns the failure, if any.
     @discardableResult
+    /// Waits until nothing is queued, handled or armed. A cancelled wait returns at once with
+    /// `waitCancelled` (a caller racing it against a time limit gets its answer).
     public func waitUntilIdle(pollMicroseconds: UInt64 = 500) async -> EventLogError? {
         while true {
             if let failure = self.failure.withLock({ $0 }) { return failure }
             if self.outstanding.load(ordering: .acquiring) <= 0 && self.timers.pendingCount == 0 { return nil }
-            try? await Task.sleep(nanoseconds: pollMicroseconds * 1_000)
+            do {
+                try await Task.sleep(nanoseconds: pollMicroseconds * 1_000)
+            } catch {
+                return EventLogError(.waitCancelled, "the wait for idle was cancelled")
+            }
         }
     }
 
@@ -258,6 +276,11 @@ public final class Node: Sendable {
     }
 }
 
+extension EventLogError.Code {
+    /// `Node.waitUntilIdle` was cancelled before the node came to rest.
+    public static let waitCancelled = EventLogError.Code(rawValue: "wait_cancelled")
+}
+
 /// The system's random generator as the runtime's entropy source (outside the core only).
 struct SystemEntropy: EntropySource {
     var generator = SystemRandomNumberGenerator()
@@ -301,6 +324,8 @@ extension Node {
         let (cells, report) = try Recovery(log: log, hierarchy: hierarchy, useSnapshots: useSnapshots, handlers: handlers, buggify: buggify).run()
         let owed = report.divergence == nil ? report.pending : []
         let node = Node(log: log, cells: cells, owed: owed, configuration: configuration, observer: observer)
+        // Time goes on from the log's last reading, never back from it.
+        if report.lastSeq > 0, let last = try log.record(report.lastSeq) { node.clock.continueFrom(last.header.clockMilliseconds) }
         if report.divergence == nil { node.resume(report.pending) }
         return (node, report)
     }
@@ -324,5 +349,11 @@ extension Node {
         }
         if case .array(let pending)? = await self.describeState(of: .orchestrator)?["pending"] { totals.pending = pending.count }
         return totals
+    }
+
+    /// Messages waiting in each actor's mailbox right now, in address order (the server's
+    /// `mcp_queue_depth` gauge). A reading, not a decision: nothing may depend on it.
+    public func queueDepths() -> [(address: Address, messages: Int)] {
+        self.addresses.sorted().map { address in (address, self.hosts[address]?.inbox.withLock { $0.mailbox.count } ?? 0) }
     }
 }
