@@ -99,3 +99,19 @@ final class IOTests: XCTestCase {
         XCTAssertLessThan(ContinuousClock.now - started, .seconds(4), "the slow call was not waited for")
     }
 }
+
+final class WallClockTests: XCTestCase {
+    /// After a log recorded ahead of this machine's clock, time goes on from the log's reading
+    /// and still advances in real time.
+    func testTheClockContinuesFromALogAheadOfTheWallClock() async throws {
+        let clock = WallClock()
+        let ahead = clock.now() + 60 * 86_400_000  // two months ahead, as a simulated log is
+        clock.continueFrom(ahead)
+        let first = clock.now()
+        XCTAssertGreaterThanOrEqual(first, ahead)
+        try await Task.sleep(nanoseconds: 20_000_000)
+        XCTAssertGreaterThan(clock.now(), first, "it advances")
+        clock.continueFrom(0)
+        XCTAssertGreaterThanOrEqual(clock.now(), first, "never back")
+    }
+}
