@@ -63,8 +63,9 @@ public final class Simulation {
         public var maxDelayMilliseconds: Int64 = 3
         /// Stop after this many deliveries even if work is left (the oracles then say so).
         public var maxDeliveries = 1_000_000
-        /// Each actor snapshots after this many deliveries (small, so crashes meet snapshots).
-        public var snapshotEveryDeliveries = 50
+        /// Each actor snapshots after this many deliveries (small, so crashes meet snapshots;
+        /// the buggify fault adds snapshots at random moments).
+        public var snapshotEveryDeliveries = 200
         /// Whole-process crashes, each at a delivery count the seed picks, each followed by
         /// recovery from the log and snapshots with the production recovery code.
         public var crashes = 0
