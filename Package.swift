@@ -94,11 +94,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Time-travel debugging and incident capsules (issue 6): reads the log, drives the
+        // same cells as recovery. No server packages.
+        .target(
+            name: "CartritaTravel",
+            dependencies: [
+                "CartritaEnvelope", "CartritaCodec", "CartritaLog", "CartritaRuntime", "CartritaNode",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "CartritaCLI",
             dependencies: [
                 "CartritaEnvelope", "CartritaCodec", "CartritaLMDB", "CartritaLog", "CartritaRuntime", "CartritaAgents",
-                "CartritaNode", "CartritaSim",
+                "CartritaNode", "CartritaSim", "CartritaTravel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -133,6 +143,14 @@ let package = Package(
         .testTarget(
             name: "CartritaSimTests",
             dependencies: ["CartritaSim", "CartritaNode", "CartritaRuntime", "CartritaEnvelope", "CartritaLog"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CartritaTravelTests",
+            dependencies: [
+                "CartritaTravel", "CartritaNode", "CartritaRuntime", "CartritaAgents", "CartritaLog", "CartritaCodec",
+                "CartritaEnvelope",
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -8,7 +8,7 @@ struct LogCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "log",
         abstract: "Inspect and maintain the event log.",
-        subcommands: [Stat.self, Dump.self, Verify.self, Backup.self, Reindex.self]
+        subcommands: [Stat.self, Dump.self, Verify.self, Backup.self, Reindex.self, Filter.self, Tail.self]
     )
 
     struct Stat: ParsableCommand {

@@ -155,6 +155,27 @@ extension EventLog {
         return all
     }
 
+    /// Every seq addressed to `actor` in `after+1 ... through`, in order: one actor's records up
+    /// to a point (time travel), without reading the index past it.
+    public func seqs(actor: String, after seq: UInt64, through last: UInt64) throws(EventLogError) -> [UInt64] {
+        guard last > seq else { return [] }
+        return try self.indexLookup(self.databases.byActor, prefix: Array(actor.utf8) + [0], from: seq + 1, through: last) {
+            $0.recipient.rawValue == actor
+        }
+    }
+
+    /// The stored bytes of each of `seqs`, copied out, in one read snapshot (nil: not in the log).
+    public func rawRecords(_ seqs: [UInt64]) throws(EventLogError) -> [[UInt8]?] {
+        guard !seqs.isEmpty else { return [] }
+        do {
+            return try self.environment.read { txn in
+                try seqs.map { seq in try txn.get(self.databases.log, key: EventLog.bigEndian(seq)).map { [UInt8]($0) } }
+            }
+        } catch {
+            throw EventLogError.wrap(error, "reading \(seqs.count) records")
+        }
+    }
+
     /// The last seq addressed to `actor`, 0 if none.
     public func head(of actor: String) throws(EventLogError) -> UInt64 {
         do {
@@ -185,7 +206,7 @@ extension EventLog {
     }
 
     func indexLookup(
-        _ database: LMDBDatabase, prefix: [UInt8], from seq: UInt64 = 0, matches: (Envelope) -> Bool
+        _ database: LMDBDatabase, prefix: [UInt8], from seq: UInt64 = 0, through last: UInt64 = .max, matches: (Envelope) -> Bool
     ) throws(EventLogError) -> [UInt64] {
         do {
             return try self.environment.read { txn in
@@ -194,14 +215,18 @@ extension EventLog {
                 _ = try txn.withCursor(database) { cursor in
                     try cursor.forEach(from: prefix + EventLog.bigEndian(seq)) { key, _ in
                         guard key.count == prefix.count + 8, key.starts(with: prefix) else { return false }
-                        seqs.append(key.bigEndianUInt64(atByteOffset: prefix.count) ?? 0)
+                        let found = key.bigEndianUInt64(atByteOffset: prefix.count) ?? 0
+                        guard found <= last else { return false }
+                        seqs.append(found)
                         return true
                     }
                 }
                 // The tail the index has not reached yet.
+                guard applied < last else { return seqs }
                 let decoder = EnvelopeDecoder(limits: self.configuration.codecLimits)
                 _ = try txn.withCursor(self.databases.log) { cursor in
                     try cursor.forEach(from: EventLog.bigEndian(max(applied + 1, seq))) { key, value in
+                        guard (key.bigEndianUInt64() ?? 0) <= last else { return false }
                         let record = try decoder.decodeRecord(value)
                         if matches(record.envelope) { seqs.append(record.header.seq) }
                         return true

@@ -1,0 +1,284 @@
+import CartritaCodec
+import CartritaEnvelope
+import CartritaLog
+import CartritaNode
+import CartritaRuntime
+import Crypto
+import Foundation
+
+// MARK: - Export
+
+extension TimeTravel {
+    /// Packs one task (every record of its correlation id, and everything its actors handled
+    /// meanwhile) into a capsule.
+    package func exportCapsule(correlation: MessageID) throws(TravelError) -> Capsule {
+        let seqs: [UInt64]
+        do {
+            seqs = try self.log.seqs(correlation: correlation)
+        } catch {
+            throw .log(error)
+        }
+        guard let first = seqs.first, let last = seqs.last else {
+            throw TravelError(.unknownCorrelation, "the log has no record of task \(correlation)")
+        }
+        var actors = Set<Address>()
+        for record in try self.decoded(seqs) {
+            actors.insert(record.envelope.sender)
+            actors.insert(record.envelope.recipient)
+        }
+        return try self.exportCapsule(kind: .correlation, correlation: correlation, from: first, to: last, actors: actors)
+    }
+
+    /// Packs the records `from...to` and the actors they concern into a capsule.
+    package func exportCapsule(from: UInt64, to: UInt64) throws(TravelError) -> Capsule {
+        let lastSeq = self.log.lastSeq
+        guard from >= 1, from <= to, to <= lastSeq else {
+            throw TravelError(.seqOutOfRange, "the range \(from)...\(to) is not inside the log (1...\(lastSeq))")
+        }
+        var actors = Set<Address>()
+        try self.scan(from: from, to: to) { _, record in
+            actors.insert(record.envelope.sender)
+            actors.insert(record.envelope.recipient)
+        }
+        return try self.exportCapsule(kind: .range, correlation: nil, from: from, to: to, actors: actors)
+    }
+
+    func exportCapsule(kind: Capsule.Kind, correlation: MessageID?, from: UInt64, to: UInt64, actors involved: Set<Address>) throws(TravelError) -> Capsule {
+        // The actors replayed: those of the hierarchy the range concerns (clients included: their
+        // counts are state too). Anything else that sent into the range is an input.
+        let actors = self.hierarchy.addresses.filter { involved.contains($0) }.sorted()
+        let replayed = Set(actors)
+        // Where each actor starts: its state just before the range, with what it had sent that
+        // the log did not hold yet, exactly as a node's snapshot at that seq would carry.
+        var snapshots: [Snapshot] = []
+        if from > 1 {
+            for rebuilt in try self.rebuild(at: from - 1, actors: actors, trackOwed: true) {
+                snapshots.append(Snapshot(
+                    actor: rebuilt.cell.address.rawValue, seq: from - 1, formatVersion: rebuilt.cell.stateFormatVersion,
+                    state: NodeSnapshot(state: rebuilt.cell.snapshotBytes(), owed: rebuilt.owed).encode()))
+            }
+        }
+        var records: [(seq: UInt64, bytes: [UInt8])] = []
+        var inputs: [Capsule.Input] = []
+        try self.scan(from: from, to: to) { bytes, record in
+            let envelope = record.envelope
+            guard replayed.contains(envelope.recipient) || replayed.contains(envelope.sender) else { return }
+            guard records.count < Capsule.maxRecords else { return }
+            records.append((record.header.seq, bytes))
+            inputs.append(Capsule.Input(
+                seq: record.header.seq, clockMilliseconds: record.header.clockMilliseconds, entropy: record.header.entropy,
+                isInput: !replayed.contains(envelope.sender) || envelope.sender.isClient
+                    || envelope.parentID.map { envelope.id == $0.derived(tag: Node.refusalTag) } == true))
+        }
+        guard records.count < Capsule.maxRecords else {
+            throw TravelError(.invalidArgument, "the range holds \(Capsule.maxRecords) or more records: export a smaller one")
+        }
+        let end = try self.state(at: to, actors: actors)
+        let stat: LogStat
+        do {
+            stat = try self.log.stat()
+        } catch {
+            throw .log(error)
+        }
+        let meta = Capsule.Meta(
+            kind: kind, correlation: correlation, fromSeq: from, toSeq: to, sourceLastSeq: stat.lastSeq,
+            sourceHeadHash: stat.headHash.description, hierarchy: "standard", actors: actors,
+            expected: end.actors.map { Capsule.Expected(actor: $0.address, lastSeq: $0.lastSeq, digest: $0.digest) })
+        return Capsule(meta: meta, snapshots: snapshots, records: records, inputs: inputs)
+    }
+
+    func decoded(_ seqs: [UInt64]) throws(TravelError) -> [LogRecord] {
+        let decoder = EnvelopeDecoder(limits: self.log.configuration.codecLimits)
+        var records: [LogRecord] = []
+        do {
+            for (seq, bytes) in zip(seqs, try self.log.rawRecords(seqs)) {
+                guard let bytes else { throw TravelError(.log, "record \(seq) is indexed but missing") }
+                records.append(try decoder.decodeRecord(bytes))
+            }
+        } catch let error as TravelError {
+            throw error
+        } catch {
+            throw TravelError(.log, "\(error)")
+        }
+        return records
+    }
+
+    /// Each record of `from...to` with its stored bytes, in order.
+    func scan(from: UInt64, to: UInt64, _ body: ([UInt8], LogRecord) -> Void) throws(TravelError) {
+        let decoder = EnvelopeDecoder(limits: self.log.configuration.codecLimits)
+        do {
+            try self.log.scanRaw(from: from) { seq, raw in
+                guard seq <= to else { return false }
+                let bytes = [UInt8](raw)
+                body(bytes, try decoder.decodeRecord(bytes))
+                return true
+            }
+        } catch {
+            throw .log(error)
+        }
+    }
+}
+
+// MARK: - The capsule as a log
+
+/// A capsule's records and snapshots as a `ReplayableLog`, so the production `Recovery` (with
+/// its divergence detector) replays a capsule exactly as it replays a log.
+final class CapsuleLog: ReplayableLog {
+    let records: [(seq: UInt64, record: LogRecord)]
+    let snapshots: [String: Snapshot]
+    let seqByID: [MessageID: UInt64]
+    let byCorrelation: [MessageID: [UInt64]]
+    let positionBySeq: [UInt64: Int]
+
+    init(records: [(seq: UInt64, record: LogRecord)], snapshots: [Snapshot]) {
+        self.records = records
+        var byActor: [String: Snapshot] = [:]
+        for snapshot in snapshots { byActor[snapshot.actor] = snapshot }
+        self.snapshots = byActor
+        var ids: [MessageID: UInt64] = [:]
+        var correlations: [MessageID: [UInt64]] = [:]
+        var positions: [UInt64: Int] = [:]
+        for (position, entry) in records.enumerated() {
+            ids[entry.record.envelope.id] = entry.seq
+            correlations[entry.record.envelope.correlationID, default: []].append(entry.seq)
+            positions[entry.seq] = position
+        }
+        self.seqByID = ids
+        self.byCorrelation = correlations
+        self.positionBySeq = positions
+    }
+
+    var lastSeq: UInt64 { self.records.last?.seq ?? 0 }
+
+    func latestSnapshot(of actor: String, atOrBefore seq: UInt64, accepting: (UInt32) -> Bool) throws(EventLogError) -> Snapshot? {
+        guard let snapshot = self.snapshots[actor], snapshot.seq <= seq, accepting(snapshot.formatVersion) else { return nil }
+        return snapshot
+    }
+
+    func heads() throws(EventLogError) -> [(actor: String, seq: UInt64)] {
+        var heads: [String: UInt64] = [:]
+        for entry in self.records { heads[entry.record.envelope.recipient.rawValue] = entry.seq }
+        return heads.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
+    func seqs(ofMessages ids: [MessageID]) throws(EventLogError) -> [UInt64?] { ids.map { self.seqByID[$0] } }
+
+    func record(_ seq: UInt64) throws(EventLogError) -> LogRecord? { self.positionBySeq[seq].map { self.records[$0].record } }
+
+    func seqs(correlation: MessageID) throws(EventLogError) -> [UInt64] { self.byCorrelation[correlation] ?? [] }
+
+    func replay(from seq: UInt64, _ body: (RecordBatch) -> Bool) throws(EventLogError) {
+        let start = self.records.firstIndex { $0.seq >= seq } ?? self.records.count
+        var index = start
+        while index < self.records.count {
+            let end = min(self.records.count, index + 256)
+            if !body(Array(self.records[index..<end])) { return }
+            index = end
+        }
+    }
+}
+
+// MARK: - Replay
+
+/// What replaying a capsule found.
+package struct CapsuleReplayReport: Sendable {
+    package struct ActorOutcome: Sendable {
+        package var address: Address
+        package var lastSeq: UInt64
+        package var digest: String
+        package var expected: String?
+        package var matches: Bool { self.digest == self.expected }
+    }
+
+    package var meta: Capsule.Meta
+    package var records: Int
+    package var replayed: Int
+    package var divergence: Divergence?
+    package var actors: [ActorOutcome]
+    /// Messages replay made that the capsule does not hold: sent to actors outside it, or still
+    /// in flight at its end.
+    package var madeOutside: Int
+    /// Actors whose starting snapshot this build does not read (another state format).
+    package var snapshotsRefused: [Address]
+    package var seconds: Double
+
+    /// Bit-exact: no divergence and every actor reached the digest the source log gave.
+    package var passed: Bool { self.divergence == nil && self.snapshotsRefused.isEmpty && self.actors.allSatisfy(\.matches) }
+    package var messagesPerSecond: Double { self.seconds > 0 ? Double(self.replayed) / self.seconds : 0 }
+}
+
+extension Capsule {
+    /// Replays the capsule offline with this build's actors (or `hierarchy`'s: a changed
+    /// handler, to see whether a fix changes the outcome). Every effect of a replayed actor is
+    /// compared with the record the capsule holds, byte for byte, by recovery's divergence
+    /// detector; the first difference is reported with its seq. Then each actor's digest is
+    /// compared with the one the source log gave at the capsule's end.
+    package func replay(hierarchy base: Hierarchy = .standard()) throws(TravelError) -> CapsuleReplayReport {
+        let started = ContinuousClock.now
+        let records = try self.verifiedRecords()
+        let actors = self.meta.actors
+        for actor in actors where !base.addresses.contains(actor) {
+            throw TravelError(.unknownActor, "the capsule replays \(actor), which this build's hierarchy does not have")
+        }
+        let wanted = Set(actors)
+        let makeCells = base.makeCells
+        let hierarchy = Hierarchy(addresses: actors) { makeCells().filter { wanted.contains($0.address) } }
+        let log = CapsuleLog(records: records, snapshots: self.snapshots)
+        let (cells, report): ([any ActorCell], Recovery.Report)
+        do {
+            (cells, report) = try Recovery(log: log, hierarchy: hierarchy, useSnapshots: true, handlers: .all).run()
+        } catch {
+            throw .log(error)
+        }
+        var refused: [Address] = []
+        for cell in cells {
+            if let snapshot = self.snapshots.first(where: { $0.actor == cell.address.rawValue }), snapshot.formatVersion != cell.stateFormatVersion {
+                refused.append(cell.address)
+            }
+        }
+        let expected = Dictionary(self.meta.expected.map { ($0.actor, $0.digest) }, uniquingKeysWith: { first, _ in first })
+        let outcomes = cells.sorted { $0.address < $1.address }.map { cell in
+            CapsuleReplayReport.ActorOutcome(
+                address: cell.address, lastSeq: cell.lastSeq, digest: Recovery.digest(of: cell), expected: expected[cell.address])
+        }
+        return CapsuleReplayReport(
+            meta: self.meta, records: records.count, replayed: report.recordsReplayed, divergence: report.divergence, actors: outcomes,
+            madeOutside: report.pending.count, snapshotsRefused: refused, seconds: secondsSince(started))
+    }
+
+    /// Decodes every record and checks it against its entry: the seq it is filed under, the
+    /// recorded inputs, and the hash chain wherever two consecutive seqs are both present.
+    func verifiedRecords() throws(TravelError) -> [(seq: UInt64, record: LogRecord)] {
+        let decoder = EnvelopeDecoder(limits: CodecLimits.default)
+        var result: [(seq: UInt64, record: LogRecord)] = []
+        result.reserveCapacity(self.records.count)
+        var previous: (seq: UInt64, hash: Digest32)?
+        for (index, entry) in self.records.enumerated() {
+            let record: LogRecord
+            do {
+                record = try decoder.decodeRecord(entry.bytes)
+            } catch {
+                throw TravelError(.malformed, "record \(entry.seq) does not decode: \(error)")
+            }
+            guard record.header.seq == entry.seq else {
+                throw TravelError(.malformed, "the record filed under seq \(entry.seq) says it is \(record.header.seq)")
+            }
+            if let previous, previous.seq + 1 == entry.seq, record.header.prevHash != previous.hash {
+                throw TravelError(.malformed, "record \(entry.seq) does not chain to record \(previous.seq)")
+            }
+            let input = self.inputs[index]
+            guard input.clockMilliseconds == record.header.clockMilliseconds, input.entropy == record.header.entropy else {
+                throw TravelError(.malformed, "the recorded inputs of \(entry.seq) differ from its record")
+            }
+            previous = (entry.seq, Digest32(Array(SHA256.hash(data: entry.bytes)))!)
+            result.append((entry.seq, record))
+        }
+        return result
+    }
+}
+
+/// Seconds from `start` to now (a measurement for reports; nothing decides on it).
+func secondsSince(_ start: ContinuousClock.Instant) -> Double {
+    let (seconds, attoseconds) = (ContinuousClock.now - start).components
+    return Double(seconds) + Double(attoseconds) / 1e18
+}
