@@ -11,6 +11,8 @@ import PackageDescription
 //   CartritaNode      (drives the actors on the log: delivery,
 //                      snapshots, recovery; clock and entropy)   -> Runtime, Agents, Log
 //   CartritaSim       (deterministic simulation of the hierarchy) -> Runtime, Agents, Node
+//   CartritaServer    (HTTP/WebSocket front door: Hummingbird,
+//                      metrics, API keys)                        -> Node, Log, LMDB, Runtime
 //   CartritaCLI       (the `cartrita` executable)                -> everything above
 // Server packages (Hummingbird, swift-otel, gRPC) never enter the inner three.
 let swiftSettings: [SwiftSetting] = [
@@ -34,6 +36,14 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        // The server's packages (CartritaServer only).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
     ],
     targets: [
         .systemLibrary(
@@ -94,6 +104,25 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The HTTP front door (issue 5): the only target with Hummingbird, ServiceLifecycle,
+        // swift-log and swift-metrics.
+        .target(
+            name: "CartritaServer",
+            dependencies: [
+                "CartritaEnvelope", "CartritaCodec", "CartritaLMDB", "CartritaLog", "CartritaRuntime", "CartritaNode",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Time-travel debugging and incident capsules (issue 6): reads the log, drives the
         // same cells as recovery. No server packages.
         .target(
@@ -108,8 +137,21 @@ let package = Package(
             name: "CartritaCLI",
             dependencies: [
                 "CartritaEnvelope", "CartritaCodec", "CartritaLMDB", "CartritaLog", "CartritaRuntime", "CartritaAgents",
-                "CartritaNode", "CartritaSim", "CartritaTravel",
+                "CartritaNode", "CartritaSim", "CartritaServer", "CartritaTravel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CartritaServerTests",
+            dependencies: [
+                "CartritaServer", "CartritaNode", "CartritaRuntime", "CartritaLog", "CartritaEnvelope",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -146,16 +188,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "CartritaLMDBTests",
+            dependencies: ["CartritaLMDB"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "CartritaTravelTests",
             dependencies: [
                 "CartritaTravel", "CartritaNode", "CartritaRuntime", "CartritaAgents", "CartritaLog", "CartritaCodec",
                 "CartritaEnvelope",
             ],
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "CartritaLMDBTests",
-            dependencies: ["CartritaLMDB"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

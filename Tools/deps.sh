@@ -4,6 +4,8 @@
 set -euo pipefail
 needed=(liblmdb-dev libmsgpack-dev pkg-config)
 [ "${CARTRITA_WITH_PROTOC:-0}" = 1 ] && needed+=(protobuf-compiler)
+# promtool (Debian's prometheus package) checks the server's /metrics output in the tests.
+[ "${CARTRITA_WITH_PROMTOOL:-0}" = 1 ] && needed+=(prometheus)
 missing=()
 for package in "${needed[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -1,0 +1,215 @@
+import CartritaEnvelope
+import CartritaLog
+import CartritaNode
+import Foundation
+
+// MARK: - What `cartrita serve` is told
+
+/// The server's settings. Sources, later ones winning: the defaults below, the JSON config file
+/// (`--config FILE`), `CARTRITA_*` environment variables, then the command line. Every limit
+/// carries its unit in its name.
+public struct ServerConfiguration: Sendable {
+    public var dataPath = "./data"
+    /// 127.0.0.1 by default: the API is not on the network until someone decides it should be.
+    public var host = "127.0.0.1"
+    /// 0 picks a free port (tests); the bound port is reported by `ServerHandle.port`.
+    public var port = 8001
+    public var durability: Durability = .durable
+    /// Largest request body; past it the answer is 413.
+    public var maxBodyBytes = 1 << 20
+    /// How long `POST /v3/tasks` (without `async=true`) waits for the terminal answer before it
+    /// answers 202 with the task id.
+    public var syncTimeoutMilliseconds: Int64 = 30_000
+    /// Most requests waiting for an answer at once; past it the answer is 429.
+    public var maxWaitingRequests = 10_000
+    /// On SIGTERM, how long requests in flight may still finish; those still waiting then are
+    /// answered 503 with their task id (the task is in the log and a restart finishes it).
+    public var drainTimeoutMilliseconds: Int64 = 10_000
+    /// Largest page of `GET /v3/tasks`.
+    public var maxPageTasks = 100
+    /// Most log records one `GET /v3/tasks` page reads before it returns a cursor to go on from.
+    public var maxScanRecordsPerPage = 20_000
+    /// Most records of a task's message flow that `GET /v3/tasks/{id}` returns.
+    public var maxFlowRecords = 1_000
+    /// Most `GET /v3/tasks/{id}/events` streams open at once, and how long one may stay open.
+    public var maxEventStreams = 1_000
+    public var maxEventStreamMilliseconds: Int64 = 300_000
+    /// How long `GET /ready` waits for every supervisor to answer its probe.
+    public var readyTimeoutMilliseconds: Int64 = 2_000
+    /// The node: most new-work messages an actor's mailbox holds, snapshot period.
+    public var mailboxCapacity = 10_000
+    public var snapshotEveryDeliveries = 1_000
+    /// Most tasks the orchestrator holds in flight.
+    public var maxPendingTasks = 100_000
+    public var auth = Auth()
+    /// Root folder of the I/O gateway's `files` service (tasks' `file://` inputs); nil: no
+    /// files service, and such inputs are answered `io_unavailable`.
+    public var filesRoot: String?
+    /// The gateway's services, by name, beside `files` (tests put their own here).
+    var ioServices: [String: any IOService] = [:]
+
+    public struct Auth: Sendable {
+        /// Off: every request is the anonymous user with the `admin` role (a local tool on
+        /// loopback). On: every /v3 request needs an API key.
+        public var required = false
+        /// Role → task-type prefixes it may submit (`""` allows every type). `admin` may also
+        /// see and cancel every user's tasks.
+        public var roles: [String: [String]] = ["admin": [""], "user": [""]]
+        /// Per-user token bucket: steady rate and burst.
+        public var rateLimitPerSecond: Double = 5_000
+        public var rateLimitBurst: Double = 10_000
+        /// Origins a browser may call from; a request with an `Origin` header not in this list
+        /// is refused 403 (a page on another site must not drive a local server).
+        public var allowedOrigins: [String] = []
+
+        public init() {}
+    }
+
+    public init() {}
+
+    public struct ConfigError: Error, CustomStringConvertible {
+        public var message: String
+        public var description: String { self.message }
+        init(_ message: String) { self.message = message }
+    }
+
+    // MARK: The config file
+
+    /// Applies a JSON config file: `{"data": …, "host": …, "port": …, "durability": …, "files_root": …,
+    /// "limits": {"max_body_bytes", "sync_timeout_ms", "max_waiting_requests", "drain_timeout_ms",
+    /// "max_page_tasks", "mailbox_capacity", "max_pending_tasks", "snapshot_every_deliveries"},
+    /// "auth": {"required", "roles": {ROLE: [PREFIX]}, "rate_limit_per_s", "rate_limit_burst",
+    /// "allowed_origins": [ORIGIN]}}`. Unknown keys are refused with their path.
+    public mutating func apply(configFile path: String) throws(ConfigError) {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError("cannot read the config file \(path)") }
+        let json: JSON
+        do {
+            json = try JSONParser().parse([UInt8](data))
+        } catch {
+            throw ConfigError("\(path): \(error)")
+        }
+        do {
+            try self.apply(json)
+        } catch {
+            throw ConfigError("\(path): \(error.message)")
+        }
+    }
+
+    mutating func apply(_ json: JSON) throws(ConfigError) {
+        guard case .object(let members) = json else { throw ConfigError("the config file holds one JSON object") }
+        for (key, value) in members {
+            switch key {
+            case "data": self.dataPath = try Self.string(value, key)
+            case "host": self.host = try Self.string(value, key)
+            case "files_root": self.filesRoot = try Self.string(value, key)
+            case "port": self.port = try Self.int(value, key, 0...65_535)
+            case "durability":
+                guard let mode = Durability(rawValue: try Self.string(value, key)) else { throw ConfigError("durability is durable, relaxed or fast") }
+                self.durability = mode
+            case "limits":
+                guard case .object(let limits) = value else { throw ConfigError("limits must be an object") }
+                for (name, limit) in limits {
+                    let path = "limits.\(name)"
+                    switch name {
+                    case "max_body_bytes": self.maxBodyBytes = try Self.int(limit, path, 1...(256 << 20))
+                    case "sync_timeout_ms": self.syncTimeoutMilliseconds = Int64(try Self.int(limit, path, 0...3_600_000))
+                    case "max_waiting_requests": self.maxWaitingRequests = try Self.int(limit, path, 1...10_000_000)
+                    case "drain_timeout_ms": self.drainTimeoutMilliseconds = Int64(try Self.int(limit, path, 0...3_600_000))
+                    case "max_page_tasks": self.maxPageTasks = try Self.int(limit, path, 1...10_000)
+                    case "mailbox_capacity": self.mailboxCapacity = try Self.int(limit, path, 1...10_000_000)
+                    case "max_pending_tasks": self.maxPendingTasks = try Self.int(limit, path, 1...10_000_000)
+                    case "snapshot_every_deliveries": self.snapshotEveryDeliveries = try Self.int(limit, path, 1...10_000_000)
+                    default: throw ConfigError("unknown key \(path)")
+                    }
+                }
+            case "auth":
+                guard case .object(let fields) = value else { throw ConfigError("auth must be an object") }
+                for (name, field) in fields {
+                    let path = "auth.\(name)"
+                    switch name {
+                    case "required":
+                        guard case .bool(let flag) = field else { throw ConfigError("\(path) must be true or false") }
+                        self.auth.required = flag
+                    case "roles":
+                        guard case .object(let roles) = field else { throw ConfigError("\(path) maps a role to its task-type prefixes") }
+                        var table: [String: [String]] = [:]
+                        for (role, prefixes) in roles {
+                            guard case .array(let items) = prefixes else { throw ConfigError("\(path).\(role) must be an array of prefixes") }
+                            table[role] = try items.map { (item) throws(ConfigError) in try Self.string(item, "\(path).\(role)") }
+                        }
+                        self.auth.roles = table
+                    case "rate_limit_per_s": self.auth.rateLimitPerSecond = try Self.positive(field, path)
+                    case "rate_limit_burst": self.auth.rateLimitBurst = try Self.positive(field, path)
+                    case "allowed_origins":
+                        guard case .array(let items) = field else { throw ConfigError("\(path) must be an array of origins") }
+                        self.auth.allowedOrigins = try items.map { (item) throws(ConfigError) in try Self.string(item, path) }
+                    default: throw ConfigError("unknown key \(path)")
+                    }
+                }
+            default: throw ConfigError("unknown key \(key)")
+            }
+        }
+    }
+
+    static func string(_ value: JSON, _ path: String) throws(ConfigError) -> String {
+        guard case .string(let text) = value else { throw ConfigError("\(path) must be a string") }
+        return text
+    }
+
+    static func int(_ value: JSON, _ path: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int {
+        guard case .int(let number) = value, range.contains(Int(number)) else {
+            throw ConfigError("\(path) must be an integer in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return Int(number)
+    }
+
+    static func positive(_ value: JSON, _ path: String) throws(ConfigError) -> Double {
+        let number: Double
+        switch value {
+        case .int(let int): number = Double(int)
+        case .double(let double): number = double
+        default: throw ConfigError("\(path) must be a number")
+        }
+        guard number > 0, number.isFinite else { throw ConfigError("\(path) must be > 0") }
+        return number
+    }
+
+    // MARK: The environment
+
+    /// `CARTRITA_DATA`, `CARTRITA_HOST`, `CARTRITA_FILES_ROOT`, `CARTRITA_PORT`, `CARTRITA_DURABILITY`,
+    /// `CARTRITA_MAX_BODY_BYTES`, `CARTRITA_SYNC_TIMEOUT_MS`, `CARTRITA_DRAIN_TIMEOUT_MS`,
+    /// `CARTRITA_AUTH_REQUIRED` (true/false), `CARTRITA_RATE_LIMIT_PER_S`,
+    /// `CARTRITA_ALLOWED_ORIGINS` (comma-separated).
+    public mutating func apply(environment: [String: String]) throws(ConfigError) {
+        func value(_ name: String) -> JSON? { environment[name].map { Self.scalar($0) } }
+        if let text = environment["CARTRITA_DATA"] { self.dataPath = text }
+        if let text = environment["CARTRITA_HOST"] { self.host = text }
+        if let text = environment["CARTRITA_FILES_ROOT"] { self.filesRoot = text }
+        if let port = value("CARTRITA_PORT") { self.port = try Self.int(port, "CARTRITA_PORT", 0...65_535) }
+        if let text = environment["CARTRITA_DURABILITY"] {
+            guard let mode = Durability(rawValue: text) else { throw ConfigError("CARTRITA_DURABILITY is durable, relaxed or fast") }
+            self.durability = mode
+        }
+        if let bytes = value("CARTRITA_MAX_BODY_BYTES") { self.maxBodyBytes = try Self.int(bytes, "CARTRITA_MAX_BODY_BYTES", 1...(256 << 20)) }
+        if let ms = value("CARTRITA_SYNC_TIMEOUT_MS") { self.syncTimeoutMilliseconds = Int64(try Self.int(ms, "CARTRITA_SYNC_TIMEOUT_MS", 0...3_600_000)) }
+        if let ms = value("CARTRITA_DRAIN_TIMEOUT_MS") { self.drainTimeoutMilliseconds = Int64(try Self.int(ms, "CARTRITA_DRAIN_TIMEOUT_MS", 0...3_600_000)) }
+        if let text = environment["CARTRITA_AUTH_REQUIRED"] {
+            switch text {
+            case "true", "1": self.auth.required = true
+            case "false", "0": self.auth.required = false
+            default: throw ConfigError("CARTRITA_AUTH_REQUIRED is true or false")
+            }
+        }
+        if let rate = value("CARTRITA_RATE_LIMIT_PER_S") { self.auth.rateLimitPerSecond = try Self.positive(rate, "CARTRITA_RATE_LIMIT_PER_S") }
+        if let text = environment["CARTRITA_ALLOWED_ORIGINS"] {
+            self.auth.allowedOrigins = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+    }
+
+    /// An environment variable's text as a JSON scalar (a number when it is one).
+    static func scalar(_ text: String) -> JSON {
+        if let int = Int64(text) { return .int(int) }
+        if let double = Double(text) { return .double(double) }
+        return .string(text)
+    }
+}

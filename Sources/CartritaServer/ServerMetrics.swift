@@ -1,0 +1,174 @@
+import CartritaCodec
+import CartritaEnvelope
+import CartritaLog
+import CartritaNode
+import Prometheus
+import Synchronization
+
+// MARK: - GET /metrics
+
+/// The server's Prometheus metrics. The MCP series come from the log itself: each scrape counts
+/// the records committed since the previous one (at most `maxRecordsPerScrape`, the rest next
+/// time), so every message of every tier is counted exactly once, with no hook in the actors'
+/// hot path and no second bookkeeping that could disagree with the log. HTTP series are counted
+/// by the request middleware; queue depths are read from the node at scrape time.
+///
+/// Names and labels follow the customer's design (seed §5.3.1): `mcp_messages_total{supervisor,
+/// message_type,status}`, `mcp_processing_duration_ms`, `mcp_queue_depth{actor}`.
+final class ServerMetrics: Sendable {
+    let registry: PrometheusCollectorRegistry
+    /// Log records counted so far (the tail's position).
+    let countedSeq: Mutex<UInt64>
+    let maxRecordsPerScrape = 100_000
+
+    /// Milliseconds: 1 ms … 60 s, for task and request durations.
+    static let durationBucketsMilliseconds: [Double] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000]
+
+    init(registry: PrometheusCollectorRegistry, startSeq: UInt64) {
+        self.registry = registry
+        self.countedSeq = Mutex(startSeq)
+        // Families that exist before their first sample, so a fresh server's scrape shows them.
+        _ = self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(metricName: "mcp_messages", unitName: "total", helpText: "MCP messages committed to the log"),
+            labels: [("supervisor", "orchestrator"), ("message_type", "task_request"), ("status", "ok")])
+    }
+
+    // MARK: Tasks seen by the front door
+
+    func taskSubmitted(_ envelope: Envelope) {
+        self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(metricName: "cartrita_http_tasks_submitted", unitName: "total", helpText: "Tasks submitted through the HTTP API"),
+            labels: [("delivery_mode", envelope.deliveryMode.rawValue)]
+        ).increment()
+    }
+
+    func taskAnswered(_ envelope: Envelope) {
+        let status: String
+        switch envelope.payload {
+        case .taskResponse(let response): status = response.status.rawValue
+        case .taskError(let error): status = error.code == .cancelled ? "cancelled" : "failed"
+        default: return
+        }
+        self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(metricName: "cartrita_http_tasks_answered", unitName: "total", helpText: "HTTP tasks answered, by status"),
+            labels: [("status", status)]
+        ).increment()
+        let milliseconds = envelope.timestampMilliseconds - envelope.correlationID.unixMilliseconds
+        self.registry.makeValueHistogram(
+            descriptor: MetricNameDescriptor(metricName: "cartrita_task_duration", unitName: "ms", helpText: "From submission to the terminal answer, in milliseconds"),
+            labels: [], buckets: Self.durationBucketsMilliseconds
+        ).record(Double(max(0, milliseconds)))
+    }
+
+    // MARK: HTTP
+
+    func httpRequest(method: String, route: String, status: Int, milliseconds: Double) {
+        self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(metricName: "http_requests", unitName: "total", helpText: "HTTP requests, by method, route and status"),
+            labels: [("method", method), ("route", route), ("status", String(status))]
+        ).increment()
+        self.registry.makeValueHistogram(
+            descriptor: MetricNameDescriptor(metricName: "http_request_duration", unitName: "ms", helpText: "HTTP request duration in milliseconds"),
+            labels: [("route", route)], buckets: Self.durationBucketsMilliseconds
+        ).record(milliseconds)
+    }
+
+    // MARK: Scrape
+
+    func scrape(log: EventLog, node: Node, frontDoorWaiting: Int) -> String {
+        self.countLog(log)
+        for depth in node.queueDepths() {
+            self.registry.makeGauge(
+                descriptor: MetricNameDescriptor(metricName: "mcp_queue_depth", unitName: "", helpText: "Messages waiting in an actor's mailbox"),
+                labels: [("actor", depth.address.rawValue)]
+            ).set(Double(depth.messages))
+        }
+        self.registry.makeGauge(
+            descriptor: MetricNameDescriptor(metricName: "cartrita_log_last_seq", unitName: "", helpText: "Last committed log sequence number"),
+            labels: []
+        ).set(Double(log.lastSeq))
+        // The writer's own totals since open, as gauges (they are read, not counted here):
+        // rate(commit_seconds) / rate(batches) is the mean commit latency, records / batches the
+        // mean batch size.
+        let writer = log.writerMetrics
+        let totals: [(String, String, Double)] = [
+            ("cartrita_log_batches", "Group commits since the log was opened", Double(writer.batches)),
+            ("cartrita_log_records", "Records appended since the log was opened", Double(writer.records)),
+            ("cartrita_log_commit_seconds", "Time inside group commits since the log was opened", Double(writer.commitNanoseconds) / 1e9),
+            ("cartrita_log_commit_max_ms", "Longest group commit", Double(writer.maxCommitNanoseconds) / 1e6),
+            ("cartrita_log_batch_max_records", "Largest group commit, in records", Double(writer.maxBatchRecords)),
+            ("cartrita_http_requests_waiting", "HTTP requests waiting for a task's answer", Double(frontDoorWaiting)),
+        ]
+        for (name, help, value) in totals {
+            self.registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: []).set(value)
+        }
+        return self.registry.emitToString()
+    }
+
+    /// Counts the records committed since the last scrape.
+    func countLog(_ log: EventLog) {
+        self.countedSeq.withLock { counted in
+            let decoder = EnvelopeDecoder(limits: log.configuration.codecLimits)
+            var seen = 0
+            try? log.scanRaw(from: counted + 1) { seq, bytes in
+                guard seen < self.maxRecordsPerScrape else { return false }
+                seen += 1
+                counted = seq
+                guard let record = try? decoder.decodeRecord(bytes) else { return true }
+                self.count(record.envelope)
+                return true
+            }
+        }
+    }
+
+    func count(_ envelope: Envelope) {
+        let supervisor: String
+        if envelope.sender.isSupervisor {
+            supervisor = envelope.sender.rawValue
+        } else if envelope.recipient.isSupervisor {
+            supervisor = envelope.recipient.rawValue
+        } else {
+            supervisor = "orchestrator"  // client ↔ orchestrator: tier 0's own traffic
+        }
+        let status: String
+        switch envelope.payload {
+        case .taskResponse(let response): status = response.status.rawValue
+        case .taskError(let error): status = error.code.rawValue
+        case .heartbeat(let beat): status = beat.status.rawValue
+        default: status = "ok"
+        }
+        self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(metricName: "mcp_messages", unitName: "total", helpText: "MCP messages committed to the log"),
+            labels: [("supervisor", supervisor), ("message_type", envelope.type.rawValue), ("status", status)]
+        ).increment()
+        // Tokens and cost are counted where they are spent: an agent's answer to its supervisor
+        // (the same payload travels on up to the orchestrator and the client; counting it there
+        // too would count it three times).
+        if envelope.sender.isAgent, envelope.recipient.isSupervisor, case .taskResponse(let response) = envelope.payload,
+            let metrics = response.metrics
+        {
+            if let tokens = metrics.tokensUsed, tokens > 0 {
+                self.registry.makeCounter(
+                    descriptor: MetricNameDescriptor(metricName: "mcp_tokens", unitName: "total", helpText: "Tokens used by agents"),
+                    labels: [("supervisor", supervisor)]
+                ).increment(by: tokens)
+            }
+            if let cost = metrics.costUSD, cost > 0, cost.isFinite {
+                self.registry.makeCounter(
+                    descriptor: MetricNameDescriptor(metricName: "mcp_cost_usd", unitName: "total", helpText: "Cost of agents' work in US dollars"),
+                    labels: [("supervisor", supervisor)]
+                ).increment(by: cost)
+            }
+        }
+        // A supervisor's terminal answer to the orchestrator closes the task's tier-1 work: its
+        // duration runs from the task's submission (the UUIDv7 correlation id's milliseconds).
+        if envelope.sender.isSupervisor, envelope.recipient == .orchestrator, ClientMachine.outcome(envelope) != nil {
+            let milliseconds = envelope.timestampMilliseconds - envelope.correlationID.unixMilliseconds
+            self.registry.makeValueHistogram(
+                descriptor: MetricNameDescriptor(
+                    metricName: "mcp_processing_duration", unitName: "ms", helpText: "Task processing time up to the supervisor's answer, in milliseconds"),
+                labels: [("supervisor", supervisor)], buckets: Self.durationBucketsMilliseconds
+            ).record(Double(max(0, milliseconds)))
+        }
+    }
+}

@@ -1,0 +1,88 @@
+import CartritaEnvelope
+import Foundation
+import XCTest
+
+@testable import CartritaServer
+
+/// The real `cartrita` binary: `keys` and `serve` with a real SIGTERM.
+final class CommandTests: XCTestCase {
+    func binary() throws -> URL {
+        var candidates: [URL] = []
+        if let explicit = ProcessInfo.processInfo.environment["CARTRITA_BIN"] { candidates.append(URL(fileURLWithPath: explicit)) }
+        if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            candidates.append(URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("cartrita"))
+        }
+        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
+            throw XCTSkip("the cartrita binary is not built next to the tests (set CARTRITA_BIN)")
+        }
+        return found
+    }
+
+    func run(_ arguments: [String]) throws -> (status: Int32, stdout: String) {
+        let process = Process()
+        process.executableURL = try self.binary()
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    func testKeysCreatePrintsTheKeyAloneOnItsLastLineListAndRevoke() throws {
+        let folder = TemporaryFolder()
+        let data = folder.path + "/data"
+        let created = try self.run(["keys", "create", "--data", data, "--role", "admin", "--user", "ada"])
+        XCTAssertEqual(created.status, 0)
+        let lines = created.stdout.split(separator: "\n")
+        let key = String(try XCTUnwrap(lines.last))
+        XCTAssertTrue(key.hasPrefix("ck_") && !key.contains(" "), created.stdout)
+        let id = String(key.split(separator: "_")[1])
+
+        let listed = try self.run(["keys", "list", "--data", data, "--json"])
+        let record = try JSONParser().parse(listed.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+        XCTAssertEqual(record["id"], .string(id))
+        XCTAssertEqual(record["role"], .string("admin"))
+        XCTAssertEqual(record["user"], .string("ada"))
+        XCTAssertEqual(record["revoked"], .bool(false))
+        XCTAssertFalse(listed.stdout.contains(key))
+
+        XCTAssertEqual(try self.run(["keys", "revoke", "--data", data, id]).status, 0)
+        XCTAssertTrue(try self.run(["keys", "list", "--data", data]).stdout.contains("revoked"))
+        XCTAssertNotEqual(try self.run(["keys", "revoke", "--data", data, "000000000000"]).status, 0)
+    }
+
+    func testServeAnswersAndStopsCleanlyOnSIGTERM() async throws {
+        let folder = TemporaryFolder()
+        let process = Process()
+        process.executableURL = try self.binary()
+        process.arguments = ["serve", "--data", folder.path + "/data", "--port", "0"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // The first line names the bound port.
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line.append(chunk)
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        let port = try XCTUnwrap(text.split(separator: ":").last.flatMap { Int($0.prefix { $0.isNumber }) }, text)
+
+        let client = Client(port: port)
+        let answer = try await client.send(.post, "/v3/tasks", body: textStatsBody)
+        XCTAssertEqual(answer.string("status"), "completed", answer.text)
+        await client.close()
+
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationReason, .exit)
+        XCTAssertEqual(process.terminationStatus, 0)
+        let verify = try self.run(["log", "verify", "--data", folder.path + "/data"])
+        XCTAssertEqual(verify.status, 0, verify.stdout)
+    }
+}
