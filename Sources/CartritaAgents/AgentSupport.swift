@@ -160,6 +160,15 @@ enum TextInput {
             arguments: .map([MCPValue.MapEntry("url", .string(url)), MCPValue.MapEntry("max_bytes", .int(Int64(maxBytes) + 3))]))
     }
 
+    /// An agent's `resume` after `fetchCall`: the same handling, on the fetched bytes (or the
+    /// service's failure as the task's answer).
+    static func resume(_ request: TaskRequest, _ result: IOResult, handle: (TaskRequest) -> AgentOutcome) -> AgentOutcome {
+        switch Self.inlined(request, result) {
+        case .failure(let error): .failed(error)
+        case .success(let inline): handle(inline)
+        }
+    }
+
     /// The request with its URL file replaced by the bytes the `files` service read.
     static func inlined(_ request: TaskRequest, _ result: IOResult) -> Result<TaskRequest, TaskError> {
         switch result {

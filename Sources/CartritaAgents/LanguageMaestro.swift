@@ -42,10 +42,7 @@ public struct LanguageMaestro: Agent {
     public func resume(
         _ request: TaskRequest, continuation: MCPValue, result: IOResult, state: inout EmptyState, context: DeliveryContext
     ) -> AgentOutcome {
-        switch TextInput.inlined(request, result) {
-        case .failure(let error): .failed(error)
-        case .success(let inline): self.handle(inline, state: &state, context: context)
-        }
+        TextInput.resume(request, result) { inline in self.handle(inline, state: &state, context: context) }
     }
 
     static func work(_ request: TaskRequest) throws(Refusal) -> MCPValue {

@@ -897,7 +897,6 @@ struct ArrivalQueue {
     var window: [Waiting?] = []
     var base: UInt64 = 1
     var front = 0
-    var waitingCount = 0
     /// Looked up by key only, never iterated.
     var timers: [TimerKey: [UInt64]] = [:]
 
@@ -907,7 +906,6 @@ struct ArrivalQueue {
         self.order += 1
         if let owner { self.timers[TimerKey(owner: owner, correlation: envelope.correlationID), default: []].append(self.order) }
         self.window.append(Waiting(envelope: envelope, timerOf: owner))
-        self.waitingCount += 1
         self.heap.push(Key(at: at, order: self.order))
     }
 
@@ -916,7 +914,6 @@ struct ArrivalQueue {
         let slot = Int(order - self.base)
         guard let entry = self.window[slot] else { return nil }
         self.window[slot] = nil
-        self.waitingCount -= 1
         // `front`: the empty slots before the first waiting one. Dropped when they are at least
         // half the window, so each slot is moved O(1) times.
         while self.front < self.window.count && self.window[self.front] == nil { self.front += 1 }
