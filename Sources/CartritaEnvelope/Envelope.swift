@@ -149,22 +149,123 @@ public struct MessageContext: Hashable, Sendable {
 
 /// One MCP message (MCP-SPEC §1). The message type is the payload's case, so the two can
 /// never disagree.
+///
+/// A value type whose fields live in one shared, copy-on-write box. An envelope is copied many
+/// times on its way (into a mailbox, a batch, the log's queue, a delivery, a state table), and a
+/// copy of the fields themselves retains every string and payload inside and moves a few hundred
+/// bytes; a copy of the box is one retain and one word. Writes copy the box first when it is
+/// shared, so envelopes behave exactly as plain structs do.
 public struct Envelope: Hashable, Sendable {
-    public var id: MessageID
-    public var parentID: MessageID?
-    public var correlationID: MessageID
-    public var sender: Address
-    public var recipient: Address
-    public var broadcast: Bool
+    /// The stored fields, in the order of MCP-SPEC §1.
+    @usableFromInline
+    struct Fields: Hashable, Sendable {
+        @usableFromInline var id: MessageID
+        @usableFromInline var parentID: MessageID?
+        @usableFromInline var correlationID: MessageID
+        @usableFromInline var sender: Address
+        @usableFromInline var recipient: Address
+        @usableFromInline var broadcast: Bool
+        @usableFromInline var timestampMilliseconds: Int64
+        @usableFromInline var ttlMilliseconds: Int32
+        @usableFromInline var priority: Priority
+        @usableFromInline var context: MessageContext
+        @usableFromInline var payload: Payload
+        @usableFromInline var deliveryMode: DeliveryMode
+        @usableFromInline var retryCount: Int32
+        @usableFromInline var maxRetries: Int32
+    }
+
+    /// Shared between copies; written only when uniquely referenced (`mutableFields`), so no
+    /// thread ever sees a box change under it, which is what makes `@unchecked Sendable` true.
+    @usableFromInline
+    final class Box: @unchecked Sendable {
+        // Unchecked: exclusivity is guaranteed by copy-on-write (a box is written only while
+        // one envelope owns it), and the dynamic check would cost more than the copy saved.
+        @exclusivity(unchecked) @usableFromInline var fields: Fields
+
+        @inlinable init(_ fields: Fields) {
+            self.fields = fields
+        }
+    }
+
+    @usableFromInline var box: Box
+
+    @inlinable var fields: Fields { self.box.fields }
+
+    /// The fields for writing: the box is copied first unless this envelope is its only owner.
+    @inlinable var mutableFields: Fields {
+        _read { yield self.box.fields }
+        _modify {
+            if !isKnownUniquelyReferenced(&self.box) { self.box = Box(self.box.fields) }
+            yield &self.box.fields
+        }
+    }
+
+    public static func == (lhs: Envelope, rhs: Envelope) -> Bool {
+        lhs.box === rhs.box || lhs.box.fields == rhs.box.fields
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        self.box.fields.hash(into: &hasher)
+    }
+
+    @inlinable public var id: MessageID {
+        get { self.box.fields.id }
+        set { self.mutableFields.id = newValue }
+    }
+    @inlinable public var parentID: MessageID? {
+        get { self.box.fields.parentID }
+        set { self.mutableFields.parentID = newValue }
+    }
+    @inlinable public var correlationID: MessageID {
+        get { self.box.fields.correlationID }
+        set { self.mutableFields.correlationID = newValue }
+    }
+    @inlinable public var sender: Address {
+        get { self.box.fields.sender }
+        set { self.mutableFields.sender = newValue }
+    }
+    @inlinable public var recipient: Address {
+        get { self.box.fields.recipient }
+        set { self.mutableFields.recipient = newValue }
+    }
+    @inlinable public var broadcast: Bool {
+        get { self.box.fields.broadcast }
+        set { self.mutableFields.broadcast = newValue }
+    }
     /// Milliseconds since the Unix epoch, set by the runtime when the message is logged.
-    public var timestampMilliseconds: Int64
-    public var ttlMilliseconds: Int32
-    public var priority: Priority
-    public var context: MessageContext
-    public var payload: Payload
-    public var deliveryMode: DeliveryMode
-    public var retryCount: Int32
-    public var maxRetries: Int32
+    @inlinable public var timestampMilliseconds: Int64 {
+        get { self.box.fields.timestampMilliseconds }
+        set { self.mutableFields.timestampMilliseconds = newValue }
+    }
+    @inlinable public var ttlMilliseconds: Int32 {
+        get { self.box.fields.ttlMilliseconds }
+        set { self.mutableFields.ttlMilliseconds = newValue }
+    }
+    @inlinable public var priority: Priority {
+        get { self.box.fields.priority }
+        set { self.mutableFields.priority = newValue }
+    }
+    @inlinable public var context: MessageContext {
+        get { self.box.fields.context }
+        _modify { yield &self.mutableFields.context }
+    }
+    @inlinable public var payload: Payload {
+        get { self.box.fields.payload }
+        _modify { yield &self.mutableFields.payload }
+    }
+    @inlinable public var deliveryMode: DeliveryMode {
+        get { self.box.fields.deliveryMode }
+        set { self.mutableFields.deliveryMode = newValue }
+    }
+    @inlinable public var retryCount: Int32 {
+        get { self.box.fields.retryCount }
+        set { self.mutableFields.retryCount = newValue }
+    }
+    @inlinable public var maxRetries: Int32 {
+        get { self.box.fields.maxRetries }
+        set { self.mutableFields.maxRetries = newValue }
+    }
 
     public var type: MessageType { self.payload.type }
 
@@ -187,19 +288,9 @@ public struct Envelope: Hashable, Sendable {
         retryCount: Int32 = 0,
         maxRetries: Int32 = 0
     ) {
-        self.id = id
-        self.parentID = parentID
-        self.correlationID = correlationID
-        self.sender = sender
-        self.recipient = recipient
-        self.broadcast = broadcast
-        self.timestampMilliseconds = timestampMilliseconds
-        self.ttlMilliseconds = ttlMilliseconds
-        self.priority = priority
-        self.context = context
-        self.payload = payload
-        self.deliveryMode = deliveryMode
-        self.retryCount = retryCount
-        self.maxRetries = maxRetries
+        self.box = Box(Fields(
+            id: id, parentID: parentID, correlationID: correlationID, sender: sender, recipient: recipient, broadcast: broadcast,
+            timestampMilliseconds: timestampMilliseconds, ttlMilliseconds: ttlMilliseconds, priority: priority, context: context,
+            payload: payload, deliveryMode: deliveryMode, retryCount: retryCount, maxRetries: maxRetries))
     }
 }

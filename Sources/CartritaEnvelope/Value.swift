@@ -49,9 +49,8 @@ public enum MCPValue: Hashable, Sendable {
         guard count > 1 else { return nil }
         if count <= 16 {
             for later in 1..<count {
-                for earlier in 0..<later where entries[earlier].key.utf8.elementsEqual(entries[later].key.utf8) {
-                    return entries[later].key
-                }
+                let key = entries[later].key
+                for earlier in 0..<later where Self.sameBytes(entries[earlier].key, key) { return key }
             }
             return nil
         }
@@ -59,6 +58,13 @@ public enum MCPValue: Hashable, Sendable {
         seen.reserveCapacity(count)
         for entry in entries where !seen.insert(Array(entry.key.utf8)).inserted { return entry.key }
         return nil
+    }
+
+    /// Byte equality, cheaply: lengths first, then `==` (equal bytes are always canonically
+    /// equal, and for ASCII it is a memcmp), and only for canonically equal strings the bytes.
+    @inline(__always)
+    static func sameBytes(_ a: String, _ b: String) -> Bool {
+        a.utf8.count == b.utf8.count && a == b && a.utf8.elementsEqual(b.utf8)
     }
 
     public var isContainer: Bool {

@@ -204,7 +204,9 @@ actor CellHost {
             if node.storageFailure == nil { try? await Task.sleep(nanoseconds: 200_000) }
         }
         node.outstanding.subtract(handled, ordering: .releasing)
-        if self.cell.deliveriesSinceSnapshot >= self.configuration.snapshotEveryDeliveries {
+        if self.cell.snapshotDue(
+            everyDeliveries: self.configuration.snapshotEveryDeliveries, bytesPerDelivery: self.configuration.snapshotBytesPerDelivery)
+        {
             await self.snapshot(node)
         }
     }
@@ -228,7 +230,7 @@ actor CellHost {
         let bytes = NodeSnapshot(state: self.cell.snapshotBytes(), owed: owed).encode()
         do {
             try await node.log.saveSnapshot(Snapshot(actor: self.address.rawValue, seq: seq, formatVersion: self.cell.stateFormatVersion, state: bytes))
-            self.cell.markSnapshotted()
+            self.cell.markSnapshotted(bytes: bytes.count)
         } catch {
             node.fail(error)
         }

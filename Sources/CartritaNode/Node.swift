@@ -13,6 +13,9 @@ public struct NodeConfiguration: Sendable {
     public var mailboxCapacity = 10_000
     /// An actor snapshots its state after this many deliveries.
     public var snapshotEveryDeliveries = 1_000
+    /// A large state is snapshotted less often: one delivery per this many bytes of its last
+    /// snapshot at least (0: exactly every `snapshotEveryDeliveries`). See `ActorCell.snapshotDue`.
+    public var snapshotBytesPerDelivery = defaultSnapshotBytesPerDelivery
     /// Most messages one actor appends and then handles per log commit.
     public var maxDeliveryBatch = 512
     /// The I/O gateway's services by name (`files` serves `io.files@v1.0`). None by default: a

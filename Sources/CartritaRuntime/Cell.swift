@@ -85,7 +85,11 @@ public protocol ActorCell: AnyObject {
     func restore(formatVersion: UInt32, bytes: [UInt8], seq: UInt64) -> Bool
     func reset()
     func describeState() -> MCPValue
-    func markSnapshotted()
+    /// A snapshot of `bytes` bytes was just taken: counting starts again, and the next one is
+    /// due by `snapshotDue(everyDeliveries:)`.
+    func markSnapshotted(bytes: Int)
+    /// The size of the last snapshot taken or restored (0: none yet).
+    var lastSnapshotBytes: Int { get }
 
     /// True when the state can never change (a stateless agent): replay may then skip the
     /// handler and only note the delivery (`skip`), since nothing but its effects could differ.
@@ -94,12 +98,32 @@ public protocol ActorCell: AnyObject {
     func skip(seq: UInt64)
 }
 
+extension ActorCell {
+    /// Whether a snapshot is due: after `everyDeliveries` deliveries, or, for an actor whose
+    /// state is large, after one delivery per `bytesPerDelivery` bytes of its last snapshot
+    /// (0: the interval alone decides). A snapshot costs time in proportion to the state;
+    /// without the second rule an actor holding a backlog of 20,000 tasks would re-encode all of
+    /// them every N deliveries, and snapshotting alone would grow with the square of the
+    /// backlog. With it, snapshots cost O(1) per delivery amortized, and replay after a crash
+    /// stays bounded by the larger of N and the state's size (a few thousand records at most
+    /// for the largest states: milliseconds).
+    public func snapshotDue(everyDeliveries: Int, bytesPerDelivery: Int = defaultSnapshotBytesPerDelivery) -> Bool {
+        let spread = bytesPerDelivery > 0 ? self.lastSnapshotBytes / bytesPerDelivery : 0
+        return self.deliveriesSinceSnapshot >= max(everyDeliveries, spread)
+    }
+}
+
+/// See `ActorCell.snapshotDue`: a snapshot of up to 256 KiB keeps the default interval of 1,000
+/// deliveries; a larger one spreads its cost over more.
+public let defaultSnapshotBytesPerDelivery = 256
+
 /// The cell of any `StateMachine`.
 public final class MachineCell<Machine: StateMachine>: ActorCell {
     public let machine: Machine
     public private(set) var state: Machine.State
     public private(set) var lastSeq: UInt64 = 0
     public private(set) var deliveriesSinceSnapshot = 0
+    public private(set) var lastSnapshotBytes = 0
 
     public init(_ machine: Machine) {
         self.machine = machine
@@ -134,6 +158,7 @@ public final class MachineCell<Machine: StateMachine>: ActorCell {
         self.state = state
         self.lastSeq = seq
         self.deliveriesSinceSnapshot = 0
+        self.lastSnapshotBytes = bytes.count
         return true
     }
 
@@ -141,11 +166,15 @@ public final class MachineCell<Machine: StateMachine>: ActorCell {
         self.state = self.machine.initialState()
         self.lastSeq = 0
         self.deliveriesSinceSnapshot = 0
+        self.lastSnapshotBytes = 0
     }
 
     public func describeState() -> MCPValue { self.machine.describeState(self.state) }
 
-    public func markSnapshotted() { self.deliveriesSinceSnapshot = 0 }
+    public func markSnapshotted(bytes: Int) {
+        self.deliveriesSinceSnapshot = 0
+        self.lastSnapshotBytes = bytes
+    }
 
     public var isStateless: Bool { Machine.State.self == EmptyState.self }
 

@@ -32,6 +32,8 @@ public struct Orchestrator: Sendable {
         public var unknown = 0
         public var answered = 0
         public var cancelled = 0
+        /// at_most_once tasks given up at their deadline (their answer was lost).
+        public var expired = 0
         /// The last heartbeat of each supervisor that sent one, in address order.
         public var health: [SupervisorHealth] = []
 
@@ -60,13 +62,15 @@ public struct Orchestrator: Sendable {
             return self.route(&state, envelope, request, context)
         case .taskError(let error) where error.code == .cancelled && !envelope.sender.isSupervisor:
             return self.cancel(&state, envelope, error)
+        case .taskError(let error) where error.code == .timeout && envelope.sender == Self.address:
+            return self.expire(&state, envelope, error)
         case .taskResponse, .taskError:
             guard let index = state.pending.index(ofTask: envelope.correlationID), state.pending[index].supervisor == envelope.sender else {
                 return []  // an answer for a task that was already answered: at most one terminal answer
             }
             let pending = state.pending.remove(at: index)
             state.answered += 1
-            return [.send(.reply(to: pending.request, payload: envelope.payload))]
+            return Self.forgetDeadline(of: pending) + [.send(.reply(to: pending.request, payload: envelope.payload))]
         case .taskProgress, .streamStart, .streamData, .streamEnd:
             guard let index = state.pending.index(ofTask: envelope.correlationID) else { return [] }
             let pending = state.pending[index]
@@ -107,11 +111,58 @@ public struct Orchestrator: Sendable {
         }
         let pending = state.pending.remove(at: index)
         state.cancelled += 1
+        let forget = Self.forgetDeadline(of: pending)
         let answer = TaskError(code: .cancelled, message: "cancelled by \(envelope.sender): \(error.message)", retryable: false)
         var down = OutgoingMessage.reply(to: envelope, payload: envelope.payload)
         down.recipient = pending.supervisor
         down.priority = .critical
-        return [.send(.reply(to: pending.request, payload: .taskError(answer))), .send(down)]
+        return forget + [.send(.reply(to: pending.request, payload: .taskError(answer))), .send(down)]
+    }
+
+    // MARK: Deadlines of at_most_once tasks
+
+    /// Extra time past the work's own limits before the orchestrator gives an at_most_once
+    /// task up: the supervisor's timeout and retries come first, and they answer.
+    public static let deadlineGraceMilliseconds: Int64 = 30_000
+
+    /// How long an at_most_once task may stay pending. Its answer may be lost on the way (the
+    /// mode allows that: a crash, a dropped message), and then nothing else would ever take the
+    /// entry out of the pending table: a slow leak of memory and snapshot size. Every attempt
+    /// the supervisor may make (`max_retries` + 1) gets the task's time limit, then the grace.
+    static func deadlineMilliseconds(of request: Envelope, _ task: TaskRequest) -> Int64 {
+        let limit = task.task.constraints?.maxExecutionTimeMilliseconds ?? DomainSupervisor.defaultTimeoutMilliseconds
+        let attempts = Int64(max(0, request.maxRetries)) + 1
+        let (work, overflow) = max(1, limit).multipliedReportingOverflow(by: attempts)
+        return overflow ? Int64.max / 4 : min(Int64.max / 4, work + Self.deadlineGraceMilliseconds)
+    }
+
+    /// The timer that ends an at_most_once task nobody answered: a `timeout` to the orchestrator
+    /// itself, under the task's correlation (answering or cancelling the task cancels it).
+    func deadlineTimer(for request: Envelope, _ task: TaskRequest) -> Effect {
+        let limit = Self.deadlineMilliseconds(of: request, task)
+        var timer = OutgoingMessage.reply(
+            to: request, payload: .taskError(TaskError(code: .timeout, message: "no answer within \(limit) ms", retryable: true)))
+        timer.recipient = Self.address
+        timer.deliveryMode = .atLeastOnce  // the orchestrator's own timer: owed after a crash
+        timer.maxRetries = 0
+        timer.priority = .high
+        timer.ttlMilliseconds = 60_000
+        return .timer(afterMilliseconds: limit, message: timer)
+    }
+
+    static func forgetDeadline(of pending: Pending) -> [Effect] {
+        pending.request.deliveryMode == .atMostOnce ? [.cancelTimers(correlationID: pending.request.correlationID)] : []
+    }
+
+    /// An at_most_once task's deadline passed with no answer: the client hears `timeout`, and
+    /// an answer arriving later finds no entry (still at most one terminal answer).
+    func expire(_ state: inout State, _ envelope: Envelope, _ error: TaskError) -> [Effect] {
+        guard let index = state.pending.index(ofTask: envelope.correlationID),
+            state.pending[index].request.deliveryMode == .atMostOnce
+        else { return [] }
+        let pending = state.pending.remove(at: index)
+        state.expired += 1
+        return [.send(.reply(to: pending.request, payload: .taskError(error)))]
     }
 
     func route(_ state: inout State, _ envelope: Envelope, _ request: TaskRequest, _ context: DeliveryContext) -> [Effect] {
@@ -140,6 +191,7 @@ public struct Orchestrator: Sendable {
         state.routed += 1
         var forward = OutgoingMessage.reply(to: envelope, payload: envelope.payload)
         forward.recipient = supervisor
-        return [.send(forward)]
+        guard envelope.deliveryMode == .atMostOnce else { return [.send(forward)] }
+        return [.send(forward), self.deadlineTimer(for: envelope, request)]
     }
 }

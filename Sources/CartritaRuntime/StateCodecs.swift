@@ -307,7 +307,8 @@ enum RuntimeStateFormat {
 // MARK: - The orchestrator's snapshot
 
 extension Orchestrator {
-    public var stateFormatVersion: UInt32 { 1 }
+    /// 2 added `expired`. A version-1 snapshot is refused (recovery falls back to replay).
+    public var stateFormatVersion: UInt32 { 2 }
 
     public func encodeState(_ state: State) -> [UInt8] {
         RuntimeStateFormat.bytes(self.stateValue(state, .snapshot(EnvelopeEncoder())))
@@ -327,7 +328,7 @@ extension Orchestrator {
         self.stateValue(state, .display)
     }
 
-    static let stateKeys = ["pending", "routed", "unknown", "answered", "cancelled", "health"]
+    static let stateKeys = ["pending", "routed", "unknown", "answered", "cancelled", "expired", "health"]
 
     func stateValue(_ state: State, _ style: RuntimeStateFormat.Style) -> MCPValue {
         let pending: [MCPValue] = state.pending.map { entry in
@@ -342,6 +343,7 @@ extension Orchestrator {
             MCPValue.MapEntry("unknown", RuntimeStateFormat.int(state.unknown)),
             MCPValue.MapEntry("answered", RuntimeStateFormat.int(state.answered)),
             MCPValue.MapEntry("cancelled", RuntimeStateFormat.int(state.cancelled)),
+            MCPValue.MapEntry("expired", RuntimeStateFormat.int(state.expired)),
             MCPValue.MapEntry("health", .array(state.health.map { health in
                 .map([
                     MCPValue.MapEntry("supervisor", .string(health.supervisor.rawValue)),
@@ -372,6 +374,7 @@ extension Orchestrator {
         state.unknown = try root.count("unknown")
         state.answered = try root.count("answered")
         state.cancelled = try root.count("cancelled")
+        state.expired = try root.count("expired")
         for item in try root.array("health") {
             let fields = try RuntimeStateFormat.Fields(item.value, item.path, keys: ["supervisor", "status", "queue_depth", "in_flight", "at_ms"])
             guard case .string(let text) = fields["status"], let status = HealthStatus(rawValue: text) else {

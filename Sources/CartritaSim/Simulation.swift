@@ -66,6 +66,8 @@ public final class Simulation {
         /// Each actor snapshots after this many deliveries (small, so crashes meet snapshots;
         /// the buggify fault adds snapshots at random moments).
         public var snapshotEveryDeliveries = 200
+        /// See `NodeConfiguration.snapshotBytesPerDelivery`.
+        public var snapshotBytesPerDelivery = defaultSnapshotBytesPerDelivery
         /// Whole-process crashes, each at a delivery count the seed picks, each followed by
         /// recovery from the log and snapshots with the production recovery code.
         public var crashes = 0
@@ -130,6 +132,8 @@ public final class Simulation {
     var activeFaults: Set<Fault> = []
     var safetyEndedAt: Int64?
     var lastAnswerAt: Int64 = 0
+    /// The run ended because nothing was left to deliver (not at `maxDeliveries`).
+    var ranToQuiescence = false
     /// Injected faults by kind, in `Fault.allCases` order when reported.
     var faultCounts: [Fault: Int] = [:]
 
@@ -262,7 +266,10 @@ public final class Simulation {
             guard let position = self.pickActor() else {
                 // Nothing to deliver now: the clock jumps to the next arrival or the end of a
                 // restart's hold, or the run is over.
-                guard let next = self.nextEventTime() else { break }
+                guard let next = self.nextEventTime() else {
+                    self.ranToQuiescence = true
+                    break
+                }
                 self.now = max(self.now, next)
                 continue
             }
@@ -479,10 +486,9 @@ public final class Simulation {
         let seq = cell.lastSeq
         // The in-memory log's lookups cannot fail.
         let owed = (try? self.sent[position].owed(atSnapshot: seq) { (ids) throws(EventLogError) in try self.log.seqs(ofMessages: ids) }) ?? []
-        self.log.save(Snapshot(
-            actor: cell.address.rawValue, seq: seq, formatVersion: cell.stateFormatVersion,
-            state: NodeSnapshot(state: cell.snapshotBytes(), owed: owed).encode()))
-        cell.markSnapshotted()
+        let bytes = NodeSnapshot(state: cell.snapshotBytes(), owed: owed).encode()
+        self.log.save(Snapshot(actor: cell.address.rawValue, seq: seq, formatVersion: cell.stateFormatVersion, state: bytes))
+        cell.markSnapshotted(bytes: bytes.count)
     }
 
     func admitArrivals() {
@@ -660,7 +666,7 @@ public final class Simulation {
         }
         // `clock` is the actor's own (skewed) clock: its timers are stamped on it.
         self.sent[position].record(delivery, clock: clock)
-        if cell.deliveriesSinceSnapshot >= self.configuration.snapshotEveryDeliveries
+        if cell.snapshotDue(everyDeliveries: self.configuration.snapshotEveryDeliveries, bytesPerDelivery: self.configuration.snapshotBytesPerDelivery)
             || (self.buggify?.fires(.snapshotNow, entropy: entropy) ?? false)
         {
             self.snapshot(position)
@@ -770,6 +776,7 @@ public final class Simulation {
             missing > 0 ? "failed: \(missing) tasks never answered"
                 : late <= self.configuration.livenessBoundMilliseconds ? "ok"
                 : "failed: the last answer came \(late) ms after the faults stopped (bound \(self.configuration.livenessBoundMilliseconds) ms)"))
+        oracles.append(("nothing_left_pending", self.leftPending().map { "failed: " + $0 } ?? "ok"))
         oracles.append((
             "recovery_equals_committed_prefix",
             self.recoveryProblems.isEmpty ? "ok" : "failed: " + self.recoveryProblems.prefix(3).joined(separator: "; ")))
@@ -783,6 +790,21 @@ public final class Simulation {
             faults: Fault.allCases.compactMap { fault in self.faultCounts[fault].map { (fault.rawValue, $0) } },
             buggify: self.buggify?.report ?? [], durability: self.durability, tailRecordsLost: self.tailRecordsLost,
             oracles: oracles)
+    }
+
+    /// Once nothing is left to deliver, no tier may still hold a task: every entry of the
+    /// orchestrator's pending table and of a supervisor's in-flight table must have been
+    /// answered, cancelled, timed out or expired. An entry left over is a leak that grows with
+    /// every lost answer (the at_most_once deadline exists for that).
+    func leftPending() -> String? {
+        guard self.ranToQuiescence else { return nil }
+        var problems: [String] = []
+        for cell in self.cells {
+            let key = cell.address == .orchestrator ? "pending" : cell.address.isSupervisor ? "in_flight" : nil
+            guard let key, case .array(let entries)? = cell.describeState()[key], !entries.isEmpty else { continue }
+            problems.append("\(cell.address) still holds \(entries.count) tasks in \(key)")
+        }
+        return problems.isEmpty ? nil : problems.joined(separator: "; ")
     }
 
     /// Supervision limits: no supervisor decided more restarts within one period than its

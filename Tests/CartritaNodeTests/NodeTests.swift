@@ -160,7 +160,7 @@ final class SnapshotFallbackTests: XCTestCase {
         let orchestrator = Orchestrator.address.rawValue
         let tasks = "agent.taskmanagement@v1.0"
         XCTAssertFalse(try log.snapshots(of: orchestrator).isEmpty, "the run took snapshots")
-        try await log.saveSnapshot(Snapshot(actor: orchestrator, seq: last, formatVersion: 1, state: [0xC1, 0x00, 0x13]))
+        try await log.saveSnapshot(Snapshot(actor: orchestrator, seq: last, formatVersion: Orchestrator().stateFormatVersion, state: [0xC1, 0x00, 0x13]))
         try await log.saveSnapshot(Snapshot(actor: tasks, seq: last, formatVersion: 99, state: [1, 2, 3]))
 
         let (cells, report) = try Recovery(log: log, hierarchy: .standard()).run()

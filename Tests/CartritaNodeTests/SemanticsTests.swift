@@ -1225,6 +1225,7 @@ final class SemanticsTests: XCTestCase {
         let gate = SemGate()
         var configuration = NodeConfiguration()
         configuration.snapshotEveryDeliveries = 1
+        configuration.snapshotBytesPerDelivery = 0  // every delivery, whatever the state's size
         var tasks: [MessageID] = []
         do {
             let (log, node, _) = try self.start(directory, Sem.hierarchy(.init(gate: gate)), configuration)

@@ -356,11 +356,42 @@ final class CellTests: XCTestCase {
         _ = target.deliver(
             self.fixture.envelope(CellFixture.request("c.count"), from: CellFixture.supervisor, to: self.agent.address), CellFixture.context(seq: 41))
         XCTAssertEqual(target.deliveriesSinceSnapshot, 1)
-        target.markSnapshotted()
+        target.markSnapshotted(bytes: 0)
         XCTAssertEqual(target.deliveriesSinceSnapshot, 0)
         target.reset()
         XCTAssertEqual(target.state, 0)
         XCTAssertEqual(target.lastSeq, 0)
+    }
+
+    /// Snapshots of a large state are spread out: O(1) snapshot work per delivery, whatever the
+    /// state's size. A small state keeps the configured interval.
+    func testALargeStateIsSnapshottedLessOftenSoTheCostPerDeliveryStaysBounded() {
+        let cell = MachineCell(AgentActor(self.agent))
+        func deliver(_ count: Int) {
+            for _ in 0..<count {
+                _ = cell.deliver(
+                    self.fixture.envelope(CellFixture.request("c.count"), from: CellFixture.supervisor, to: self.agent.address),
+                    CellFixture.context(seq: cell.lastSeq + 1))
+            }
+        }
+        deliver(999)
+        XCTAssertFalse(cell.snapshotDue(everyDeliveries: 1_000))
+        deliver(1)
+        XCTAssertTrue(cell.snapshotDue(everyDeliveries: 1_000), "no snapshot yet: the interval decides")
+
+        cell.markSnapshotted(bytes: 256 * 4_000)  // a 1 MB state
+        XCTAssertEqual(cell.lastSnapshotBytes, 1_024_000)
+        deliver(1_000)
+        XCTAssertFalse(cell.snapshotDue(everyDeliveries: 1_000), "1 MB at 256 bytes per delivery: 4,000 deliveries")
+        XCTAssertTrue(cell.snapshotDue(everyDeliveries: 1_000, bytesPerDelivery: 0), "0 turns the spreading off")
+        deliver(3_000)
+        XCTAssertTrue(cell.snapshotDue(everyDeliveries: 1_000))
+
+        cell.markSnapshotted(bytes: 1_000)  // small again: back to the interval
+        deliver(1_000)
+        XCTAssertTrue(cell.snapshotDue(everyDeliveries: 1_000))
+        cell.reset()
+        XCTAssertEqual(cell.lastSnapshotBytes, 0)
     }
 
     // MARK: Supervision as cell deliveries

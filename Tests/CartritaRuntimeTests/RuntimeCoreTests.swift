@@ -185,6 +185,56 @@ final class OrchestratorTests: XCTestCase {
         XCTAssertEqual(state.answered, 1)
     }
 
+    /// An at_most_once task whose answer is lost would stay in the pending table forever: the
+    /// orchestrator arms a deadline, answers `timeout` when it passes, and ignores a later answer.
+    func testAnAtMostOnceTaskWhoseAnswerIsLostExpiresAtItsDeadline() throws {
+        let orchestrator = Orchestrator()
+        var state = Orchestrator.State()
+        let context = DeliveryContext(seq: 1, clockMilliseconds: 1_764_000_000_000, entropy: 7)
+        var fromClient = self.envelope(self.request("data.csv-stats"), from: self.client, to: .orchestrator)
+        fromClient.deliveryMode = .atMostOnce
+        fromClient.maxRetries = 1
+        let routed = orchestrator.step(&state, fromClient, context)
+        XCTAssertEqual(routed.count, 2, "the forward and the deadline: \(routed)")
+        guard case .timer(let after, let deadline)? = routed.last else { return XCTFail("\(routed)") }
+        XCTAssertEqual(after, 2 * DomainSupervisor.defaultTimeoutMilliseconds + Orchestrator.deadlineGraceMilliseconds)
+        XCTAssertEqual(deadline.recipient, .orchestrator)
+        XCTAssertEqual(deadline.correlationID, fromClient.correlationID)
+
+        // The deadline fires: the client hears `timeout`, the entry goes.
+        let fired = deadline.envelope(id: self.ids.next(milliseconds: 1_764_000_100_000, entropy: &self.entropy), sender: .orchestrator, timestampMilliseconds: 1_764_000_100_000)
+        let answers = orchestrator.step(&state, fired, context)
+        guard case .send(let reply)? = answers.first, answers.count == 1, case .taskError(let error) = reply.payload else { return XCTFail("\(answers)") }
+        XCTAssertEqual(reply.recipient, self.client)
+        XCTAssertEqual(reply.parentID, fromClient.id)
+        XCTAssertEqual(error.code, .timeout)
+        XCTAssertTrue(state.pending.isEmpty)
+        XCTAssertEqual(state.expired, 1)
+
+        // The supervisor's answer arrives after all: nobody holds the task, nothing is sent.
+        let late = self.envelope(.taskResponse(TaskResponse(status: .completed, result: "ok")), from: Address("supervisor.system@v1.0"), to: .orchestrator, correlation: fromClient.correlationID)
+        XCTAssertEqual(orchestrator.step(&state, late, context), [])
+        XCTAssertEqual(orchestrator.step(&state, fired, context), [], "a deadline for a finished task does nothing")
+    }
+
+    func testAnsweringAnAtMostOnceTaskCancelsItsDeadline() throws {
+        let orchestrator = Orchestrator()
+        var state = Orchestrator.State()
+        let context = DeliveryContext(seq: 1, clockMilliseconds: 1_764_000_000_000, entropy: 7)
+        var fromClient = self.envelope(self.request("data.csv-stats"), from: self.client, to: .orchestrator)
+        fromClient.deliveryMode = .atMostOnce
+        _ = orchestrator.step(&state, fromClient, context)
+        let answer = self.envelope(.taskResponse(TaskResponse(status: .completed, result: "ok")), from: Address("supervisor.system@v1.0"), to: .orchestrator, correlation: fromClient.correlationID)
+        let effects = orchestrator.step(&state, answer, context)
+        XCTAssertEqual(effects.first, .cancelTimers(correlationID: fromClient.correlationID))
+        XCTAssertEqual(effects.count, 2)
+        XCTAssertEqual(state.expired, 0)
+
+        // An at_least_once task arms no deadline (its answer is redelivered, never lost).
+        let durable = self.envelope(self.request("data.csv-stats"), from: self.client, to: .orchestrator)
+        XCTAssertEqual(orchestrator.step(&state, durable, context).count, 1)
+    }
+
     func testUnknownTaskTypeIsAnsweredNeverDropped() {
         let orchestrator = Orchestrator()
         var state = Orchestrator.State()

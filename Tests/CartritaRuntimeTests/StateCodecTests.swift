@@ -157,7 +157,7 @@ final class StateCodecTests: XCTestCase {
 
     func testAPopulatedOrchestratorStateRoundTripsExactly() throws {
         let (orchestrator, state, requests) = self.populatedOrchestrator()
-        XCTAssertEqual(orchestrator.stateFormatVersion, 1)
+        XCTAssertEqual(orchestrator.stateFormatVersion, 2)
         XCTAssertEqual(state.pending.count, 3, "two routed tasks are still pending besides the answered one")
         XCTAssertEqual([state.routed, state.unknown, state.answered, state.cancelled], [4, 1, 1, 2])
 
@@ -384,8 +384,10 @@ final class StateCodecTests: XCTestCase {
         XCTAssertTrue(self.refusal(try orchestrator.decodeState(supervisorBytes)).contains("cartrita.domain_supervisor.state"))
         XCTAssertTrue(self.refusal(try supervisor.decodeState(orchestratorBytes)).contains("cartrita.orchestrator.state"))
 
-        let newer = try self.edited(orchestratorBytes) { Self.set("version", 2, in: &$0) }
-        XCTAssertTrue(self.refusal(try orchestrator.decodeState(newer)).contains("format version 2"))
+        let newer = try self.edited(orchestratorBytes) { Self.set("version", 3, in: &$0) }
+        XCTAssertTrue(self.refusal(try orchestrator.decodeState(newer)).contains("format version 3"))
+        let older = try self.edited(orchestratorBytes) { Self.set("version", 1, in: &$0) }
+        XCTAssertTrue(self.refusal(try orchestrator.decodeState(older)).contains("format version 1"), "version 1 had no `expired`")
         let textVersion = try self.edited(orchestratorBytes) { Self.set("version", "1", in: &$0) }
         XCTAssertTrue(self.refusal(try orchestrator.decodeState(textVersion)).contains("version"))
 
@@ -465,7 +467,7 @@ final class StateCodecTests: XCTestCase {
     func testDescribeStateShowsEveryFieldReadably() throws {
         let (orchestrator, state, requests) = self.populatedOrchestrator()
         let shown = orchestrator.describeState(state)
-        XCTAssertEqual(Self.keys(shown), ["format", "version", "pending", "routed", "unknown", "answered", "cancelled", "health"])
+        XCTAssertEqual(Self.keys(shown), ["format", "version", "pending", "routed", "unknown", "answered", "cancelled", "expired", "health"])
         XCTAssertEqual(shown["routed"], 4)
         XCTAssertEqual(shown["cancelled"], 2)
         let pending = Self.entry(shown["pending"]) { $0["request"]?["id"] == .string(requests[1].id.description) }
