@@ -86,13 +86,41 @@ extension Snapshot {
     }
 }
 
+/// Which of an actor's snapshots stay, decided walking them newest first: the newest
+/// `keepNewest` (recovery's fallbacks when the newest is unreadable), then the newest one of each
+/// window of `spacingSeqs` seqs (time travel's starting points). A log of S seqs thus keeps
+/// about `keepNewest + S / spacingSeqs` snapshots per actor, and any point of the log has one
+/// at most about `2 × spacingSeqs` seqs before it.
+public struct SnapshotRetention: Sendable {
+    public let keepNewest: Int
+    public let spacingSeqs: UInt64
+    private var seen = 0
+    private var lastWindow: UInt64?
+
+    public init(keepNewest: Int, spacingSeqs: UInt64) {
+        self.keepNewest = keepNewest
+        self.spacingSeqs = spacingSeqs
+    }
+
+    /// Called once per snapshot, newest first.
+    public mutating func keeps(seq: UInt64) -> Bool {
+        self.seen += 1
+        let window = self.spacingSeqs > 0 ? seq / self.spacingSeqs : 0
+        defer { self.lastWindow = window }
+        if self.seen <= self.keepNewest { return true }
+        guard self.spacingSeqs > 0 else { return false }
+        return window != self.lastWindow
+    }
+}
+
 struct SnapshotProblem: Error {
     var message: String
 }
 
 extension LogWriter {
     /// Saves and prunes in one transaction: the new snapshot plus the newest
-    /// `snapshotsKeptPerActor - 1` older ones remain.
+    /// `snapshotsKeptPerActor - 1` older ones remain, and of the rest the newest in each window
+    /// of `snapshotRetentionSpacingSeqs` seqs (see `SnapshotRetention`).
     func saveSnapshot(_ pending: PendingSnapshot) -> Result<Void, EventLogError> {
         let snapshot = pending.snapshot
         guard snapshot.seq < self.nextSeq else {
@@ -103,8 +131,9 @@ extension LogWriter {
             do {
                 try self.environment.write { txn in
                     try txn.put(self.databases.snapshots, key: EventLog.actorKey(snapshot.actor, snapshot.seq), value: value)
-                    // Walk this actor's snapshots newest first; delete past the keep count.
-                    var kept = 0
+                    // Walk this actor's snapshots newest first; delete what the retention drops.
+                    var retention = SnapshotRetention(
+                        keepNewest: self.configuration.snapshotsKeptPerActor, spacingSeqs: self.configuration.snapshotRetentionSpacingSeqs)
                     var doomed: [[UInt8]] = []
                     try txn.withCursor(self.databases.snapshots) { cursor in
                         let prefix = Array(snapshot.actor.utf8) + [0]
@@ -113,8 +142,7 @@ extension LogWriter {
                             entry = entry == nil ? try cursor.last() : try cursor.prev()
                         }
                         while let (key, _) = entry, key.starts(with: prefix), key.count == prefix.count + 8 {
-                            kept += 1
-                            if kept > self.configuration.snapshotsKeptPerActor { doomed.append([UInt8](key)) }
+                            if !retention.keeps(seq: key.bigEndianUInt64(atByteOffset: prefix.count) ?? 0) { doomed.append([UInt8](key)) }
                             entry = try cursor.prev()
                         }
                     }

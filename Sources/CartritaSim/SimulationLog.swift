@@ -176,7 +176,9 @@ final class MemoryLog: SimulationLog {
     func save(_ snapshot: Snapshot) {
         var list = self.snapshotStore[snapshot.actor, default: []]
         list.append(snapshot)
-        if list.count > 3 { list.removeFirst(list.count - 3) }  // the newest three, as the LMDB store keeps
+        // The newest three, as the LMDB store keeps (it also keeps spaced older ones for time
+        // travel; a simulation only recovers, which reads the newest).
+        if list.count > 3 { list.removeFirst(list.count - 3) }
         self.snapshotStore[snapshot.actor] = list
     }
 

@@ -25,6 +25,36 @@ final class SnapshotTests: XCTestCase {
         return log
     }
 
+    /// Older snapshots are thinned to one per window of seqs, not all deleted: time travel to
+    /// an old point starts from a snapshot near it.
+    func testOlderSnapshotsAreThinnedToOnePerWindow() async throws {
+        let directory = TemporaryDirectory("snapshots-spaced")
+        let log = try EventLog(path: directory.path, configuration: config {
+            $0.snapshotsKeptPerActor = 2
+            $0.snapshotRetentionSpacingSeqs = 25
+        })
+        defer { log.close() }
+        _ = try await log.append(contentsOf: sampleEnvelopes(seed: 92, count: 100, payloadBytes: 16), clockMilliseconds: 0, entropy: 0).map { try $0.get() }
+        for seq in stride(from: UInt64(5), through: 95, by: 5) {
+            try await log.saveSnapshot(Snapshot(actor: Self.actor, seq: seq, formatVersion: 1, state: self.state(seq)))
+        }
+        // The newest two, then the newest of each window of 25 seqs: 50…74, 25…49, 0…24.
+        XCTAssertEqual(try log.snapshots(of: Self.actor).map(\.seq), [95, 90, 70, 45, 20])
+        XCTAssertEqual(try log.latestSnapshot(of: Self.actor, atOrBefore: 60)?.seq, 45, "an old point has a snapshot near it")
+        XCTAssertEqual(try log.latestSnapshot(of: Self.actor, atOrBefore: 19)?.seq, nil)
+
+        // Spacing 0 is the old rule: the newest N only.
+        var retention = SnapshotRetention(keepNewest: 2, spacingSeqs: 0)
+        XCTAssertEqual([95, 90, 70, 45, 20].map { retention.keeps(seq: $0) }, [true, true, false, false, false])
+        // Over a long log the count grows with its length over the spacing, not with the snapshots taken.
+        var long = SnapshotRetention(keepNewest: 3, spacingSeqs: 16_384)
+        let kept = stride(from: UInt64(1_000_000), to: 0, by: -1_000).filter { long.keeps(seq: $0) }
+        XCTAssertTrue((1_000_000 / 16_384...3 + 1_000_000 / 16_384 + 1).contains(kept.count), "1,000 snapshots of a 1M-seq log keep \(kept.count)")
+        for (newer, older) in zip(kept.dropFirst(3), kept.dropFirst(4)) {
+            XCTAssertLessThan(newer - older, 2 * 16_384, "no gap of two windows between kept snapshots")
+        }
+    }
+
     func testSaveLoadLatestAndPruning() async throws {
         let directory = TemporaryDirectory("snapshots")
         let log = try await self.makeLog(directory)
