@@ -56,7 +56,9 @@ struct Travel: ParsableCommand {
         defer { log.close() }
         let started = ContinuousClock.now
         let result = travelling { () throws(TravelError) in
-            try TimeTravel(log: log, useSnapshots: !self.noSnapshots).state(at: self.at, actors: actors)
+            let origin = simulationOrigin(self.options.data)
+            return try TimeTravel(log: log, hierarchy: origin.hierarchy, useSnapshots: !self.noSnapshots, buggify: origin.buggify)
+                .state(at: self.at, actors: actors)
         }
         let milliseconds = (ContinuousClock.now - started).seconds * 1000
         if self.json {
@@ -80,6 +82,18 @@ struct Travel: ParsableCommand {
     }
 }
 
+/// The hierarchy and BUGGIFY sites a log was made with: the standard ones, or those of the
+/// simulated run whose `simulation.json` lies beside it (`sim --write-log`), so that travel
+/// replays agent crashes and BUGGIFY choices as the run made them.
+func simulationOrigin(_ data: String) -> (hierarchy: Hierarchy, buggify: Buggify?) {
+    do {
+        guard let origin = try SimulationOrigin.load(data) else { return (.standard(), nil) }
+        return (origin.hierarchy, origin.buggify)
+    } catch {
+        fail("\(error)")
+    }
+}
+
 // MARK: - cartrita diff
 
 struct Diff: ParsableCommand {
@@ -97,7 +111,8 @@ struct Diff: ParsableCommand {
         let log = openLog(self.options.data, readOnly: true)
         defer { log.close() }
         let diffs = travelling { () throws(TravelError) in
-            try TimeTravel(log: log).diff(from: self.from, to: self.to, actors: actors)
+            let origin = simulationOrigin(self.options.data)
+            return try TimeTravel(log: log, hierarchy: origin.hierarchy, buggify: origin.buggify).diff(from: self.from, to: self.to, actors: actors)
         }
         if self.json {
             printJSON(.object([

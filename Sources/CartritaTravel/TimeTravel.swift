@@ -49,8 +49,9 @@ package final class TimeTravel {
     /// In-memory checkpoints for a long-lived traveller (the debugger steps back and forth
     /// through one log): every `everyDeliveries` deliveries an actor's replay keeps a copy of its
     /// state, and later travels start from the nearest one at or before the point when it is
-    /// newer than the nearest stored snapshot. The log keeps only a few snapshots per actor, so
-    /// without these every travel to an old point replays the actor from its first record.
+    /// newer than the nearest stored snapshot. The log keeps one snapshot per actor in each
+    /// window of `snapshotRetentionSpacingSeqs` (8,192 seqs by default), so a single travel
+    /// replays at most about two windows; checkpoints make stepping through one place cheaper still.
     /// Not thread-safe: one traveller per thread.
     package struct CheckpointPolicy: Sendable {
         package var everyDeliveries: Int
@@ -76,11 +77,19 @@ package final class TimeTravel {
     package private(set) var checkpointBytes = 0
     package var checkpointCount: Int { self.checkpoints.values.reduce(0) { $0 + $1.count } }
 
-    package init(log: EventLog, hierarchy: Hierarchy = .standard(), useSnapshots: Bool = true, checkpoints: CheckpointPolicy? = nil) {
+    /// The BUGGIFY sites a simulated run had on (`sim --write-log` records them beside the log),
+    /// so that replay makes the run's choices; nil for a production log.
+    let buggify: Buggify?
+
+    package init(
+        log: EventLog, hierarchy: Hierarchy = .standard(), useSnapshots: Bool = true, checkpoints: CheckpointPolicy? = nil,
+        buggify: Buggify? = nil
+    ) {
         self.log = log
         self.hierarchy = hierarchy
         self.useSnapshots = useSnapshots
         self.checkpointPolicy = checkpoints
+        self.buggify = buggify?.replaying()
     }
 
     /// Restores `cell` from its newest checkpoint at or before `at` if that is after `covered`.
@@ -196,7 +205,8 @@ package final class TimeTravel {
                 } catch {
                     throw EventLogError(.corrupted, "record \(seq): \(error)")
                 }
-                let context = DeliveryContext(seq: seq, clockMilliseconds: record.header.clockMilliseconds, entropy: record.header.entropy)
+                let context = DeliveryContext(
+                    seq: seq, clockMilliseconds: record.header.clockMilliseconds, entropy: record.header.entropy, buggify: self.buggify)
                 let delivery = cell.deliver(record.envelope, context)
                 rebuilt.replayed += 1
                 if self.checkpointPolicy.map({ rebuilt.replayed % $0.everyDeliveries == 0 }) == true { self.keepCheckpoint(cell) }
