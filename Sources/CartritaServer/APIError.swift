@@ -32,6 +32,8 @@ struct APIError: Error, CustomStringConvertible {
         static let tokenClaimsInvalid = Code(rawValue: "token_claims_invalid")
         /// The emergency override names a supervisor this server does not run.
         static let unknownSupervisor = Code(rawValue: "unknown_supervisor")
+        /// The task's domain supervisor is paused by an admin (503, Retry-After).
+        static let paused = Code(rawValue: "paused")
         static let originNotAllowed = Code(rawValue: "origin_not_allowed")
         static let notFound = Code(rawValue: "not_found")
         static let methodNotAllowed = Code(rawValue: "method_not_allowed")

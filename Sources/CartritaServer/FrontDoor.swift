@@ -239,6 +239,12 @@ final class FrontDoor: Sendable {
             response.headers[.location] = "/v3/tasks/\(id)"
             return response
         }
+        if case .taskError(let error) = answer.payload, error.code == .paused {
+            // The domain's supervisor is paused by an admin: unavailable for now, worth a retry.
+            var response = APIError(.serviceUnavailable, .paused, error.message, retryAfterSeconds: 5).response
+            response.headers[.location] = "/v3/tasks/\(id)"
+            return response
+        }
         return self.taskResponse(view, id: id, accepted: false)
     }
 

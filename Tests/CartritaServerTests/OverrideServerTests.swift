@@ -58,11 +58,17 @@ final class OverrideServerTests: XCTestCase {
         XCTAssertEqual(paused.string("supervisor"), "supervisor.intelligence@v1.0")
         XCTAssertEqual(paused.string("paused_by"), "ada")
 
-        // The domain's tasks are refused with a retryable `paused`; other domains are served.
+        // The domain's tasks are refused with a retryable `paused` (503 with Retry-After; the
+        // task's own record says the same); other domains are served.
         let refused = try await client.send(.post, "/v3/tasks", body: textStatsBody, headers: self.key(keys.bob))
-        XCTAssertEqual(refused.string("status"), "failed", refused.text)
-        XCTAssertEqual(refused.string("error", "code"), "paused", refused.text)
-        XCTAssertEqual(refused.json?["error"]?["retryable"], .bool(true))
+        XCTAssertEqual(refused.status, 503, refused.text)
+        XCTAssertEqual(refused.errorCode, "paused", refused.text)
+        XCTAssertEqual(refused.headers[.retryAfter], "5")
+        let location = try XCTUnwrap(refused.headers[.location])
+        let record = try await client.send(.get, location, headers: self.key(keys.bob))
+        XCTAssertEqual(record.string("status"), "failed", record.text)
+        XCTAssertEqual(record.string("error", "code"), "paused", record.text)
+        XCTAssertEqual(record.json?["error"]?["retryable"], .bool(true))
         let other = try await client.send(
             .post, "/v3/tasks", body: #"{"task": {"type": "tasks.create", "parameters": {"title": "still works"}}}"#, headers: self.key(keys.bob))
         XCTAssertEqual(other.string("status"), "completed", other.text)
@@ -72,7 +78,7 @@ final class OverrideServerTests: XCTestCase {
         try await server.shutdown()
         (server, client, _) = try await self.startAgain(folder)
         let stillPaused = try await client.send(.post, "/v3/tasks", body: textStatsBody, headers: self.key(keys.bob))
-        XCTAssertEqual(stillPaused.string("error", "code"), "paused", stillPaused.text)
+        XCTAssertEqual(stillPaused.errorCode, "paused", stillPaused.text)
 
         let resumed = try await client.send(.post, "/v3/admin/supervisors/supervisor.intelligence@v1.0/resume", headers: self.key(keys.admin))
         XCTAssertEqual(resumed.status, 200, resumed.text)
