@@ -193,6 +193,12 @@ public final class EnvelopeEncoder {
             w.writeKey("drain")
             w.write(shutdown.drain)
             self.optional("deadline_ms", shutdown.deadlineMilliseconds)
+        case .override(let override):
+            w.writeMapHeader(2)
+            w.writeKey("action")
+            w.write(override.action.rawValue)
+            w.writeKey("reason")
+            w.write(override.reason)
         case .taskRequest(let request):
             self.writeTaskRequest(request)
         case .taskResponse(let response):

@@ -280,6 +280,7 @@ extension DeliveryMode: ByteMatchedEnum { static let byteTable = EnumTable<Deliv
 extension HealthStatus: ByteMatchedEnum { static let byteTable = EnumTable<HealthStatus>() }
 extension TaskStatus: ByteMatchedEnum { static let byteTable = EnumTable<TaskStatus>() }
 extension QualityLevel: ByteMatchedEnum { static let byteTable = EnumTable<QualityLevel>() }
+extension OverrideAction: ByteMatchedEnum { static let byteTable = EnumTable<OverrideAction>() }
 
 /// Field names of one map, matched by bytes without building Strings.
 struct FieldTable: Sendable {

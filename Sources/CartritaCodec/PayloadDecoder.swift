@@ -11,6 +11,7 @@ enum PayloadDecoder {
     static let nonce = FieldTable(["nonce"])
     static let heartbeat = FieldTable(["status", "queue_depth", "in_flight"])
     static let shutdown = FieldTable(["reason", "drain", "deadline_ms"])
+    static let override = FieldTable(["action", "reason"])
     static let taskRequest = FieldTable(["task", "input", "preferences"])
     static let task = FieldTable(["type", "parameters", "constraints"])
     static let constraints = FieldTable(["max_execution_time_ms", "max_memory_mb", "max_cost_usd"])
@@ -80,6 +81,15 @@ enum PayloadDecoder {
                 }
             }
             return .shutdown(shutdown)
+        case .override:
+            var override = Override(action: .pause)
+            try Self.walk(object, Self.override, p, required: 0b11) { (index, value, path) throws(CodecError) in
+                switch index {
+                case 0: override.action = try R.enumeration(value, OverrideAction.self, path)
+                default: override.reason = try R.string(value, path)
+                }
+            }
+            return .override(override)
         case .taskRequest:
             return .taskRequest(try Self.taskRequest(object, p))
         case .taskResponse:

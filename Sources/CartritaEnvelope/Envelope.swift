@@ -26,6 +26,8 @@ public enum DeliveryMode: String, CaseIterable, Sendable {
 public enum MessageType: String, CaseIterable, Sendable {
     // Control
     case ping, pong, heartbeat, shutdown
+    /// The emergency override (admin): pause or resume a supervisor, drain the front door.
+    case override
     // Task
     case taskRequest = "task_request"
     case taskResponse = "task_response"

@@ -152,6 +152,8 @@ extension Payload {
             var members: [(String, JSON)] = [("reason", .string(shutdown.reason)), ("drain", .bool(shutdown.drain))]
             if let deadline = shutdown.deadlineMilliseconds { members.append(("deadline_ms", .int(deadline))) }
             return .object(members)
+        case .override(let override):
+            return .object([("action", .string(override.action.rawValue)), ("reason", .string(override.reason))])
         case .taskRequest(let request):
             var task: [(String, JSON)] = [
                 ("type", .string(request.task.type)),

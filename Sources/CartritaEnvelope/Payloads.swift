@@ -6,6 +6,7 @@ public enum Payload: Hashable, Sendable {
     case pong(Pong)
     case heartbeat(Heartbeat)
     case shutdown(Shutdown)
+    case override(Override)
     case taskRequest(TaskRequest)
     case taskResponse(TaskResponse)
     case taskError(TaskError)
@@ -23,6 +24,7 @@ public enum Payload: Hashable, Sendable {
         case .pong: .pong
         case .heartbeat: .heartbeat
         case .shutdown: .shutdown
+        case .override: .override
         case .taskRequest: .taskRequest
         case .taskResponse: .taskResponse
         case .taskError: .taskError
@@ -77,6 +79,26 @@ public struct Shutdown: Hashable, Sendable {
         self.reason = reason
         self.drain = drain
         self.deadlineMilliseconds = deadlineMilliseconds
+    }
+}
+
+/// What an emergency override does. `pause` and `resume` go to a domain supervisor (a paused
+/// supervisor answers new `task_request`s with a retryable `task_error` `paused`; tasks in flight
+/// go on). `drain` and `end_drain` go to the orchestrator and record that the front door stopped
+/// (or started again) taking new tasks; the orchestrator's state does not change.
+public enum OverrideAction: String, CaseIterable, Sendable {
+    case pause, resume, drain
+    case endDrain = "end_drain"
+}
+
+/// An emergency override. Who ordered it is the envelope's `context.user_id`.
+public struct Override: Hashable, Sendable {
+    public var action: OverrideAction
+    public var reason: String
+
+    public init(action: OverrideAction, reason: String = "") {
+        self.action = action
+        self.reason = reason
     }
 }
 

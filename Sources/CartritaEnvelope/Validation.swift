@@ -155,6 +155,8 @@ extension Payload {
             if let deadline = shutdown.deadlineMilliseconds {
                 try Validate.nonNegative(deadline, "payload.deadline_ms", .invalidConstraint)
             }
+        case .override(let override):
+            try Validate.text(override.reason, "payload.reason", limits, allowEmpty: true)
         case .taskRequest(let request):
             try request.validate(limits: limits)
         case .taskResponse(let response):

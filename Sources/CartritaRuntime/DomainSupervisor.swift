@@ -41,7 +41,11 @@ public struct DomainSupervisor: Sendable {
         public var inFlight: KeyedList<InFlight> = []
         /// Resources granted to agents outside a task's own reservation, by correlation.
         public var grants: [ResourceGrant] = []
+        /// Paused by an emergency override: new tasks are refused (retryable `paused`).
         public var paused = false
+        /// Who paused it (the override's `context.user_id`) and why; nil when not paused.
+        public var pausedBy: String?
+        public var pauseReason: String?
         public var completed = 0
         public var failed = 0
         public var restarts = 0
@@ -131,6 +135,8 @@ public struct DomainSupervisor: Sendable {
         case .taskProgress, .streamStart, .streamData, .streamEnd:
             guard let index = self.inFlightIndex(state, envelope) else { return [] }
             return [.send(.reply(to: state.inFlight[index].request, payload: envelope.payload))]
+        case .override(let override) where !self.isAgent(envelope.sender):
+            return self.override(&state, envelope, override)
         case .ping(let ping):
             return [.send(.reply(to: envelope, payload: .pong(Pong(nonce: ping.nonce))))]
         case .heartbeat where envelope.sender == .orchestrator:
@@ -144,8 +150,28 @@ public struct DomainSupervisor: Sendable {
     }
 
     /// Pause or resume taking new tasks (emergency override); tasks in flight go on.
-    public func setPaused(_ paused: Bool, _ state: inout State) {
+    public func setPaused(_ paused: Bool, _ state: inout State, by user: String? = nil, reason: String? = nil) {
         state.paused = paused
+        state.pausedBy = paused ? user : nil
+        state.pauseReason = paused ? reason : nil
+    }
+
+    /// An emergency override from an admin (through the front door, or any non-agent). Pausing
+    /// refuses new tasks rather than holding them: a refusal is answered at once with a
+    /// retryable `paused` error, so clients back off or go elsewhere and no queue grows without
+    /// bound while an operator looks at the problem. The answer is a heartbeat to the sender
+    /// (`degraded` while paused), so the log holds the order, who gave it, and its effect.
+    func override(_ state: inout State, _ envelope: Envelope, _ override: Override) -> [Effect] {
+        switch override.action {
+        case .pause:
+            self.setPaused(true, &state, by: envelope.context.userID, reason: override.reason)
+        case .resume:
+            self.setPaused(false, &state)
+        case .drain, .endDrain:
+            return []  // the front door's business: nothing here changes
+        }
+        let status: HealthStatus = state.supervision.escalated ? .failing : state.paused ? .degraded : .ok
+        return [.send(.reply(to: envelope, payload: .heartbeat(Heartbeat(status: status, inFlight: Int64(state.inFlight.count)))))]
     }
 
     func isAgent(_ address: Address) -> Bool { self.agents.contains { $0.address == address } }

@@ -11,7 +11,7 @@ import CartritaEnvelope
 /// ```
 /// orchestrator                              domain supervisor
 /// format     "cartrita.orchestrator.state"  format       "cartrita.domain_supervisor.state"
-/// version    1                              version      1
+/// version    2 (1 still decodes)            version      2 (1 still decodes)
 /// pending    [{request, supervisor}]        supervision  {children, restart_times,
 /// routed     int                                          consecutive_crashes, escalated}
 /// unknown    int                            budget       {slots_in_use, tokens_reserved,
@@ -19,8 +19,9 @@ import CartritaEnvelope
 /// cancelled  int                                          cost_spent_usd}
 ///                                           in_flight    [{request, agent, reserved, retries}]
 ///                                           grants       [{for_correlation_id, amounts, lease_ms}]
-///                                           paused bool, then completed, failed, restarts,
-///                                           cancelled, timed_out int
+///                                           paused bool, paused_by str|nil, pause_reason
+///                                           str|nil (version 2), then completed, failed,
+///                                           restarts, cancelled, timed_out int
 /// ```
 /// Every key is always present, in this order (an absent optional is nil). Envelopes are `bin`
 /// holding `EnvelopeEncoder`'s canonical bytes, ids 16-byte `bin`, addresses strings, money
@@ -136,6 +137,14 @@ enum RuntimeStateFormat {
     static func open(
         _ bytes: [UInt8], format: String, version: UInt32, keys: [String], maxEntries: Int
     ) throws(StateDecodingError) -> Fields {
+        try self.open(bytes, format: format, versions: [version: keys], maxEntries: maxEntries).fields
+    }
+
+    /// As `open`, for a format that reads several versions: `versions` gives each readable
+    /// version's keys; the answer says which version the snapshot is.
+    static func open(
+        _ bytes: [UInt8], format: String, versions: [UInt32: [String]], maxEntries: Int
+    ) throws(StateDecodingError) -> (fields: Fields, version: UInt32) {
         let value: MCPValue
         do {
             value = try EnvelopeDecoder(limits: Self.decoderLimits(maxEntries: maxEntries)).decodeValue(bytes)
@@ -158,10 +167,11 @@ enum RuntimeStateFormat {
         guard case .int(let found) = entries[1].value else {
             throw StateDecodingError("version: expected an integer, got \(Self.kind(entries[1].value))")
         }
-        guard found == Int64(version) else {
-            throw StateDecodingError("format version \(found); this build reads version \(version)")
+        guard let version = UInt32(exactly: found), let keys = versions[version] else {
+            let readable = versions.keys.sorted().map(String.init).joined(separator: ", ")
+            throw StateDecodingError("format version \(found); this build reads version \(readable)")
         }
-        return try Fields(value, "", keys: ["format", "version"] + keys)
+        return (try Fields(value, "", keys: ["format", "version"] + keys), version)
     }
 
     /// A map whose keys were checked to be exactly the expected ones, in order.
@@ -219,6 +229,14 @@ enum RuntimeStateFormat {
         func optionalInt64(_ key: String) throws(StateDecodingError) -> Int64? {
             if case .null = self[key] { return nil }
             return try self.int64(key)
+        }
+
+        func optionalString(_ key: String) throws(StateDecodingError) -> String? {
+            switch self[key] {
+            case .null: return nil
+            case .string(let text): return text
+            default: throw RuntimeStateFormat.error(self.path(key), "expected a string or nil, got \(RuntimeStateFormat.kind(self[key]))")
+            }
         }
 
         func optionalDouble(_ key: String) throws(StateDecodingError) -> Double? {
@@ -307,7 +325,8 @@ enum RuntimeStateFormat {
 // MARK: - The orchestrator's snapshot
 
 extension Orchestrator {
-    /// 2 added `expired`. A version-1 snapshot is refused (recovery falls back to replay).
+    /// 2 added `expired`. Version 1 still decodes (with `expired` 0); recovery itself reads only
+    /// the current version and replays past older snapshots, as the recovery rules say.
     public var stateFormatVersion: UInt32 { 2 }
 
     public func encodeState(_ state: State) -> [UInt8] {
@@ -329,6 +348,7 @@ extension Orchestrator {
     }
 
     static let stateKeys = ["pending", "routed", "unknown", "answered", "cancelled", "expired", "health"]
+    static let stateKeysVersion1 = ["pending", "routed", "unknown", "answered", "cancelled", "health"]
 
     func stateValue(_ state: State, _ style: RuntimeStateFormat.Style) -> MCPValue {
         let pending: [MCPValue] = state.pending.map { entry in
@@ -357,8 +377,8 @@ extension Orchestrator {
     }
 
     func readState(_ bytes: [UInt8]) throws(StateDecodingError) -> State {
-        let root = try RuntimeStateFormat.open(
-            bytes, format: RuntimeStateFormat.orchestrator, version: self.stateFormatVersion, keys: Self.stateKeys,
+        let (root, version) = try RuntimeStateFormat.open(
+            bytes, format: RuntimeStateFormat.orchestrator, versions: [1: Self.stateKeysVersion1, self.stateFormatVersion: Self.stateKeys],
             maxEntries: self.maxPendingTasks)
         let envelopes = EnvelopeDecoder()
         var state = State()
@@ -374,7 +394,7 @@ extension Orchestrator {
         state.unknown = try root.count("unknown")
         state.answered = try root.count("answered")
         state.cancelled = try root.count("cancelled")
-        state.expired = try root.count("expired")
+        state.expired = version >= 2 ? try root.count("expired") : 0
         for item in try root.array("health") {
             let fields = try RuntimeStateFormat.Fields(item.value, item.path, keys: ["supervisor", "status", "queue_depth", "in_flight", "at_ms"])
             guard case .string(let text) = fields["status"], let status = HealthStatus(rawValue: text) else {
@@ -392,7 +412,10 @@ extension Orchestrator {
 // MARK: - A domain supervisor's snapshot
 
 extension DomainSupervisor {
-    public var stateFormatVersion: UInt32 { 1 }
+    /// 2 added `paused_by` and `pause_reason` after `paused` (who paused the supervisor, and
+    /// why). Version 1 still decodes (as paused by nobody named); recovery itself reads only the
+    /// current version and replays past older snapshots, as the recovery rules say.
+    public var stateFormatVersion: UInt32 { 2 }
 
     public func encodeState(_ state: State) -> [UInt8] {
         RuntimeStateFormat.bytes(self.stateValue(state, .snapshot(EnvelopeEncoder())))
@@ -413,6 +436,10 @@ extension DomainSupervisor {
     }
 
     static let stateKeys = [
+        "supervision", "budget", "in_flight", "grants", "paused", "paused_by", "pause_reason", "completed", "failed", "restarts",
+        "cancelled", "timed_out",
+    ]
+    static let stateKeysVersion1 = [
         "supervision", "budget", "in_flight", "grants", "paused", "completed", "failed", "restarts", "cancelled", "timed_out",
     ]
     static let supervisionKeys = ["children", "restart_times", "consecutive_crashes", "escalated"]
@@ -463,6 +490,8 @@ extension DomainSupervisor {
             MCPValue.MapEntry("in_flight", .array(inFlight)),
             MCPValue.MapEntry("grants", .array(grants)),
             MCPValue.MapEntry("paused", .bool(state.paused)),
+            MCPValue.MapEntry("paused_by", state.pausedBy.map { .string($0) } ?? .null),
+            MCPValue.MapEntry("pause_reason", state.pauseReason.map { .string($0) } ?? .null),
             MCPValue.MapEntry("completed", RuntimeStateFormat.int(state.completed)),
             MCPValue.MapEntry("failed", RuntimeStateFormat.int(state.failed)),
             MCPValue.MapEntry("restarts", RuntimeStateFormat.int(state.restarts)),
@@ -472,8 +501,8 @@ extension DomainSupervisor {
     }
 
     func readState(_ bytes: [UInt8]) throws(StateDecodingError) -> State {
-        let root = try RuntimeStateFormat.open(
-            bytes, format: RuntimeStateFormat.domainSupervisor, version: self.stateFormatVersion, keys: Self.stateKeys,
+        let (root, version) = try RuntimeStateFormat.open(
+            bytes, format: RuntimeStateFormat.domainSupervisor, versions: [1: Self.stateKeysVersion1, self.stateFormatVersion: Self.stateKeys],
             maxEntries: Int(clamping: self.maxConcurrentTasks))
         let envelopes = EnvelopeDecoder()
         // Start from the configured state: the policy and the budget's limits are the actor's.
@@ -541,6 +570,13 @@ extension DomainSupervisor {
         }
 
         state.paused = try root.bool("paused")
+        if version >= 2 {
+            state.pausedBy = try root.optionalString("paused_by")
+            state.pauseReason = try root.optionalString("pause_reason")
+            guard state.paused || (state.pausedBy == nil && state.pauseReason == nil) else {
+                throw RuntimeStateFormat.error(root.path("paused_by"), "set on a supervisor that is not paused")
+            }
+        }
         state.completed = try root.count("completed")
         state.failed = try root.count("failed")
         state.restarts = try root.count("restarts")

@@ -19,6 +19,21 @@ struct APIError: Error, CustomStringConvertible {
         static let invalidParameter = Code(rawValue: "invalid_parameter")
         static let unauthenticated = Code(rawValue: "unauthenticated")
         static let forbidden = Code(rawValue: "forbidden")
+        /// The credentials are good but their role is not configured on this server.
+        static let roleNotAllowed = Code(rawValue: "role_not_allowed")
+        // JWT bearer tokens (401): what exactly is wrong with the token.
+        static let tokenMalformed = Code(rawValue: "token_malformed")
+        static let tokenAlgorithmNotAllowed = Code(rawValue: "token_algorithm_not_allowed")
+        static let tokenSignatureInvalid = Code(rawValue: "token_signature_invalid")
+        static let tokenExpired = Code(rawValue: "token_expired")
+        static let tokenNotYetValid = Code(rawValue: "token_not_yet_valid")
+        static let tokenIssuerInvalid = Code(rawValue: "token_issuer_invalid")
+        static let tokenAudienceInvalid = Code(rawValue: "token_audience_invalid")
+        static let tokenClaimsInvalid = Code(rawValue: "token_claims_invalid")
+        /// The emergency override names a supervisor this server does not run.
+        static let unknownSupervisor = Code(rawValue: "unknown_supervisor")
+        /// The task's domain supervisor is paused by an admin (503, Retry-After).
+        static let paused = Code(rawValue: "paused")
         static let originNotAllowed = Code(rawValue: "origin_not_allowed")
         static let notFound = Code(rawValue: "not_found")
         static let methodNotAllowed = Code(rawValue: "method_not_allowed")

@@ -30,6 +30,8 @@ struct Caller: Sendable, Equatable {
 struct Authenticator: Sendable {
     let configuration: ServerConfiguration.Auth
     let store: ServerStore
+    /// Nil when no JWT key is configured: then every bearer token is taken as an API key.
+    let jwt: JWTVerifier?
 
     /// The key a request presents: `Authorization: Bearer KEY` or `X-API-Key: KEY`.
     static func presentedKey(_ headers: HTTPFields) -> String? {
@@ -42,24 +44,34 @@ struct Authenticator: Sendable {
         return nil
     }
 
-    /// `authority` is the request's Host (for the same-origin check).
-    func caller(headers: HTTPFields, authority: String?) throws(APIError) -> Caller {
+    /// `authority` is the request's Host (for the same-origin check). A bearer credential with
+    /// the shape of a JWT goes to the JWT verifier when one is configured, anything else is an
+    /// API key; both end in the same `Caller` (user id, role, the role's prefixes).
+    func caller(headers: HTTPFields, authority: String?, now: Date = Date()) async throws(APIError) -> Caller {
         try self.checkOrigin(headers: headers, authority: authority)
         guard let key = Self.presentedKey(headers) else {
             guard !self.configuration.required else {
-                throw APIError(.unauthorized, .unauthenticated, "an API key is required: Authorization: Bearer KEY or X-API-Key: KEY")
+                throw APIError(
+                    .unauthorized, .unauthenticated, "credentials are required: Authorization: Bearer KEY_OR_JWT or X-API-Key: KEY")
             }
             return Caller(userID: Caller.anonymousUserID, role: "admin", allowedPrefixes: [""])
         }
         // A key that is presented is checked even when auth is optional: a wrong key is a
         // mistake the client should hear about, not a silent downgrade to anonymous.
-        guard let record = self.store.authenticate(key) else {
-            throw APIError(.unauthorized, .unauthenticated, "the API key is not valid (unknown or revoked)")
+        let user: String
+        let role: String
+        if let jwt = self.jwt, JWTVerifier.looksLikeJWT(key) {
+            (user, role) = try await jwt.verify(key, now: now)
+        } else {
+            guard let record = self.store.authenticate(key) else {
+                throw APIError(.unauthorized, .unauthenticated, "the API key is not valid (unknown or revoked)")
+            }
+            (user, role) = (record.user, record.role)
         }
-        guard let prefixes = self.configuration.roles[record.role] else {
-            throw APIError(.forbidden, .forbidden, "role \(record.role) is not configured on this server")
+        guard let prefixes = self.configuration.roles[role] else {
+            throw APIError(.forbidden, .roleNotAllowed, "role \(role) is not configured on this server")
         }
-        return Caller(userID: record.user, role: record.role, allowedPrefixes: prefixes)
+        return Caller(userID: user, role: role, allowedPrefixes: prefixes)
     }
 
     /// A browser sends `Origin`; a page of another site must not drive this server with the

@@ -40,7 +40,15 @@ final class FrontDoor: Sendable {
     /// Structured logs name tasks by their ids (task, trace, user), never by their payloads.
     let logger: Logger
 
-    init(configuration: ServerConfiguration, log: EventLog, store: ServerStore, metrics: ServerMetrics, logger: Logger) {
+    /// True while an admin's `POST /v3/admin/drain` holds: new tasks are answered 503
+    /// `draining`, everything else (status, streams, cancels) is served, in-flight work finishes.
+    /// Not stored: a restart serves again (the drain is for taking an instance out of rotation).
+    let adminDrain = Mutex<AdminDrain?>(nil)
+
+    init(
+        configuration: ServerConfiguration, log: EventLog, store: ServerStore, metrics: ServerMetrics, logger: Logger,
+        jwt: JWTVerifier? = nil
+    ) {
         self.logger = logger
         self.configuration = configuration
         self.log = log
@@ -48,7 +56,7 @@ final class FrontDoor: Sendable {
         self.metrics = metrics
         self.events = EventHub(maxSubscribers: configuration.maxEventStreams)
         self.tracker = Tracker(maxWaiting: configuration.maxWaitingRequests, maxTracked: configuration.maxPendingTasks)
-        self.authenticator = Authenticator(configuration: configuration.auth, store: store)
+        self.authenticator = Authenticator(configuration: configuration.auth, store: store, jwt: jwt)
         self.rateLimiter = RateLimiter(ratePerSecond: configuration.auth.rateLimitPerSecond, burst: configuration.auth.rateLimitBurst)
     }
 
@@ -80,19 +88,26 @@ final class FrontDoor: Sendable {
     // MARK: Admission
 
     /// Checks that apply to every /v3 request: draining, credentials, origin, rate.
-    func admit(_ request: Request) throws(APIError) -> Caller {
-        try self.admit(headers: request.headers, authority: request.head.authority)
+    func admit(_ request: Request) async throws(APIError) -> Caller {
+        try await self.admit(headers: request.headers, authority: request.head.authority)
     }
 
-    func admit(headers: HTTPFields, authority: String?) throws(APIError) -> Caller {
+    func admit(headers: HTTPFields, authority: String?) async throws(APIError) -> Caller {
         if self.draining.load(ordering: .relaxed) {
             throw APIError(.serviceUnavailable, .draining, "the server is shutting down; retry on another instance or after restart", retryAfterSeconds: 1)
         }
-        let caller = try self.authenticator.caller(headers: headers, authority: authority)
+        let caller = try await self.authenticator.caller(headers: headers, authority: authority)
         if let seconds = self.rateLimiter.take(caller.userID) {
             throw APIError(.tooManyRequests, .rateLimited, "rate limit of \(self.configuration.auth.rateLimitPerSecond)/s exceeded", retryAfterSeconds: seconds)
         }
         return caller
+    }
+
+    /// `/metrics` and `/ready` with `auth.protect_metrics`: any valid credentials (no rate
+    /// limit: a scraper must not be throttled into gaps). Off: open, as before.
+    func admitMetrics(_ request: Request) async throws(APIError) {
+        guard self.configuration.auth.protectMetrics else { return }
+        _ = try await self.authenticator.caller(headers: request.headers, authority: request.head.authority)
     }
 
     static func taskID(_ text: String) throws(APIError) -> MessageID {
@@ -140,6 +155,11 @@ final class FrontDoor: Sendable {
     }
 
     func submit(_ request: Request, body: TaskBody, bytes: [UInt8], caller: Caller) async throws(APIError) -> Response {
+        if let drain = self.adminDrain.withLock({ $0 }) {
+            throw APIError(
+                .serviceUnavailable, .draining, "the server is drained by \(drain.by): it takes no new tasks; tasks in flight finish",
+                retryAfterSeconds: 5)
+        }
         guard caller.mayRun(taskType: body.request.task.type) else {
             throw APIError(.forbidden, .forbidden, "role \(caller.role) may not run \(body.request.task.type)", field: "task.type")
         }
@@ -161,7 +181,7 @@ final class FrontDoor: Sendable {
             let digest = Array(SHA256.hash(data: bytes))
             let stored: (task: ServerStore.IdempotentTask, created: Bool)
             do {
-                stored = try self.store.idempotentTask(user: caller.userID, key: key, bodyDigest: digest) { [id] in id }
+                stored = try await self.store.idempotentTask(user: caller.userID, key: key, bodyDigest: digest, id: id)
             } catch {
                 throw APIError(.internalServerError, .storageFailed, "\(error)")
             }
@@ -216,6 +236,12 @@ final class FrontDoor: Sendable {
         let view = TaskView(id: id, request: envelope, requestLogged: true, answer: answer, flow: [])
         if case .taskError(let error) = answer.payload, error.code == .overloaded {
             var response = APIError(.tooManyRequests, .overloaded, error.message, retryAfterSeconds: 1).response
+            response.headers[.location] = "/v3/tasks/\(id)"
+            return response
+        }
+        if case .taskError(let error) = answer.payload, error.code == .paused {
+            // The domain's supervisor is paused by an admin: unavailable for now, worth a retry.
+            var response = APIError(.serviceUnavailable, .paused, error.message, retryAfterSeconds: 5).response
             response.headers[.location] = "/v3/tasks/\(id)"
             return response
         }
@@ -492,6 +518,9 @@ final class FrontDoor: Sendable {
     /// goes through the log like any message, so an answer proves both.
     func ready() async -> Response {
         if self.draining.load(ordering: .relaxed) { return APIError(.serviceUnavailable, .draining, "shutting down", retryAfterSeconds: 1).response }
+        if let drain = self.adminDrain.withLock({ $0 }) {
+            return APIError(.serviceUnavailable, .draining, "drained by \(drain.by)", retryAfterSeconds: 5).response
+        }
         if let failure = self.node.storageFailure {
             return APIError(.serviceUnavailable, .notReady, "the log stopped taking writes: \(failure)").response
         }

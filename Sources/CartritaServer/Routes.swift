@@ -13,8 +13,12 @@ enum Routes {
             // Liveness only: the process answers. Readiness (log, supervisors) is /ready.
             Response.json(.object([("status", .string("ok"))]))
         }
-        router.get("/ready") { _, _ in await door.ready() }
-        router.get("/metrics") { _, _ in
+        router.get("/ready") { request, _ in
+            try await door.admitMetrics(request)
+            return await door.ready()
+        }
+        router.get("/metrics") { request, _ in
+            try await door.admitMetrics(request)
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             let text = door.metrics.scrape(log: door.log, node: door.node, frontDoorWaiting: door.tracker.waitingCount)
@@ -22,42 +26,66 @@ enum Routes {
         }
 
         router.post("/v3/tasks") { request, context in
-            let caller = try door.admit(request)
+            let caller = try await door.admit(request)
             let bytes = try await Self.body(request, limit: door.configuration.maxBodyBytes)
             return try await door.submit(request, body: bytes, caller: caller)
         }
         router.post("/v3/admin/cancel") { request, _ in
-            let caller = try door.admit(request)
+            let caller = try await door.admit(request)
             let bytes = try await Self.body(request, limit: door.configuration.maxBodyBytes)
             return try await door.cancelAll(body: bytes, caller: caller)
         }
+        router.post("/v3/admin/supervisors/:name/pause") { request, context in
+            let caller = try await door.admit(request)
+            let bytes = try await Self.body(request, limit: door.configuration.maxBodyBytes)
+            return try await door.setPaused(true, supervisor: context.parameters.get("name") ?? "", body: bytes, caller: caller)
+        }
+        router.post("/v3/admin/supervisors/:name/resume") { request, context in
+            let caller = try await door.admit(request)
+            let bytes = try await Self.body(request, limit: door.configuration.maxBodyBytes)
+            return try await door.setPaused(false, supervisor: context.parameters.get("name") ?? "", body: bytes, caller: caller)
+        }
+        router.post("/v3/admin/drain") { request, _ in
+            let caller = try await door.admit(request)
+            let bytes = try await Self.body(request, limit: door.configuration.maxBodyBytes)
+            return try await door.drain(body: bytes, caller: caller)
+        }
+        router.get("/v3/admin/drain") { request, _ in
+            let caller = try await door.admit(request)
+            try FrontDoor.requireAdmin(caller)
+            return await door.drainProgress(caller: caller)
+        }
+        router.delete("/v3/admin/drain") { request, _ in
+            let caller = try await door.admit(request)
+            return try await door.endDrain(caller: caller)
+        }
         // v2 compatibility (seed §4.2.1, §5.1.7), deprecated: the bridge to v3 tasks.
         router.post("/api/:domain/:action") { request, context in
-            let caller = try door.admit(request)
+            let caller = try await door.admit(request)
             let bytes = try await Self.body(request, limit: door.configuration.maxBodyBytes)
             return try await door.submitV2(
                 request, domain: context.parameters.get("domain") ?? "", action: context.parameters.get("action") ?? "", body: bytes,
                 caller: caller)
         }
         router.get("/v3/tasks") { request, _ in
-            let caller = try door.admit(request)
+            let caller = try await door.admit(request)
             return try door.list(request, caller: caller)
         }
         router.get("/v3/tasks/:id") { request, context in
-            let caller = try door.admit(request)
+            let caller = try await door.admit(request)
             return try door.task(context.parameters.get("id") ?? "", caller: caller)
         }
         router.get("/v3/stream") { (request, _) -> Response in
             // Reached when the WebSocket upgrade was not made: say why.
-            _ = try door.admit(request)
+            _ = try await door.admit(request)
             throw APIError(.upgradeRequired, APIError.Code(rawValue: "upgrade_required"), "/v3/stream is a WebSocket: send Upgrade: websocket")
         }
         router.get("/v3/tasks/:id/events") { request, context in
-            let caller = try door.admit(request)
+            let caller = try await door.admit(request)
             return try door.events(context.parameters.get("id") ?? "", request: request, caller: caller)
         }
         router.delete("/v3/tasks/:id") { request, context in
-            let caller = try door.admit(request)
+            let caller = try await door.admit(request)
             return try await door.cancel(context.parameters.get("id") ?? "", caller: caller)
         }
         return router

@@ -73,8 +73,16 @@ public final class Server: Sendable {
             log.close()
             throw error
         }
+        let jwt: JWTVerifier?
+        do {
+            jwt = try await JWTVerifier.make(configuration.auth.jwt)
+        } catch {
+            store.close()
+            log.close()
+            throw StartError(message: "auth.jwt: \(error.message)")
+        }
         let metrics = ServerMetrics(registry: registry, startSeq: log.lastSeq)
-        let frontDoor = FrontDoor(configuration: configuration, log: log, store: store, metrics: metrics, logger: logger)
+        let frontDoor = FrontDoor(configuration: configuration, log: log, store: store, metrics: metrics, logger: logger, jwt: jwt)
         var nodeConfiguration = NodeConfiguration()
         nodeConfiguration.mailboxCapacity = configuration.mailboxCapacity
         nodeConfiguration.snapshotEveryDeliveries = configuration.snapshotEveryDeliveries

@@ -61,6 +61,31 @@ public struct ServerConfiguration: Sendable {
         /// Origins a browser may call from; a request with an `Origin` header not in this list
         /// is refused 403 (a page on another site must not drive a local server).
         public var allowedOrigins: [String] = []
+        /// JWT bearer tokens beside API keys; off until a key is set.
+        public var jwt = JWT()
+        /// When true (and `required`), `/metrics` and `/ready` need credentials too (any role);
+        /// off by default so a local Prometheus scrapes without a key. `/health` stays open.
+        public var protectMetrics = false
+
+        public init() {}
+    }
+
+    /// JWT bearer tokens (jwt-kit): each algorithm is on when its key is set. Issuer and audience
+    /// are then required and checked on every token, with expiry (and `nbf` when present).
+    /// The token's `sub` is the user id, its `role` claim maps to task-type prefixes through
+    /// `Auth.roles`, as an API key's role does.
+    public struct JWT: Sendable {
+        /// HS256 shared secret (at least 32 bytes).
+        public var hs256Secret: String?
+        /// ES256 (P-256) and RS256 (2048 bits or more) public keys, PEM text.
+        public var es256PublicKeyPEM: String?
+        public var rs256PublicKeyPEM: String?
+        public var issuer: String?
+        public var audience: String?
+        /// Clock skew tolerated on `exp` and `nbf`.
+        public var leewaySeconds = 0
+
+        public var isEnabled: Bool { self.hs256Secret != nil || self.es256PublicKeyPEM != nil || self.rs256PublicKeyPEM != nil }
 
         public init() {}
     }
@@ -79,7 +104,9 @@ public struct ServerConfiguration: Sendable {
     /// "limits": {"max_body_bytes", "sync_timeout_ms", "max_waiting_requests", "drain_timeout_ms",
     /// "max_page_tasks", "mailbox_capacity", "max_pending_tasks", "snapshot_every_deliveries"},
     /// "auth": {"required", "roles": {ROLE: [PREFIX]}, "rate_limit_per_s", "rate_limit_burst",
-    /// "allowed_origins": [ORIGIN]}}`. Unknown keys are refused with their path.
+    /// "allowed_origins": [ORIGIN], "protect_metrics", "jwt": {"hs256_secret", "es256_public_key",
+    /// "es256_public_key_file", "rs256_public_key", "rs256_public_key_file", "issuer", "audience",
+    /// "leeway_s"}}}`. Unknown keys are refused with their path.
     public mutating func apply(configFile path: String) throws(ConfigError) {
         guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError("cannot read the config file \(path)") }
         let json: JSON
@@ -143,6 +170,25 @@ public struct ServerConfiguration: Sendable {
                     case "allowed_origins":
                         guard case .array(let items) = field else { throw ConfigError("\(path) must be an array of origins") }
                         self.auth.allowedOrigins = try items.map { (item) throws(ConfigError) in try Self.string(item, path) }
+                    case "protect_metrics":
+                        guard case .bool(let flag) = field else { throw ConfigError("\(path) must be true or false") }
+                        self.auth.protectMetrics = flag
+                    case "jwt":
+                        guard case .object(let settings) = field else { throw ConfigError("\(path) must be an object") }
+                        for (setting, item) in settings {
+                            let itemPath = "\(path).\(setting)"
+                            switch setting {
+                            case "hs256_secret": self.auth.jwt.hs256Secret = try Self.string(item, itemPath)
+                            case "es256_public_key": self.auth.jwt.es256PublicKeyPEM = try Self.string(item, itemPath)
+                            case "rs256_public_key": self.auth.jwt.rs256PublicKeyPEM = try Self.string(item, itemPath)
+                            case "es256_public_key_file": self.auth.jwt.es256PublicKeyPEM = try Self.file(try Self.string(item, itemPath), itemPath)
+                            case "rs256_public_key_file": self.auth.jwt.rs256PublicKeyPEM = try Self.file(try Self.string(item, itemPath), itemPath)
+                            case "issuer": self.auth.jwt.issuer = try Self.string(item, itemPath)
+                            case "audience": self.auth.jwt.audience = try Self.string(item, itemPath)
+                            case "leeway_s": self.auth.jwt.leewaySeconds = try Self.int(item, itemPath, 0...3_600)
+                            default: throw ConfigError("unknown key \(itemPath)")
+                            }
+                        }
                     default: throw ConfigError("unknown key \(path)")
                     }
                 }
@@ -153,6 +199,15 @@ public struct ServerConfiguration: Sendable {
 
     static func string(_ value: JSON, _ path: String) throws(ConfigError) -> String {
         guard case .string(let text) = value else { throw ConfigError("\(path) must be a string") }
+        return text
+    }
+
+    /// A key file's text (PEM), read when the configuration is applied so a missing file is
+    /// an error at start.
+    static func file(_ path: String, _ setting: String) throws(ConfigError) -> String {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError("\(setting): cannot read \(path)")
+        }
         return text
     }
 
@@ -179,7 +234,10 @@ public struct ServerConfiguration: Sendable {
     /// `CARTRITA_DATA`, `CARTRITA_HOST`, `CARTRITA_FILES_ROOT`, `CARTRITA_PORT`, `CARTRITA_DURABILITY`,
     /// `CARTRITA_MAX_BODY_BYTES`, `CARTRITA_SYNC_TIMEOUT_MS`, `CARTRITA_DRAIN_TIMEOUT_MS`,
     /// `CARTRITA_AUTH_REQUIRED` (true/false), `CARTRITA_RATE_LIMIT_PER_S`,
-    /// `CARTRITA_ALLOWED_ORIGINS` (comma-separated).
+    /// `CARTRITA_ALLOWED_ORIGINS` (comma-separated), `CARTRITA_PROTECT_METRICS` (true/false),
+    /// `CARTRITA_JWT_HS256_SECRET`, `CARTRITA_JWT_ES256_PUBLIC_KEY` and `CARTRITA_JWT_RS256_PUBLIC_KEY`
+    /// (PEM text, or `…_FILE` with a path), `CARTRITA_JWT_ISSUER`, `CARTRITA_JWT_AUDIENCE`,
+    /// `CARTRITA_JWT_LEEWAY_S`.
     public mutating func apply(environment: [String: String]) throws(ConfigError) {
         func value(_ name: String) -> JSON? { environment[name].map { Self.scalar($0) } }
         if let text = environment["CARTRITA_DATA"] { self.dataPath = text }
@@ -193,13 +251,28 @@ public struct ServerConfiguration: Sendable {
         if let bytes = value("CARTRITA_MAX_BODY_BYTES") { self.maxBodyBytes = try Self.int(bytes, "CARTRITA_MAX_BODY_BYTES", 1...(256 << 20)) }
         if let ms = value("CARTRITA_SYNC_TIMEOUT_MS") { self.syncTimeoutMilliseconds = Int64(try Self.int(ms, "CARTRITA_SYNC_TIMEOUT_MS", 0...3_600_000)) }
         if let ms = value("CARTRITA_DRAIN_TIMEOUT_MS") { self.drainTimeoutMilliseconds = Int64(try Self.int(ms, "CARTRITA_DRAIN_TIMEOUT_MS", 0...3_600_000)) }
-        if let text = environment["CARTRITA_AUTH_REQUIRED"] {
+        func flag(_ name: String) throws(ConfigError) -> Bool? {
+            guard let text = environment[name] else { return nil }
             switch text {
-            case "true", "1": self.auth.required = true
-            case "false", "0": self.auth.required = false
-            default: throw ConfigError("CARTRITA_AUTH_REQUIRED is true or false")
+            case "true", "1": return true
+            case "false", "0": return false
+            default: throw ConfigError("\(name) is true or false")
             }
         }
+        if let required = try flag("CARTRITA_AUTH_REQUIRED") { self.auth.required = required }
+        if let protect = try flag("CARTRITA_PROTECT_METRICS") { self.auth.protectMetrics = protect }
+        if let text = environment["CARTRITA_JWT_HS256_SECRET"] { self.auth.jwt.hs256Secret = text }
+        if let text = environment["CARTRITA_JWT_ES256_PUBLIC_KEY"] { self.auth.jwt.es256PublicKeyPEM = text }
+        if let text = environment["CARTRITA_JWT_RS256_PUBLIC_KEY"] { self.auth.jwt.rs256PublicKeyPEM = text }
+        if let path = environment["CARTRITA_JWT_ES256_PUBLIC_KEY_FILE"] {
+            self.auth.jwt.es256PublicKeyPEM = try Self.file(path, "CARTRITA_JWT_ES256_PUBLIC_KEY_FILE")
+        }
+        if let path = environment["CARTRITA_JWT_RS256_PUBLIC_KEY_FILE"] {
+            self.auth.jwt.rs256PublicKeyPEM = try Self.file(path, "CARTRITA_JWT_RS256_PUBLIC_KEY_FILE")
+        }
+        if let text = environment["CARTRITA_JWT_ISSUER"] { self.auth.jwt.issuer = text }
+        if let text = environment["CARTRITA_JWT_AUDIENCE"] { self.auth.jwt.audience = text }
+        if let seconds = value("CARTRITA_JWT_LEEWAY_S") { self.auth.jwt.leewaySeconds = try Self.int(seconds, "CARTRITA_JWT_LEEWAY_S", 0...3_600) }
         if let rate = value("CARTRITA_RATE_LIMIT_PER_S") { self.auth.rateLimitPerSecond = try Self.positive(rate, "CARTRITA_RATE_LIMIT_PER_S") }
         if let text = environment["CARTRITA_ALLOWED_ORIGINS"] {
             self.auth.allowedOrigins = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }

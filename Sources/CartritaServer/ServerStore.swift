@@ -18,6 +18,11 @@ public final class ServerStore: Sendable {
     let idempotency: LMDBDatabase
     let keys: LMDBDatabase
     let keyHashes: LMDBDatabase
+    /// Idempotency writes are synced LMDB commits (milliseconds on a slow disk): they run here,
+    /// one after the other, never on a NIO event loop or a thread of Swift's cooperative pool,
+    /// where a blocked thread stalls every connection it serves. Its depth is bounded by the
+    /// requests in progress, which the front door limits.
+    let writeQueue = DispatchQueue(label: "cartrita.server-store.writes")
 
     public struct StoreError: Error, CustomStringConvertible {
         public var message: String
@@ -53,10 +58,27 @@ public final class ServerStore: Sendable {
         Array(SHA256.hash(data: Array(user.utf8) + [0] + Array(key.utf8)))
     }
 
-    /// The task of (`user`, `key`): the one stored, or `make()`'s, stored now. `created` tells which.
-    func idempotentTask(user: String, key: String, bodyDigest: [UInt8], make: () -> MessageID) throws(StoreError)
+    /// The task of (`user`, `key`): the one stored, or `id`, stored now. `created` tells which.
+    /// The write runs on `writeQueue`; the caller's thread is free while it syncs.
+    func idempotentTask(user: String, key: String, bodyDigest: [UInt8], id: MessageID) async throws(StoreError)
         -> (task: IdempotentTask, created: Bool)
     {
+        let result: Result<(task: IdempotentTask, created: Bool), StoreError> = await withCheckedContinuation { continuation in
+            self.writeQueue.async {
+                do throws(StoreError) {
+                    continuation.resume(returning: .success(try self.idempotentTaskOnWriteQueue(user: user, key: key, bodyDigest: bodyDigest, id: id)))
+                } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            }
+        }
+        return try result.get()
+    }
+
+    func idempotentTaskOnWriteQueue(user: String, key: String, bodyDigest: [UInt8], id: MessageID) throws(StoreError)
+        -> (task: IdempotentTask, created: Bool)
+    {
+        dispatchPrecondition(condition: .onQueue(self.writeQueue))
         let storeKey = Self.idempotencyKey(user: user, key: key)
         do {
             return try self.environment.write { txn in
@@ -65,7 +87,7 @@ public final class ServerStore: Sendable {
                 {
                     return (IdempotentTask(taskID: id, bodyDigest: Array(bytes[16..<48])), false)
                 }
-                let task = IdempotentTask(taskID: make(), bodyDigest: bodyDigest)
+                let task = IdempotentTask(taskID: id, bodyDigest: bodyDigest)
                 try txn.put(self.idempotency, key: storeKey, value: task.taskID.bytes + bodyDigest)
                 return (task, true)
             }

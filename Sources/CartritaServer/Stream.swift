@@ -28,7 +28,7 @@ enum StreamSocket {
         .http1WebSocketUpgrade { head, _, _ in
             guard head.path?.split(separator: "?").first == "/v3/stream" else { return .dontUpgrade }
             // A refused upgrade falls through to the HTTP route, which answers the JSON error.
-            guard let caller = try? door.admit(headers: head.headerFields, authority: head.authority) else { return .dontUpgrade }
+            guard let caller = try? await door.admit(headers: head.headerFields, authority: head.authority) else { return .dontUpgrade }
             return .upgrade([:]) { inbound, outbound, context in
                 await Self.serve(door, caller: caller, inbound: inbound, outbound: outbound, logger: context.logger)
             }

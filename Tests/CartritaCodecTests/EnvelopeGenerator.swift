@@ -223,6 +223,8 @@ struct EnvelopeGenerator {
         case .shutdown:
             return .shutdown(
                 Shutdown(reason: self.text(), drain: self.bool(), deadlineMilliseconds: self.bool() ? self.int64(nonNegative: true) : nil))
+        case .override:
+            return .override(Override(action: self.pick(OverrideAction.allCases), reason: self.text()))
         case .taskRequest:
             var constraints: TaskConstraints?
             if self.bool() {

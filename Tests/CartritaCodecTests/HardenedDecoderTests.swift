@@ -57,6 +57,32 @@ final class HardenedDecoderTests: XCTestCase {
         assertDecodeError([0x93, 1, 2, 3], .wrongType, at: "$", record: true)
     }
 
+    /// The emergency override: every action round-trips; an unknown action, a missing reason
+    /// and an extra key are refused with their paths.
+    func testOverridePayloadsRoundTripAndBadOnesAreNamed() throws {
+        var envelope = sampleEnvelope()
+        envelope.context.userID = "ada"
+        for action in OverrideAction.allCases {
+            envelope.payload = .override(Override(action: action, reason: "incident 42"))
+            let bytes = try EnvelopeEncoder().encode(envelope)
+            XCTAssertEqual(try EnvelopeDecoder().decode(bytes), envelope, action.rawValue)
+            XCTAssertEqual(try EnvelopeEncoder().encode(try EnvelopeDecoder().decode(bytes)), bytes, "canonical bytes")
+        }
+        envelope.payload = .override(Override(action: .pause, reason: "x"))
+        let bytes = try EnvelopeEncoder().encode(envelope)
+        // The msgpack key or value with its fixstr header byte (0xA0 | length).
+        func replacing(_ old: String, _ new: String) -> [UInt8] {
+            let (from, to) = ([0xA0 | UInt8(old.utf8.count)] + Array(old.utf8), [0xA0 | UInt8(new.utf8.count)] + Array(new.utf8))
+            precondition(from.count == to.count)
+            var out = bytes
+            let start = (0...(out.count - from.count)).first { Array(out[$0..<($0 + from.count)]) == from }!
+            out.replaceSubrange(start..<(start + from.count), with: to)
+            return out
+        }
+        assertDecodeError(replacing("pause", "frozn"), .invalidEnumValue, at: "payload.action")
+        assertDecodeError(replacing("reason", "motive"), .unknownKey, at: "payload.motive")
+    }
+
     func testByteC1IsMalformed() {
         assertDecodeError([0xc1], .malformed, at: "$")
         let error = assertDecodeError(bytes(self.tree.setting("ttl_ms", .raw([0xc1]))), .malformed, at: "ttl_ms")

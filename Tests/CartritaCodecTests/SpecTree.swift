@@ -95,6 +95,8 @@ enum SpecTree {
         case .shutdown(let shutdown):
             return Self.object(
                 [("reason", .s(shutdown.reason)), ("drain", .bool(shutdown.drain)), ("deadline_ms", shutdown.deadlineMilliseconds.map(MP.i))], style)
+        case .override(let override):
+            return Self.object([("action", .s(override.action.rawValue)), ("reason", .s(override.reason))], style)
         case .taskRequest(let request):
             let constraints = request.task.constraints.map { c in
                 Self.object(

@@ -25,6 +25,7 @@ final class ValidationTests: XCTestCase {
             .ping(Ping(nonce: 1)), .pong(Pong(nonce: .max)),
             .heartbeat(Heartbeat(status: .degraded, queueDepth: 3, inFlight: 1)),
             .shutdown(Shutdown(reason: "", drain: false, deadlineMilliseconds: 0)),
+            .override(Override(action: .pause, reason: "")),
             .taskRequest(TaskRequest(task: TaskSpec(type: "llm.chat"))),
             .taskResponse(
                 TaskResponse(

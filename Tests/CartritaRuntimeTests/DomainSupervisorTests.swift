@@ -73,6 +73,47 @@ final class DomainSupervisorTests: XCTestCase {
         XCTAssertEqual(state.inFlight.count, 1)
     }
 
+    func override(_ action: OverrideAction, from sender: Address = Address("client.http@v1.0"), by user: String? = "ops-admin") -> Envelope {
+        var envelope = self.maker.envelope(.override(Override(action: action, reason: "incident 42")), from: sender, to: self.me)
+        envelope.context.userID = user
+        return envelope
+    }
+
+    func testAnOverridePausesAndResumesAndIsAcknowledged() {
+        let supervisor = self.supervisor()
+        var state = supervisor.initialState()
+        let running = self.fromOrchestrator("tasks.list")
+        _ = supervisor.step(&state, running, self.context())
+
+        let ack = self.sent(supervisor.step(&state, self.override(.pause), self.context()))
+        XCTAssertTrue(state.paused)
+        XCTAssertEqual(state.pausedBy, "ops-admin")
+        XCTAssertEqual(state.pauseReason, "incident 42")
+        XCTAssertEqual(ack.map(\.recipient), [Address("client.http@v1.0")])
+        guard case .heartbeat(let beat)? = ack.first?.payload else { return XCTFail("a heartbeat answers the override") }
+        XCTAssertEqual(beat.status, .degraded)
+        XCTAssertEqual(beat.inFlight, 1)
+
+        // Refused, retryable, nothing reserved; the task in flight still finishes.
+        let refused = self.sent(supervisor.step(&state, self.fromOrchestrator("tasks.create"), self.context()))
+        XCTAssertEqual(self.errorCode(refused.first), "paused")
+        if case .taskError(let error)? = refused.first?.payload { XCTAssertTrue(error.retryable) }
+        XCTAssertEqual(state.budget.slotsInUse, 1)
+        let done = self.from(self.tasks, .taskResponse(TaskResponse(status: .completed, result: 1)), about: running)
+        XCTAssertEqual(self.sent(supervisor.step(&state, done, self.context())).map(\.recipient), [.orchestrator])
+
+        // An agent cannot pause its own supervisor; drain is not the supervisor's business.
+        _ = supervisor.step(&state, self.override(.resume, from: self.tasks), self.context())
+        XCTAssertTrue(state.paused)
+        XCTAssertEqual(supervisor.step(&state, self.override(.drain), self.context()), [])
+
+        let resumed = self.sent(supervisor.step(&state, self.override(.resume), self.context()))
+        XCTAssertFalse(state.paused)
+        XCTAssertNil(state.pausedBy)
+        if case .heartbeat(let beat)? = resumed.first?.payload { XCTAssertEqual(beat.status, .ok) } else { XCTFail("acknowledged") }
+        XCTAssertEqual(self.sent(supervisor.step(&state, self.fromOrchestrator("tasks.create"), self.context())).map(\.recipient), [self.tasks])
+    }
+
     func testResourceRequestsAreGrantedOrDeniedWithAReason() {
         let supervisor = self.supervisor()
         var state = supervisor.initialState()

@@ -186,7 +186,7 @@ final class StateCodecTests: XCTestCase {
 
     func testAPopulatedSupervisorStateRoundTripsExactly() throws {
         let (supervisor, state, requests) = self.populatedSupervisor()
-        XCTAssertEqual(supervisor.stateFormatVersion, 1)
+        XCTAssertEqual(supervisor.stateFormatVersion, 2)
         // The scenario reached every field, so the round trip below is not comparing defaults.
         // The table's order follows its history (a removal moves the last entry into the hole).
         let flights = state.inFlight.sorted { $0.agent < $1.agent }
@@ -386,8 +386,16 @@ final class StateCodecTests: XCTestCase {
 
         let newer = try self.edited(orchestratorBytes) { Self.set("version", 3, in: &$0) }
         XCTAssertTrue(self.refusal(try orchestrator.decodeState(newer)).contains("format version 3"))
+        // Version 1 (no `expired`) still decodes; with version 2's keys it is refused by key.
         let older = try self.edited(orchestratorBytes) { Self.set("version", 1, in: &$0) }
-        XCTAssertTrue(self.refusal(try orchestrator.decodeState(older)).contains("format version 1"), "version 1 had no `expired`")
+        XCTAssertTrue(self.refusal(try orchestrator.decodeState(older)).contains("expired"), "version 1 had no `expired`")
+        let version1 = try self.edited(orchestratorBytes) { entries in
+            Self.set("version", 1, in: &entries)
+            entries.removeAll { $0.key == "expired" }
+        }
+        var asVersion1 = self.populatedOrchestrator().1
+        asVersion1.expired = 0
+        XCTAssertEqual(try orchestrator.decodeState(version1), asVersion1, "a version-1 snapshot reads with expired 0")
         let textVersion = try self.edited(orchestratorBytes) { Self.set("version", "1", in: &$0) }
         XCTAssertTrue(self.refusal(try orchestrator.decodeState(textVersion)).contains("version"))
 
@@ -396,6 +404,43 @@ final class StateCodecTests: XCTestCase {
         XCTAssertTrue(self.refusal(try orchestrator.decodeState(Self.bytes([1, 2, 3]))).contains("not a map"))
         XCTAssertTrue(self.refusal(try orchestrator.decodeState(Self.bytes(.map(["format": 7])))).contains("format"))
         XCTAssertTrue(self.refusal(try orchestrator.decodeState(Array("CTMS\u{1}".utf8))).contains("orchestrator state"))
+    }
+
+    /// Format 2 added who paused a supervisor and why. Format 1 snapshots still decode (paused
+    /// by nobody named); a newer version, or a version 1 map with the new keys, is refused.
+    func testSupervisorFormat1StillDecodesAndFormat2KeepsWhoPaused() throws {
+        let (supervisor, populated, _) = self.populatedSupervisor()
+        var state = populated
+        supervisor.setPaused(true, &state, by: "ops-admin", reason: "incident 42")
+        let bytes = supervisor.encodeState(state)
+        let restored = try supervisor.decodeState(bytes)
+        XCTAssertEqual(restored.pausedBy, "ops-admin")
+        XCTAssertEqual(restored.pauseReason, "incident 42")
+        XCTAssertEqual(restored, state)
+
+        let version1 = try self.edited(bytes) { entries in
+            entries.removeAll { $0.key == "paused_by" || $0.key == "pause_reason" }
+            Self.set("version", 1, in: &entries)
+        }
+        let old = try supervisor.decodeState(version1)
+        XCTAssertTrue(old.paused)
+        XCTAssertNil(old.pausedBy)
+        var expected = state
+        expected.pausedBy = nil
+        expected.pauseReason = nil
+        XCTAssertEqual(old, expected)
+        XCTAssertEqual(supervisor.encodeState(old).count, version1.count + "paused_by".count + "pause_reason".count + 4, "re-encoded as format 2")
+
+        let version1WithNewKeys = try self.edited(bytes) { Self.set("version", 1, in: &$0) }
+        XCTAssertTrue(self.refusal(try supervisor.decodeState(version1WithNewKeys)).contains("paused_by"))
+        let version3 = try self.edited(bytes) { Self.set("version", 3, in: &$0) }
+        XCTAssertTrue(self.refusal(try supervisor.decodeState(version3)).contains("format version 3; this build reads version 1, 2"))
+        var resumed = state
+        supervisor.setPaused(false, &resumed)
+        let byWithoutPause = try self.edited(supervisor.encodeState(resumed)) { Self.set("paused_by", "someone", in: &$0) }
+        XCTAssertTrue(self.refusal(try supervisor.decodeState(byWithoutPause)).contains("paused_by"))
+        let numberBy = try self.edited(bytes) { Self.set("paused_by", 7, in: &$0) }
+        XCTAssertTrue(self.refusal(try supervisor.decodeState(numberBy)).contains("paused_by"))
     }
 
     func testWrongFieldsAreRefusedByName() throws {
@@ -486,7 +531,8 @@ final class StateCodecTests: XCTestCase {
         let view = supervisor.describeState(supervised)
         XCTAssertEqual(
             Self.keys(view),
-            ["format", "version", "supervision", "budget", "in_flight", "grants", "paused", "completed", "failed", "restarts", "cancelled", "timed_out"])
+            ["format", "version", "supervision", "budget", "in_flight", "grants", "paused", "paused_by", "pause_reason", "completed", "failed",
+             "restarts", "cancelled", "timed_out"])
         XCTAssertEqual(Self.keys(view["supervision"]), ["children", "restart_times", "consecutive_crashes", "escalated"])
         XCTAssertEqual(view["supervision"]?["children"], ["agent.datasage@v1.0", "agent.taskmanagement@v1.0"])
         XCTAssertEqual(
