@@ -327,7 +327,11 @@ final class FrontDoor: Sendable {
         /// dump` for reading its bytes).
         static func flowEntry(_ record: LogRecord) -> JSON {
             let envelope = record.envelope
-            var members: [(String, JSON)] = [("seq", .uint(record.header.seq)), ("id", .string(envelope.id.description))]
+            // clock_ms: when the recipient took the message (the delivery's recorded clock), so a
+            // reader can time each tier (the load tester's routing overhead).
+            var members: [(String, JSON)] = [
+                ("seq", .uint(record.header.seq)), ("clock_ms", .int(record.header.clockMilliseconds)), ("id", .string(envelope.id.description)),
+            ]
             if let parent = envelope.parentID { members.append(("parent_id", .string(parent.description))) }
             members += [
                 ("type", .string(envelope.type.rawValue)), ("sender", .string(envelope.sender.rawValue)),
