@@ -299,7 +299,9 @@ final class FrontDoor: Sendable {
                 switch answer.payload {
                 case .taskResponse(let response):
                     if let result = response.result { members.append(("result", result.json)) }
-                    if case .object(let fields)? = answer.payload.json["metrics"] { members.append(("metrics", .object(fields))) }
+                    // The metrics alone (rendering the whole payload to pick them out cost as much as
+                    // the answer itself).
+                    if let metrics = response.metrics { members.append(("metrics", metrics.json)) }
                     if let message = response.errorMessage {
                         members.append(("error", .object([("code", .string(response.status.rawValue)), ("message", .string(message))])))
                     }
