@@ -15,7 +15,7 @@ struct Load: AsyncParsableCommand {
             task_failed:CODE, timeout, connection_refused, connection_reset, connection_closed, ... \
             --check-flow N then reads N of the answered tasks back (GET /v3/tasks/{id}) and checks each passed \
             through the supervisor and agent its type routes to, with every hop answered (seed §8.1.1); exit 2 \
-            when any fails.
+            when any fails, exit 1 when no request was answered ok.
             """)
 
     @Option(help: "The server, http://HOST:PORT.") var url: String
@@ -72,5 +72,7 @@ struct Load: AsyncParsableCommand {
             }
         }
         if let flow = report.flow, flow.failures > 0 { throw ExitCode(2) }
+        // Nothing was answered: no figure above means anything (the report says why).
+        if report.ok == 0 { throw ExitCode(1) }
     }
 }
