@@ -13,6 +13,7 @@ import PackageDescription
 //   CartritaSim       (deterministic simulation of the hierarchy) -> Runtime, Agents, Node
 //   CartritaServer    (HTTP/WebSocket front door: Hummingbird,
 //                      metrics, API keys, JWT)                   -> Node, Log, LMDB, Runtime
+//   CartritaLoad      (load tester on SwiftNIO, flow check)       -> Node, Envelope, NIO
 //   CartritaCLI       (the `cartrita` executable)                -> everything above
 // Server packages (Hummingbird, swift-otel, gRPC) never enter the inner three.
 let swiftSettings: [SwiftSetting] = [
@@ -46,6 +47,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
         .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
+        // The load tester's HTTP client (CartritaLoad only); already in the graph through Hummingbird.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         .systemLibrary(
@@ -126,6 +129,18 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The load tester (issue 5, seed §8.1.2): keep-alive HTTP/1.1 clients on SwiftNIO and the
+        // message-flow check (seed §8.1.1). Outer: no core target sees NIO.
+        .target(
+            name: "CartritaLoad",
+            dependencies: [
+                "CartritaEnvelope", "CartritaRuntime", "CartritaNode",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Time-travel debugging and incident capsules (issue 6): reads the log, drives the
         // same cells as recovery. No server packages.
         .target(
@@ -140,7 +155,7 @@ let package = Package(
             name: "CartritaCLI",
             dependencies: [
                 "CartritaEnvelope", "CartritaCodec", "CartritaLMDB", "CartritaLog", "CartritaRuntime", "CartritaAgents",
-                "CartritaNode", "CartritaSim", "CartritaServer", "CartritaTravel",
+                "CartritaNode", "CartritaSim", "CartritaServer", "CartritaTravel", "CartritaLoad",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -159,6 +174,15 @@ let package = Package(
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CartritaLoadTests",
+            dependencies: [
+                "CartritaLoad", "CartritaServer", "CartritaNode", "CartritaRuntime", "CartritaEnvelope",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -14,6 +14,25 @@ public struct Hierarchy {
     public let addresses: [Address]
     /// Each supervisor's restart rules, in hierarchy order (the simulator's oracle checks them).
     public var supervisionPolicies: [(supervisor: Address, policy: SupervisionPolicy)] = []
+    /// Which agent of which supervisor handles which task types, in hierarchy order: the path a
+    /// task must take (the load tester's message-flow check asserts it).
+    public var agentRoutes: [AgentRoute] = []
+    /// The orchestrator's routing table.
+    public var routing: RoutingTable = .standard
+
+    public struct AgentRoute: Hashable, Sendable {
+        public var supervisor: Address
+        public var agent: Address
+        public var taskTypes: [String]
+    }
+
+    /// The supervisor and the agents (a pool's instances) that a task of `taskType` must pass
+    /// through; nil when no route takes it (the orchestrator answers `unknown_task_type`).
+    public func expectedPath(forTaskType taskType: String) -> (supervisor: Address, agents: [Address])? {
+        guard let supervisor = self.routing.supervisor(forTaskType: taskType) else { return nil }
+        let agents = self.agentRoutes.filter { $0.supervisor == supervisor && $0.taskTypes.contains(taskType) }.map(\.agent)
+        return (supervisor, agents)
+    }
 
     public init(addresses: [Address], makeCells: @escaping @Sendable () -> [any ActorCell]) {
         self.addresses = addresses
@@ -62,7 +81,7 @@ public struct Hierarchy {
                 supervisor(
                     Self.system,
                     pool.map { .agent(data, address: data.address.instance($0), crashesPerMillion: crashes) }
-                        + [.agent(TaskManagement(), crashesPerMillion: crashes)]),
+                        + [.agent(TaskManagement(), crashesPerMillion: crashes), .agent(SystemMonitor(), crashesPerMillion: crashes)]),
             ],
             clients: options.clients, maxPendingTasks: options.maxPendingTasks)
     }
@@ -197,6 +216,10 @@ extension Hierarchy {
             return cells
         }
         hierarchy.supervisionPolicies = supervisors.map { ($0.address, $0.policy) }
+        hierarchy.agentRoutes = supervisors.flatMap { spec in
+            spec.agents.map { AgentRoute(supervisor: spec.address, agent: $0.address, taskTypes: $0.taskTypes) }
+        }
+        hierarchy.routing = routing
         return hierarchy
     }
 }

@@ -19,7 +19,6 @@ extension Node {
     /// agent like any message. A request the log already holds (a resend) is not performed again.
     func performIO(_ envelope: Envelope) {
         self.outstanding.add(1, ordering: .relaxed)
-        let services = self.configuration.ioServices
         Task {
             defer { self.outstanding.subtract(1, ordering: .releasing) }
             do throws(EventLogError) {
@@ -32,7 +31,7 @@ extension Node {
             }
             let result: IOResult
             if let request = IOWire.parse(envelope) {
-                if let service = services[request.service] {
+                if let service = self.ioService(named: request.service) {
                     result = await Self.perform(request, on: service)
                 } else {
                     result = .failure(TaskError(

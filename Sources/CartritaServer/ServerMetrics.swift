@@ -31,6 +31,16 @@ final class ServerMetrics: Sendable {
         _ = self.registry.makeCounter(
             descriptor: MetricNameDescriptor(metricName: "mcp_messages", unitName: "total", helpText: "MCP messages committed to the log"),
             labels: [("supervisor", "orchestrator"), ("message_type", "task_request"), ("status", "ok")])
+        // Tokens and cost from the first scrape on (local agents spend none), so dashboards and
+        // the cost alert (Tools/observability/) find their series on any server.
+        for supervisor in [Hierarchy.intelligence, Hierarchy.multimodal, Hierarchy.system] {
+            _ = self.registry.makeCounter(
+                descriptor: MetricNameDescriptor(metricName: "mcp_tokens", unitName: "total", helpText: "Tokens used by agents"),
+                labels: [("supervisor", supervisor.rawValue)])
+            _ = self.registry.makeCounter(
+                descriptor: MetricNameDescriptor(metricName: "mcp_cost_usd", unitName: "total", helpText: "Cost of agents' work in US dollars"),
+                labels: [("supervisor", supervisor.rawValue)])
+        }
     }
 
     // MARK: Tasks seen by the front door

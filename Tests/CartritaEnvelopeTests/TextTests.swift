@@ -37,6 +37,9 @@ final class TextTests: XCTestCase {
         XCTAssertEqual(JSON.string("\u{0}\u{1}\u{8}\u{c}\u{1f}").rendered(), #""\u0000\u0001\u0008\u000c\u001f""#)
         XCTAssertEqual(JSON.string("\u{7f}é中🎉/").rendered(), "\"\u{7f}é中🎉/\"")
         XCTAssertEqual(JSON.object([("k\"", .string("v\n"))]).rendered(), #"{"k\"":"v\n"}"#)
+        // Escapes between multi-byte characters: the runs around them are copied whole.
+        XCTAssertEqual(JSON.string("é\"中\n🎉\u{1}x").rendered(), "\"é\\\"中\\n🎉\\u0001x\"")
+        XCTAssertEqual(JSON.string("").rendered(), #""""#)
     }
 
     func testJSONNumbersAndContainers() {
