@@ -37,11 +37,11 @@ enum DebuggerAssets {
     <button id="clear">clear</button>
   </div>
   <div class="steps">
-    <button id="first" title="first">⏮</button>
+    <button id="first" title="first">«</button>
     <button id="prev" title="previous (←)">◀</button>
     <input id="slider" type="range" min="1" max="1" value="1">
     <button id="next" title="next (→)">▶</button>
-    <button id="last" title="last">⏭</button>
+    <button id="last" title="last">»</button>
     <input id="seq-input" type="number" min="1">
     <span id="seq-shown">seq –</span>
   </div>
@@ -50,6 +50,7 @@ enum DebuggerAssets {
   <section id="timeline-pane">
     <h2>Timeline</h2>
     <table id="timeline">
+      <colgroup><col class="c-seq"><col class="c-time"><col class="c-type"><col class="c-route"><col class="c-what"><col class="c-flags"></colgroup>
       <thead><tr><th>seq</th><th>time</th><th>type</th><th>from → to</th><th>what</th><th>flags</th></tr></thead>
       <tbody></tbody>
     </table>
@@ -88,8 +89,11 @@ header h1 { font-size: 16px; margin: 0; }
 main { display: grid; grid-template-columns: minmax(0, 3fr) minmax(0, 2fr); gap: 1em; padding: 0 1em 1em; }
 h2 { font-size: 14px; margin: .8em 0 .3em; }
 h3 { font-size: 13px; margin: .6em 0 .2em; }
-table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: 2px 6px; border-bottom: 1px solid #eee; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; max-width: 22em; }
+#timeline-pane { min-width: 0; overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; table-layout: fixed; }
+col.c-seq { width: 4.5em; } col.c-time { width: 7.5em; } col.c-type { width: 8em; } col.c-flags { width: 11em; }
+col.c-route { width: 45%; }
+th, td { text-align: left; padding: 2px 6px; border-bottom: 1px solid #eee; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 tbody tr { cursor: pointer; }
 tbody tr:hover { background: #eef3ff; }
 tr.current { background: #dce8ff; outline: 2px solid #3b6fd8; }

@@ -32,6 +32,10 @@ package final class DebuggerAPI: Sendable {
     /// Records looked at per request when a filter has no index (type only): past this, the
     /// page ends early and says where to continue.
     package static let maxScanRecords = 100_000
+    /// Seqs of the log per read of the actor index when the timeline is filtered by actor.
+    package static let indexWindowSeqs: UInt64 = 65_536
+    /// Windows of the actor index read per request before the page ends early.
+    package static let maxIndexWindows = 64
 
     package let source: any DebugSource
     /// Where the page is mounted (`""` or `/debug`): the page's requests start with it.
@@ -122,32 +126,33 @@ package final class DebuggerAPI: Sendable {
         }
         let first = self.source.firstSeq
         let last = self.source.lastSeq
-        var before: [LogRecord] = []
-        var after: [LogRecord] = []
-        guard last >= 1 else { return Self.page([], last: last, before: false, after: false) }
+        guard last >= 1 else { return Self.page([], prevBefore: nil, nextFrom: nil, last: last) }
+        var before: RecordPage?
+        var after: RecordPage?
         if let around = try self.seq(query, "around") {
             let point = min(max(around, first), last)
             // Half before the point, the point and the rest after it.
             if point > first { before = try self.source.records(in: first...(point - 1), filter: filter, limit: limit / 2, descending: true) }
-            after = try self.source.records(in: point...last, filter: filter, limit: limit - before.count, descending: false)
+            after = try self.source.records(in: point...last, filter: filter, limit: limit - (before?.records.count ?? 0), descending: false)
         } else if let end = try self.seq(query, "before") {
-            guard end > first else { return Self.page([], last: last, before: false, after: true) }
-            before = try self.source.records(in: first...min(end - 1, last), filter: filter, limit: limit, descending: true)
+            if end > first { before = try self.source.records(in: first...min(end - 1, last), filter: filter, limit: limit, descending: true) }
         } else {
             let start = max(try self.seq(query, "from") ?? first, first)
-            guard start <= last else { return Self.page([], last: last, before: true, after: false) }
-            after = try self.source.records(in: start...last, filter: filter, limit: limit, descending: false)
+            if start <= last { after = try self.source.records(in: start...last, filter: filter, limit: limit, descending: false) }
         }
-        let records = before.reversed() + after
-        return Self.page(records, last: last, before: records.first.map { $0.header.seq > first } ?? false, after: records.last.map { $0.header.seq < last } ?? false)
+        // Where to go on: from how far each search got, not from the records found (a sparse
+        // filter may end a page with few records, or none, and more further on).
+        let prevBefore = before.flatMap { $0.reached > first ? $0.reached : nil }
+        let nextFrom = after.flatMap { $0.reached < last ? $0.reached + 1 : nil }
+        return Self.page((before?.records ?? []).reversed() + (after?.records ?? []), prevBefore: prevBefore, nextFrom: nextFrom, last: last)
     }
 
-    static func page(_ records: [LogRecord], last: UInt64, before: Bool, after: Bool) -> JSON {
+    static func page(_ records: [LogRecord], prevBefore: UInt64?, nextFrom: UInt64?, last: UInt64) -> JSON {
         .object([
             ("last_seq", .uint(last)),
             ("records", .array(records.map(Self.row))),
-            ("prev_before", before ? records.first.map { .uint($0.header.seq) } ?? .null : .null),
-            ("next_from", after ? records.last.map { .uint($0.header.seq + 1) } ?? .null : .null),
+            ("prev_before", prevBefore.map { .uint($0) } ?? .null),
+            ("next_from", nextFrom.map { .uint($0) } ?? .null),
         ])
     }
 

@@ -45,7 +45,7 @@ package struct ForkReplacement: Sendable {
         }
         guard case .int(let version)? = members["version"] else { throw Self.invalid("version: required, the integer \(Self.formatVersion)") }
         guard version == Self.formatVersion else {
-            throw TravelError(.unsupportedVersion, "replacement version \(version); this build reads version \(Self.formatVersion)")
+            throw TravelError(.unsupportedReplacementVersion, "replacement version \(version); this build reads version \(Self.formatVersion)")
         }
         if let io = members["io_result"] {
             guard members["type"] == nil, members["payload"] == nil else { throw Self.invalid("io_result: give either io_result or type and payload, not both") }

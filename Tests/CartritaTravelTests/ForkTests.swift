@@ -117,17 +117,18 @@ final class ForkTests: XCTestCase {
         let recording = try await Recording.record(label: "fork-same", batches: [25])
         let log = try recording.open()
         defer { log.close() }
-        // The first task_error or task_response after the middle whose JSON form reads back as
-        // the same envelope (maps in key order).
+        // An agent's answer after the middle, replaced by its own payload, taken from the
+        // record's stored map: the same message.
         var chosen: (LogRecord, ForkReplacement)?
-        for record in try log.records(from: log.lastSeq / 2) {
+        for record in try log.records(from: log.lastSeq / 2) where record.envelope.sender.isAgent {
             guard case .taskResponse = record.envelope.payload else { continue }
-            let file = #"{"version": 1, "type": "\#(record.envelope.type.rawValue)", "payload": \#(record.envelope.payload.json.rendered())}"#
-            let replacement = try ForkReplacement.parse(Array(file.utf8))
-            if try replacement.envelope(replacing: record.envelope, request: nil) == record.envelope {
-                chosen = (record, replacement)
-                break
-            }
+            guard case .map(let entries) = try EnvelopeDecoder().decodeValue(try EnvelopeEncoder().encode(record.envelope)),
+                let payload = entries.first(where: { $0.key == "payload" })?.value
+            else { continue }
+            let replacement = ForkReplacement(content: .message(type: record.envelope.type, payload: payload))
+            XCTAssertEqual(try replacement.envelope(replacing: record.envelope, request: nil), record.envelope)
+            chosen = (record, replacement)
+            break
         }
         let (record, replacement) = try XCTUnwrap(chosen)
         let at = record.header.seq - 7
@@ -156,7 +157,7 @@ final class ForkTests: XCTestCase {
         XCTAssertEqual(code("not json"), .invalidReplacement)
         XCTAssertEqual(code("[1]"), .invalidReplacement)
         XCTAssertEqual(code(#"{"type": "task_error", "payload": {}}"#), .invalidReplacement, "version missing")
-        XCTAssertEqual(code(#"{"version": 9, "type": "task_error", "payload": {}}"#), .unsupportedVersion)
+        XCTAssertEqual(code(#"{"version": 9, "type": "task_error", "payload": {}}"#), .unsupportedReplacementVersion)
         XCTAssertEqual(code(#"{"version": 1, "type": "task_eror", "payload": {}}"#), .invalidReplacement)
         XCTAssertEqual(code(#"{"version": 1, "type": "task_error"}"#), .invalidReplacement)
         XCTAssertEqual(code(#"{"version": 1, "type": "task_error", "payload": {}, "extra": 1}"#), .invalidReplacement)
