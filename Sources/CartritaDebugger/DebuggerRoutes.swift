@@ -17,7 +17,9 @@ package enum DebuggerRoutes {
             for (key, value) in request.uri.queryParameters {
                 query[String(key)] = String(value).removingPercentEncoding ?? String(value)
             }
-            // The API reads the log (LMDB, travel) synchronously: off the event loop's threads.
+            // The API reads the log (LMDB, travel) synchronously, in this request's task: pages and
+            // travels are bounded (maxPageRecords, maxScanRecords, checkpoints), so a request
+            // holds a thread for milliseconds, not for the whole log.
             let answer = api.handle(path: path, query: query)
             var headers = HTTPFields()
             headers[.contentType] = answer.contentType
