@@ -91,8 +91,8 @@ h2 { font-size: 14px; margin: .8em 0 .3em; }
 h3 { font-size: 13px; margin: .6em 0 .2em; }
 #timeline-pane { min-width: 0; overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; table-layout: fixed; }
-col.c-seq { width: 4.5em; } col.c-time { width: 7.5em; } col.c-type { width: 8em; } col.c-flags { width: 11em; }
-col.c-route { width: 45%; }
+col.c-seq { width: 4.5em; } col.c-time { width: 7.5em; } col.c-type { width: 7.5em; } col.c-flags { width: 12em; }
+col.c-route { width: 32%; }
 th, td { text-align: left; padding: 2px 6px; border-bottom: 1px solid #eee; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 tbody tr { cursor: pointer; }
 tbody tr:hover { background: #eef3ff; }
@@ -176,7 +176,7 @@ function renderTimeline(rows) {
     if (row.error) { tr.classList.add("error"); flags.push("ERROR " + row.error.code); }
     if (row.retry_count > 0) { tr.classList.add("retry"); flags.push("RETRY " + row.retry_count); }
     if (row.seq === view.at) tr.classList.add("current");
-    tr.append(text("td", row.seq), text("td", row.time.slice(11)), text("td", row.type),
+    tr.append(text("td", row.seq), text("td", row.time.slice(11, 23)), text("td", row.type),
       text("td", row.sender + " → " + row.recipient), text("td", row.summary), text("td", flags.join(" "), "flags"));
     tr.title = row.correlation_id + (row.error ? "\n" + row.error.message : "");
     tr.addEventListener("click", () => go(row.seq));

@@ -193,4 +193,53 @@ final class ForkTests: XCTestCase {
             XCTAssertEqual(($0 as? TravelError)?.code, .forkTargetNotEmpty)
         }
     }
+
+    /// `cartrita fork` as a person runs it: one JSON object with --json; a bad file or seq exits 1
+    /// with the error's code on stderr and leaves no output folder.
+    func testForkCommand() async throws {
+        let executable = try XCTUnwrap(cartritaExecutable(), "the cartrita executable next to the test bundle")
+        let recording = try await Recording.record(label: "fork-cli", batches: [10])
+        let log = try recording.open()
+        let answer = try self.firstRecord(log) { record in
+            if case .taskResponse = record.envelope.payload, record.envelope.sender.isAgent { true } else { false }
+        }
+        log.close()
+        let work = TemporaryDirectory("fork-cli-work")
+        let good = work.path + "/error.json"
+        let bad = work.path + "/bad.json"
+        try Data(#"{"version": 1, "type": "task_error", "payload": {"code": "timeout", "message": "too slow", "retryable": false}}"#.utf8).write(to: URL(fileURLWithPath: good))
+        try Data("{".utf8).write(to: URL(fileURLWithPath: bad))
+        func run(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+            let process = Process()
+            process.executableURL = executable
+            process.arguments = arguments
+            let out = Pipe()
+            let err = Pipe()
+            process.standardOutput = out
+            process.standardError = err
+            try process.run()
+            let output = out.fileHandleForReading.readDataToEndOfFile()
+            let errors = err.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: errors, as: UTF8.self))
+        }
+        let seq = answer.header.seq
+        let ok = try run(["fork", "--data", recording.directory.path, "--at", "\(seq)", "--replace", "\(seq)=\(good)", "-o", work.path + "/fork", "--json"])
+        XCTAssertEqual(ok.status, 0, ok.err)
+        XCTAssertEqual(ok.out.split(separator: "\n").count, 1, "one JSON object")
+        let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(ok.out.utf8)) as? [String: Any])
+        XCTAssertEqual(report["tasks_changed"] as? Int, 1)
+        XCTAssertEqual((report["tasks"] as? [[String: Any]])?.first?["correlation_id"] as? String, answer.envelope.correlationID.description)
+        let badFile = try run(["fork", "--data", recording.directory.path, "--at", "\(seq)", "--replace", "\(seq)=\(bad)", "-o", work.path + "/fork2"])
+        XCTAssertEqual(badFile.status, 1)
+        XCTAssertTrue(badFile.err.contains("invalid_replacement"), badFile.err)
+        let badSeq = try run(["fork", "--data", recording.directory.path, "--at", "\(seq)", "--replace", "99999999=\(good)", "-o", work.path + "/fork3"])
+        XCTAssertEqual(badSeq.status, 1)
+        XCTAssertTrue(badSeq.err.contains("seq_out_of_range"), badSeq.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: work.path + "/fork2"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: work.path + "/fork3"))
+        let taken = try run(["fork", "--data", recording.directory.path, "--at", "\(seq)", "--replace", "\(seq)=\(good)", "-o", work.path + "/fork"])
+        XCTAssertEqual(taken.status, 1)
+        XCTAssertTrue(taken.err.contains("fork_target_not_empty"), taken.err)
+    }
 }
