@@ -40,7 +40,9 @@ struct ForkCommand: ParsableCommand {
         if let existing = try? FileManager.default.contentsOfDirectory(atPath: self.output), !existing.isEmpty {
             fail("\(TravelError.Code.forkTargetNotEmpty): \(self.output) is not empty: fork into a new folder")
         }
-        let output = openLog(self.output)
+        // Relaxed: the fork is written in large batches and synced when it is closed; a fork cut
+        // short by a crash is simply run again into a new folder.
+        let output = openLog(self.output, durability: .relaxed)
         defer { output.close() }
         let report = travelling { () throws(TravelError) in try fork.run(into: output) }
         if self.json {

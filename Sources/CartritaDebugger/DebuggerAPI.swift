@@ -31,7 +31,7 @@ package final class DebuggerAPI: Sendable {
     package static let readChunkRecords = 512
     /// Records looked at per request when a filter has no index (type only): past this, the
     /// page ends early and says where to continue.
-    package static let maxScanRecords = 100_000
+    package static let maxScanRecords = 50_000
     /// Seqs of the log per read of the actor index when the timeline is filtered by actor.
     package static let indexWindowSeqs: UInt64 = 65_536
     /// Windows of the actor index read per request before the page ends early.
