@@ -190,6 +190,14 @@ struct ForkEngine {
     var cells: [Address: any ActorCell] = [:]
     /// Made by the fork, waiting for the original position of their id (or of their refusal).
     var pending: [MessageID: Envelope] = [:]
+    /// The timers among `pending` (an actor's messages to itself), by owner and task, so that
+    /// cancelling a task's timers does not walk every pending message.
+    var pendingTimers: [TimerKey: [MessageID]] = [:]
+
+    struct TimerKey: Hashable {
+        var owner: Address
+        var correlation: MessageID
+    }
     /// Made by the fork only; delivered in order, timers when due.
     var fresh: [Envelope] = []
     /// Ids the fork has appended after the branch point (the new log's dedupe, as the id index).
@@ -372,7 +380,15 @@ struct ForkEngine {
                 message.sender == owner && message.recipient == owner && message.correlationID == correlation && message.timestampMilliseconds > clock
             }
             self.fresh.removeAll(where: isCancelled)
-            for (id, message) in self.pending where isCancelled(message) { self.pending[id] = nil }
+            let key = TimerKey(owner: owner, correlation: correlation)
+            if let ids = self.pendingTimers.removeValue(forKey: key) {
+                var kept: [MessageID] = []
+                for id in ids {
+                    guard let message = self.pending[id] else { continue }  // delivered meanwhile
+                    if isCancelled(message) { self.pending[id] = nil } else { kept.append(id) }
+                }
+                if !kept.isEmpty { self.pendingTimers[key] = kept }
+            }
         }
         try self.place(delivery.messages)
     }
@@ -388,14 +404,21 @@ struct ForkEngine {
             if let seq = found[index] {
                 if seq < self.fork.at { continue }  // in the copied prefix: delivered there
                 if seq > self.cursor {
-                    self.pending[message.id] = message
+                    self.wait(message)
                     continue
                 }
             } else if let refused = found[ids.count + index], refused > self.cursor {
-                self.pending[message.id] = message
+                self.wait(message)
                 continue
             }
             self.fresh.append(message)
+        }
+    }
+
+    mutating func wait(_ message: Envelope) {
+        self.pending[message.id] = message
+        if message.sender == message.recipient {
+            self.pendingTimers[TimerKey(owner: message.sender, correlation: message.correlationID), default: []].append(message.id)
         }
     }
 

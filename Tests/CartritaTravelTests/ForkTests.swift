@@ -65,6 +65,39 @@ final class ForkTests: XCTestCase {
         again.close()
     }
 
+    /// An agent that answers with progress instead of its result: the supervisor's timeout
+    /// (a timer the original cancelled) fires in the fork, the task is retried under a new id,
+    /// the agent answers the retry, and the task still completes. Every one of those messages is
+    /// one the original never had.
+    func testALostAnswerMakesTheForkTimeOutAndRetry() async throws {
+        let recording = try await Recording.record(label: "fork-retry", batches: [20])
+        let log = try recording.open()
+        defer { log.close() }
+        let answer = try self.firstRecord(log, from: log.lastSeq / 3) { record in
+            guard record.envelope.sender.isAgent, record.envelope.deliveryMode == .atLeastOnce,
+                case .taskResponse(let response) = record.envelope.payload, response.status == .completed
+            else { return false }
+            return true
+        }
+        let file = #"{"version": 1, "type": "task_progress", "payload": {"fraction": 0.5, "message": "still thinking"}}"#
+        let fork = Fork(
+            travel: TimeTravel(log: log), at: answer.header.seq, replacedSeq: answer.header.seq,
+            replacement: try ForkReplacement.parse(Array(file.utf8)))
+        let (_, output) = self.forkLog("fork-retry-out")
+        defer { output.close() }
+        let report = try fork.run(into: output)
+        XCTAssertGreaterThanOrEqual(report.new, 3, "the timeout, the retry, the new answer: \(report.json.rendered())")
+        XCTAssertGreaterThanOrEqual(report.changed, 2, "the progress, forwarded up under the answer's ids: \(report.json.rendered())")
+        XCTAssertEqual(report.forkLastSeq, log.lastSeq + UInt64(report.new))
+        XCTAssertEqual(report.tasksChanged, 0, "\(report.json.rendered())")
+        let records = try output.seqs(correlation: answer.envelope.correlationID).compactMap { try output.record($0) }
+        let retries = records.filter { $0.envelope.retryCount > 0 && $0.envelope.recipient.isAgent }
+        XCTAssertEqual(retries.count, 1, "one retry to an agent")
+        XCTAssertTrue(records.contains { $0.envelope.recipient.isClient && ForkEngine.outcome($0.envelope)?.status == "completed" })
+        XCTAssertFalse(try XCTUnwrap(report.actors.first { $0.address == Hierarchy.runClient }).same, "the client counted the progress")
+        XCTAssertEqual(report.actors.filter { !$0.same }.count, 1, "\(report.json.rendered())")
+    }
+
     /// An I/O error swapped for a success: the agent that fetched its input through the gateway
     /// now completes the task.
     func testReplacingAnIOErrorWithASuccessCompletesTheTask() async throws {
