@@ -255,8 +255,17 @@ async function go(seq) {
 async function step(direction) {
   const f = timelineFilters();
   if (!f.actor && !f.type && !f.correlation) return go(view.at + direction);
-  const page = await api("records", Object.assign(direction > 0 ? { from: view.at + 1 } : { before: view.at }, { limit: 1 }, f));
-  if (page.records.length) go(page.records[0].seq);
+  // The next matching record; a sparse filter may need several budgeted searches to reach it.
+  let position = direction > 0 ? { from: view.at + 1 } : { before: view.at };
+  for (let searches = 0; searches < 50; searches++) {
+    const page = await api("records", Object.assign({}, position, { limit: 1 }, f));
+    if (page.records.length) return go(page.records[0].seq);
+    const next = direction > 0 ? page.next_from : page.prev_before;
+    if (next === null || next === undefined) break;
+    position = direction > 0 ? { from: next } : { before: next };
+    $("status").textContent = "searching at seq " + next;
+  }
+  $("status").textContent = "no " + (direction > 0 ? "later" : "earlier") + " record matches";
 }
 
 async function start() {
