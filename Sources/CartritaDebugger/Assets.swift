@@ -91,8 +91,8 @@ h2 { font-size: 14px; margin: .8em 0 .3em; }
 h3 { font-size: 13px; margin: .6em 0 .2em; }
 #timeline-pane { min-width: 0; overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; table-layout: fixed; }
-col.c-seq { width: 4.5em; } col.c-time { width: 7.5em; } col.c-type { width: 7.5em; } col.c-flags { width: 12em; }
-col.c-route { width: 32%; }
+col.c-seq { width: 4.5em; } col.c-time { width: 8.5em; } col.c-type { width: 8.5em; } col.c-flags { width: 12em; }
+col.c-route { width: 30%; }
 th, td { text-align: left; padding: 2px 6px; border-bottom: 1px solid #eee; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 tbody tr { cursor: pointer; }
 tbody tr:hover { background: #eef3ff; }
