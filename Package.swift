@@ -11,8 +11,10 @@ import PackageDescription
 //   CartritaNode      (drives the actors on the log: delivery,
 //                      snapshots, recovery; clock and entropy)   -> Runtime, Agents, Log
 //   CartritaSim       (deterministic simulation of the hierarchy) -> Runtime, Agents, Node
+//   CartritaTravel    (time travel, traces, capsules, forks)     -> Node, Log, Runtime
+//   CartritaDebugger  (the web debugger's API, page, routes)     -> Travel, Hummingbird
 //   CartritaServer    (HTTP/WebSocket front door: Hummingbird,
-//                      metrics, API keys, JWT)                   -> Node, Log, LMDB, Runtime
+//                      metrics, API keys, JWT)                   -> Node, Log, LMDB, Runtime, Debugger
 //   CartritaLoad      (load tester on SwiftNIO, flow check)       -> Node, Envelope, NIO
 //   CartritaCLI       (the `cartrita` executable)                -> everything above
 // Server packages (Hummingbird, swift-otel, gRPC) never enter the inner three.
@@ -114,7 +116,7 @@ let package = Package(
         .target(
             name: "CartritaServer",
             dependencies: [
-                "CartritaEnvelope", "CartritaCodec", "CartritaLMDB", "CartritaLog", "CartritaRuntime", "CartritaNode",
+                "CartritaEnvelope", "CartritaCodec", "CartritaLMDB", "CartritaLog", "CartritaRuntime", "CartritaNode", "CartritaDebugger",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -151,11 +153,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The web debugger (issue 6): its JSON API, page and routes, used by `cartrita debug` and
+        // by the server at /debug.
+        .target(
+            name: "CartritaDebugger",
+            dependencies: [
+                "CartritaEnvelope", "CartritaCodec", "CartritaLog", "CartritaRuntime", "CartritaNode", "CartritaTravel",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "CartritaCLI",
             dependencies: [
                 "CartritaEnvelope", "CartritaCodec", "CartritaLMDB", "CartritaLog", "CartritaRuntime", "CartritaAgents",
-                "CartritaNode", "CartritaSim", "CartritaServer", "CartritaTravel", "CartritaLoad",
+                "CartritaNode", "CartritaSim", "CartritaServer", "CartritaTravel", "CartritaLoad", "CartritaDebugger",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -228,6 +240,13 @@ let package = Package(
             dependencies: [
                 "CartritaTravel", "CartritaNode", "CartritaRuntime", "CartritaAgents", "CartritaLog", "CartritaCodec",
                 "CartritaEnvelope",
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CartritaDebuggerTests",
+            dependencies: [
+                "CartritaDebugger", "CartritaTravel", "CartritaNode", "CartritaRuntime", "CartritaLog", "CartritaEnvelope",
             ],
             swiftSettings: swiftSettings
         ),

@@ -6,6 +6,8 @@ needed=(liblmdb-dev libmsgpack-dev pkg-config)
 [ "${CARTRITA_WITH_PROTOC:-0}" = 1 ] && needed+=(protobuf-compiler)
 # promtool (Debian's prometheus package) checks the server's /metrics output in the tests.
 [ "${CARTRITA_WITH_PROMTOOL:-0}" = 1 ] && needed+=(prometheus)
+# Debian's chromium renders the web debugger headless in Tools/debugger-e2e.
+[ "${CARTRITA_WITH_CHROMIUM:-0}" = 1 ] && needed+=(chromium)
 missing=()
 for package in "${needed[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -9,7 +9,10 @@ struct Cartrita: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cartrita",
         abstract: "Cartrita MCP: a hierarchical agent runtime on an LMDB event log.",
-        subcommands: [Demo.self, Run.self, Recover.self, Sim.self, LogCommand.self, Bench.self, Travel.self, Diff.self, Trace.self, CapsuleCommand.self, Serve.self, Keys.self, Load.self]
+        subcommands: [
+            Demo.self, Run.self, Recover.self, Sim.self, LogCommand.self, Bench.self, Travel.self, Diff.self, Trace.self, CapsuleCommand.self,
+            ForkCommand.self, DebugCommand.self, Serve.self, Keys.self, Load.self,
+        ]
     )
 }
 

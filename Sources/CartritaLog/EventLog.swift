@@ -224,6 +224,32 @@ public final class EventLog: @unchecked Sendable {
         return try box.result!.get()
     }
 
+    /// Appends envelopes in the given order, each with its own recorded clock reading and
+    /// entropy, queued together so they share commits, and blocks until all are committed. For
+    /// tools that write a log outside Swift concurrency: `cartrita fork` writes a branch this
+    /// way, and copying records with their original clock and entropy gives identical bytes and
+    /// hash chain. At most `maxQueuedRecords` at once (the writer's queue limit). Never call it
+    /// from a task on the cooperative pool.
+    public func appendInOrderAndWait(_ items: [(envelope: Envelope, clockMilliseconds: Int64, entropy: UInt64)]) throws(EventLogError) -> [UInt64] {
+        guard !items.isEmpty else { return [] }
+        var pending: [PendingRecord] = []
+        pending.reserveCapacity(items.count)
+        for item in items { pending.append(try self.prepare(item.envelope, clockMilliseconds: item.clockMilliseconds, entropy: item.entropy)) }
+        let collector = BatchCollector(count: pending.count)
+        let done = DispatchSemaphore(value: 0)
+        let box = BatchResultBox()
+        collector.onDone = { results in
+            box.results = results
+            done.signal()
+        }
+        try self.writerOrThrow().enqueue(pending.enumerated().map { index, record in record.with { collector.set(index, $0) } })
+        done.wait()
+        var seqs: [UInt64] = []
+        seqs.reserveCapacity(items.count)
+        for result in box.results! { seqs.append(try result.get()) }
+        return seqs
+    }
+
     /// The blocking form of `flush`, for callers outside Swift concurrency.
     public func flushAndWait() throws(EventLogError) {
         let writer = try self.writerOrThrow()
@@ -354,6 +380,10 @@ struct PendingRecord: @unchecked Sendable {
 
 final class FlushResultBox: @unchecked Sendable {
     var result: Result<Void, EventLogError>?
+}
+
+final class BatchResultBox: @unchecked Sendable {
+    var results: [Result<UInt64, EventLogError>]?
 }
 
 final class ResultBox: @unchecked Sendable {

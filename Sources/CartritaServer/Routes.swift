@@ -1,3 +1,4 @@
+import CartritaDebugger
 import CartritaEnvelope
 import Foundation
 import Hummingbird
@@ -88,6 +89,8 @@ enum Routes {
             let caller = try await door.admit(request)
             return try await door.cancel(context.parameters.get("id") ?? "", caller: caller)
         }
+        // The web debugger on the live log, admins only (DebugAccess.swift, CartritaDebugger).
+        DebuggerRoutes.add(to: router, prefix: "/debug", api: door.debuggerAPI(), authorize: door.admitDebugger)
         return router
     }
 

@@ -22,6 +22,17 @@ package struct TravelError: Error, Hashable, Sendable, CustomStringConvertible {
         /// Writing or reading a capsule file failed.
         package static let io = Code(rawValue: "io")
 
+        // Forks (`cartrita fork`).
+        /// The replacement file is not a valid replacement (`Schemas/fork-replacement.md`), or
+        /// does not fit the record it replaces.
+        package static let invalidReplacement = Code(rawValue: "invalid_replacement")
+        /// A replacement file of a format version this build does not read.
+        package static let unsupportedReplacementVersion = Code(rawValue: "unsupported_replacement_version")
+        /// The fork's output folder already holds a log.
+        package static let forkTargetNotEmpty = Code(rawValue: "fork_target_not_empty")
+        /// The fork made more new messages than `Fork.maxNewDeliveries` (a loop it would not leave).
+        package static let forkTooLong = Code(rawValue: "fork_too_long")
+
         // Capsules (Schemas/capsule.md): each way a file can be bad has its own code.
         /// Not a capsule: the magic bytes are missing.
         package static let notACapsule = Code(rawValue: "not_a_capsule")
