@@ -7,10 +7,10 @@ package enum DebuggerRoutes {
     /// Adds the debugger under `prefix` (`""` or `/debug`). `authorize` runs first on every
     /// request and throws to refuse it (the server lets admins only through).
     package static func add<Context: RequestContext>(
-        to router: Router<Context>, prefix: String, api: DebuggerAPI, authorize: @escaping @Sendable (Request) throws -> Void
+        to router: Router<Context>, prefix: String, api: DebuggerAPI, authorize: @escaping @Sendable (Request) async throws -> Void
     ) {
         let handler: @Sendable (Request, Context) async throws -> Response = { request, _ in
-            try authorize(request)
+            try await authorize(request)
             var path = request.uri.path
             if path.hasPrefix(prefix) { path = String(path.dropFirst(prefix.count)) }
             var query: [String: String] = [:]

@@ -14,12 +14,12 @@ extension FrontDoor {
 
     /// Admits admins only. A browser cannot put a header on a page it navigates to, so the key
     /// may also come as `?key=KEY`; the page sends it back as `Authorization` on its API calls.
-    func admitDebugger(_ request: Request) throws {
+    func admitDebugger(_ request: Request) async throws {
         var headers = request.headers
         if Authenticator.presentedKey(headers) == nil, let key = request.uri.queryParameters.get("key"), !key.isEmpty {
             headers[.authorization] = "Bearer \(key)"
         }
-        let caller = try self.admit(headers: headers, authority: request.head.authority)
+        let caller = try await self.admit(headers: headers, authority: request.head.authority)
         guard caller.isAdmin else {
             throw APIError(.forbidden, .forbidden, "the debugger is for the admin role; role \(caller.role) may not use it")
         }

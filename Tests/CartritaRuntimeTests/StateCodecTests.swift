@@ -393,7 +393,7 @@ final class StateCodecTests: XCTestCase {
             Self.set("version", 1, in: &entries)
             entries.removeAll { $0.key == "expired" }
         }
-        var asVersion1 = self.populatedOrchestrator().1
+        var asVersion1 = try orchestrator.decodeState(orchestratorBytes)
         asVersion1.expired = 0
         XCTAssertEqual(try orchestrator.decodeState(version1), asVersion1, "a version-1 snapshot reads with expired 0")
         let textVersion = try self.edited(orchestratorBytes) { Self.set("version", "1", in: &$0) }
