@@ -245,6 +245,56 @@ final class JWTTests: XCTestCase {
         }
     }
 
+    /// Clock skew: `leeway_s` widens `exp` and `nbf` by that much, and no more. An audience
+    /// list passes when it includes the configured audience.
+    func testLeewayAndAudienceLists() async throws {
+        let issuer = try await TokenIssuer.make()
+        var jwt = ServerConfiguration.JWT()
+        jwt.hs256Secret = issuer.secret
+        jwt.issuer = TokenIssuer.issuer
+        jwt.audience = TokenIssuer.audience
+        jwt.leewaySeconds = 30
+        let made = try await JWTVerifier.make(jwt)
+        let verifier = try XCTUnwrap(made)
+        let now = Date()
+        let recentlyExpired = try await issuer.hs256.sign(TokenIssuer.claims(expiresIn: -10))
+        let verified = try await verifier.verify(recentlyExpired, now: now)
+        XCTAssertEqual(verified.user, "jane")
+        XCTAssertEqual(verified.role, "user")
+        do {
+            _ = try await verifier.verify(recentlyExpired, now: now.addingTimeInterval(25))
+            XCTFail("35 s past exp with 30 s of leeway")
+        } catch {
+            XCTAssertEqual(error.code, .tokenExpired)
+        }
+        let soon = try await issuer.hs256.sign(TokenIssuer.claims(notBefore: 20))
+        _ = try await verifier.verify(soon, now: now)
+        do {
+            _ = try await verifier.verify(soon, now: now.addingTimeInterval(-15))
+            XCTFail("35 s before nbf with 30 s of leeway")
+        } catch {
+            XCTAssertEqual(error.code, .tokenNotYetValid)
+        }
+        var several = TokenIssuer.claims()
+        several.aud = AudienceClaim(value: ["billing", TokenIssuer.audience])
+        _ = try await verifier.verify(try await issuer.hs256.sign(several), now: now)
+        several.aud = AudienceClaim(value: ["billing", "search"])
+        let notOurs = try await issuer.hs256.sign(several)
+        do {
+            _ = try await verifier.verify(notOurs, now: now)
+            XCTFail("an audience list without ours")
+        } catch {
+            XCTAssertEqual(error.code, .tokenAudienceInvalid)
+        }
+        // Over the size limit: refused before anything is decoded.
+        do {
+            _ = try await verifier.verify(String(repeating: "a", count: JWTVerifier.maxTokenBytes + 1), now: now)
+            XCTFail("an oversized token")
+        } catch {
+            XCTAssertEqual(error.code, .tokenMalformed)
+        }
+    }
+
     func assertRefused(_ jwt: ServerConfiguration.JWT, _ setting: String, file: StaticString = #filePath, line: UInt = #line) async {
         do {
             _ = try await JWTVerifier.make(jwt)
