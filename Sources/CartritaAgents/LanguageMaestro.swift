@@ -120,17 +120,37 @@ public struct LanguageMaestro: Agent {
         for sentence in document.sentences {
             for word in sentence.words where Self.isCandidate(word.key) {
                 result.total += 1
-                let count = result.counts[word.key, default: 0] + 1
+                // One hash per word: the count is incremented in place through the subscript.
+                let count = Self.increment(&result.counts[word.key, default: 0])
                 if count == 1 { result.words.append(word.key) }
-                result.counts[word.key] = count
                 result.highest = max(result.highest, count)
             }
         }
         return result
     }
 
+    @inline(__always)
+    static func increment(_ value: inout Int) -> Int {
+        value += 1
+        return value
+    }
+
     static func isCandidate(_ key: String) -> Bool {
-        !Self.stopWords.contains(key) && key.utf8.count <= Self.maxKeywordBytes && key.contains(where: \.isLetter)
+        key.utf8.count <= Self.maxKeywordBytes && Self.hasLetter(key) && !Self.stopWords.contains(key)
+    }
+
+    /// Whether `key` holds a letter. ASCII words (nearly all) are decided on their bytes; any
+    /// other byte sends the word to the Character path, which knows every script's letters.
+    static func hasLetter(_ key: String) -> Bool {
+        var ascii = true
+        for byte in key.utf8 {
+            if byte >= 0x80 {
+                ascii = false
+                break
+            }
+            if (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z") { return true }
+        }
+        return ascii ? false : key.contains(where: \.isLetter)
     }
 
     /// Highest count first; ties by the word's UTF-8 bytes.

@@ -203,4 +203,18 @@ final class LanguageMaestroTests: XCTestCase {
             XCTAssertEqual(TextDocument.syllables(word), TextDocument.characterSyllables(word), word)
         }
     }
+
+    /// The keyword candidates' byte test for a letter agrees with Character.isLetter on every
+    /// ASCII byte and on words mixing ASCII with other scripts.
+    func testTheLetterTestOnBytesAgreesWithCharacters() {
+        var words = (0..<128).map { String(UnicodeScalar(UInt8($0))) } + ["", "42", "4é", "é", "12ß3", "日本", "١٢٣", "x1", "_-_", "Ωmega", "9\u{301}"]
+        var random = SplitMix64(seed: 11)
+        let pieces = ["a", "Z", "0", "9", "_", "-", "'", "é", "ß", "日", "١", "\u{301}", " ", "@", "[", "`", "{"]
+        for _ in 0..<5_000 {
+            words.append((0..<Int(random.next64() % 6)).map { _ in pieces[Int(random.next64() % UInt64(pieces.count))] }.joined())
+        }
+        for word in words {
+            XCTAssertEqual(LanguageMaestro.hasLetter(word), word.contains(where: \.isLetter), word.debugDescription)
+        }
+    }
 }
