@@ -43,6 +43,18 @@ final class ServerMetrics: Sendable {
         }
     }
 
+    // MARK: Tracing
+
+    /// Deliveries that got no span because the hop tracer's queue was full (tracing never
+    /// slows a delivery down; it loses spans instead, and says how many here).
+    func spansDropped(_ count: Int) {
+        self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                metricName: "cartrita_trace_spans_dropped", unitName: "total", helpText: "Hop spans dropped because the tracing queue was full"),
+            labels: []
+        ).increment(by: Int64(count))
+    }
+
     // MARK: Tasks seen by the front door
 
     func taskSubmitted(_ envelope: Envelope) {
