@@ -268,6 +268,8 @@ final class TracingTests: XCTestCase {
         XCTAssertEqual(agentAnswer.string("mcp.response.status"), "completed")
         XCTAssertEqual(agentAnswer.string("mcp.supervisor"), "supervisor.intelligence@v1.0")
 
+        // OTEL_SERVICE_NAME reached swift-otel's resource.
+        XCTAssertTrue(receiver.bodies.allSatisfy { String(decoding: $0.bytes, as: UTF8.self).contains(#"{"stringValue":"cartrita-test"}"#) })
         // Ids and metrics only: the task's text never leaves in a span.
         for body in receiver.bodies {
             XCTAssertFalse(String(decoding: body.bytes, as: UTF8.self).contains("ledger records every actor"))
