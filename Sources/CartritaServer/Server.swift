@@ -88,7 +88,7 @@ public final class Server: Sendable {
         let metrics = ServerMetrics(registry: registry, startSeq: log.lastSeq)
         let telemetry: Telemetry?
         do {
-            telemetry = try Telemetry.make(environment: tracingEnvironment, logger: logger, spansDropped: { metrics.spansDropped($0) })
+            telemetry = try Telemetry.make(environment: tracingEnvironment, logger: logger, spansDropped: { metrics.spansDropped($0.rawValue, $1) })
         } catch {
             store.close()
             log.close()

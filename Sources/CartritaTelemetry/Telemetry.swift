@@ -50,10 +50,12 @@ public final class Telemetry: Sendable {
     public let services: [any Service]
 
     /// nil when the environment does not turn tracing on (no tracer, no exporter, no cost).
-    /// `spansDropped` is called when the hop queue was full and a delivery got no span.
+    /// `spansDropped` is called when a queue was full and spans were lost: the hop queue (a
+    /// delivery got no span) or swift-otel's export queue (a built span was not exported).
     public static func make(
         environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger,
-        maxQueuedRecords: Int = HopTracer.defaultMaxQueuedRecords, spansDropped: @escaping @Sendable (Int) -> Void = { _ in }
+        maxQueuedRecords: Int = HopTracer.defaultMaxQueuedRecords,
+        spansDropped: @escaping @Sendable (SpanQueue, Int) -> Void = { _, _ in }
     ) throws(TelemetryError) -> Telemetry? {
         guard TracingSwitch.isOn(environment: environment) else { return nil }
         var configuration = OTel.Configuration.default
@@ -63,7 +65,16 @@ public final class Telemetry: Sendable {
         configuration.metrics.enabled = false
         configuration.logs.enabled = false
         configuration.traces.enabled = true
-        configuration.diagnosticLogger = .custom(logger)
+        // swift-otel's batch processor drops spans when its queue is full and only logs it: its
+        // warnings are read for the count, so both queues' losses reach the same metric.
+        configuration.diagnosticLogger = .custom(
+            Logger(label: logger.label) { _ in DropCountingLogHandler(inner: logger.handler, spansDropped: { spansDropped(.exportQueue, $0) }) })
+        // Bounded, and sized for a busy node (about 7 hops per task): the spec's defaults
+        // (2,048 spans, every 5 s) overflow at a few hundred tasks per second. OTEL_BSP_* still
+        // override these.
+        configuration.traces.batchSpanProcessor.maxQueueSize = 16_384
+        configuration.traces.batchSpanProcessor.maxExportBatchSize = 2_048
+        configuration.traces.batchSpanProcessor.scheduleDelay = .seconds(1)
         // swift-otel's bootstrap sets the process-wide tracer (InstrumentationSystem), which may
         // happen once per process: a second traced server in one process is refused by name.
         guard !Self.bootstrapped.exchange(true, ordering: .acquiringAndReleasing) else {
@@ -76,7 +87,9 @@ public final class Telemetry: Sendable {
         } catch {
             throw TelemetryError(message: "tracing (OTEL_* environment): \(error)")
         }
-        return Telemetry(tracer: InstrumentationSystem.tracer, service: service, maxQueuedRecords: maxQueuedRecords, spansDropped: spansDropped)
+        return Telemetry(
+            tracer: InstrumentationSystem.tracer, service: service, maxQueuedRecords: maxQueuedRecords,
+            spansDropped: { spansDropped(.hops, $0) })
     }
 
     static let bootstrapped = Atomic<Bool>(false)
@@ -156,4 +169,42 @@ public struct TraceParent: Hashable, Sendable {
 struct DictionaryPropagation: Extractor, Injector {
     func extract(key: String, from carrier: [String: String]) -> String? { carrier[key] }
     func inject(_ value: String, forKey key: String, into carrier: inout [String: String]) { carrier[key] = value }
+}
+
+/// The two bounded queues a span passes through.
+public enum SpanQueue: String, Sendable {
+    /// Deliveries waiting for their span (`HopTracer`).
+    case hops
+    /// Built spans waiting for export (swift-otel's batch span processor).
+    case exportQueue = "export"
+}
+
+/// Passes swift-otel's diagnostics on, and counts the spans its batch processor reports as
+/// dropped (`dropped_count` of its "queue was full" warning; swift-otel 1.6 has no other way
+/// to tell).
+struct DropCountingLogHandler: LogHandler {
+    var inner: any LogHandler
+    let spansDropped: @Sendable (Int) -> Void
+
+    var metadata: Logger.Metadata {
+        get { self.inner.metadata }
+        set { self.inner.metadata = newValue }
+    }
+
+    var logLevel: Logger.Level {
+        get { self.inner.logLevel }
+        set { self.inner.logLevel = newValue }
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { self.inner[metadataKey: key] }
+        set { self.inner[metadataKey: key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        if event.level >= .warning, case .string(let text)? = event.metadata?["dropped_count"], let count = Int(text), count > 0 {
+            self.spansDropped(count)
+        }
+        self.inner.log(event: event)
+    }
 }

@@ -342,6 +342,18 @@ final class TracingTests: XCTestCase {
         XCTAssertEqual(reported.withLock { $0 }, 6)
     }
 
+    /// swift-otel's batch processor only logs its drops: the count reaches the metric anyway.
+    func testTheExportQueuesDropsAreCountedFromSwiftOTelsWarning() {
+        let captured = CapturedLogs()
+        let counted = Mutex(0)
+        let handler = DropCountingLogHandler(inner: CapturingLogHandler(captured: captured), spansDropped: { count in counted.withLock { $0 += count } })
+        let logger = Logger(label: "otel") { _ in handler }
+        logger.warning("Spans were dropped this iteration because queue was full", metadata: ["dropped_count": "39", "queue_size": "2048"])
+        logger.info("Configuration updated from environment", metadata: ["environment_key": "OTEL_BSP_SCHEDULE_DELAY"])
+        XCTAssertEqual(counted.withLock { $0 }, 39)
+        XCTAssertEqual(captured.lines.withLock { $0.count }, 2, "every line still reaches the server's log")
+    }
+
     func testRememberedSpansForgetTheOldestFirst() {
         var remembered = RememberedSpans(capacity: 2)
         let ids = (1...3).map { MessageID(high: 0x0190_0000_0000_7000, low: 0x8000_0000_0000_0000 | UInt64($0)) }
@@ -389,6 +401,10 @@ final class StructuredLogTests: XCTestCase {
         let posted = try await client.send(.post, "/v3/tasks", body: textStatsBody, headers: ["traceparent": TracingTests.traceparent])
         XCTAssertEqual(posted.string("status"), "completed", posted.text)
         let taskID = try XCTUnwrap(posted.string("task_id"))
+        // The drop counter exists from the start (0; tracing is off here).
+        let metrics = try await client.send(.get, "/metrics")
+        XCTAssertTrue(metrics.text.contains(#"cartrita_trace_spans_dropped_total{queue="hops"} 0"#), metrics.text)
+        XCTAssertTrue(metrics.text.contains(#"cartrita_trace_spans_dropped_total{queue="export"} 0"#), metrics.text)
         await client.close()
         try await server.shutdown()
 
