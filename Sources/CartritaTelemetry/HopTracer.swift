@@ -36,6 +36,10 @@ public final class HopTracer: Service, Sendable {
     let spansDropped: @Sendable (Int) -> Void
     let dropped = Atomic<Int>(0)
     public let maxQueuedRecords: Int
+    /// Traces whose request span was not sampled: their hops get no span. Bounded like the
+    /// remembered spans (the oldest forgotten first); lost on restart, when a recovered task's
+    /// hops are then traced.
+    let skipped = Mutex(BoundedSet<TraceID>(capacity: HopTracer.maxRememberedSpans))
 
     init(tracer: any Tracer, maxQueuedRecords: Int, spansDropped: @escaping @Sendable (Int) -> Void) {
         self.tracer = tracer
@@ -55,6 +59,11 @@ public final class HopTracer: Service, Sendable {
         }
     }
 
+    /// The sampler decided against `trace` (its request span is not recorded).
+    public func skip(trace: TraceID) {
+        self.skipped.withLock { $0.insert(trace) }
+    }
+
     /// Builds spans until graceful shutdown, then those still queued, then returns.
     public func run() async throws {
         await withGracefulShutdownHandler {
@@ -67,6 +76,7 @@ public final class HopTracer: Service, Sendable {
 
     func span(for record: DeliveredRecord, _ parents: inout RememberedSpans) {
         let envelope = record.envelope
+        if self.skipped.withLock({ $0.contains(envelope.context.traceID) }) { return }
         let parent: ServiceContext
         if let parentID = envelope.parentID, let remembered = parents[parentID] {
             parent = remembered
@@ -175,6 +185,31 @@ struct RememberedSpans {
         } else {
             self.contexts[self.order[self.next]] = nil
             self.order[self.next] = id
+            self.next = (self.next + 1) % self.capacity
+        }
+    }
+}
+
+/// A set of at most `capacity` members, the oldest forgotten first.
+struct BoundedSet<Member: Hashable> {
+    let capacity: Int
+    var members: Set<Member> = []
+    var order: [Member] = []
+    var next = 0
+
+    init(capacity: Int) {
+        self.capacity = max(1, capacity)
+    }
+
+    func contains(_ member: Member) -> Bool { self.members.contains(member) }
+
+    mutating func insert(_ member: Member) {
+        guard self.members.insert(member).inserted else { return }
+        if self.order.count < self.capacity {
+            self.order.append(member)
+        } else {
+            self.members.remove(self.order[self.next])
+            self.order[self.next] = member
             self.next = (self.next + 1) % self.capacity
         }
     }

@@ -113,10 +113,12 @@ public final class Telemetry: Sendable {
         var carrier: [String: String] = [:]
         self.tracer.inject(span.context, into: &carrier, using: DictionaryPropagation())
         guard let header = carrier["traceparent"], let ids = TraceParent(header) else {
-            // Not sampled, or a propagator other than W3C's: the span is still exported if
-            // sampled, but the envelope keeps the caller's ids.
+            // A propagator other than W3C's: the envelope keeps the caller's ids.
             return RequestSpan(span: span, traceID: nil, spanID: nil)
         }
+        // The sampler said no: the envelope has no flag to carry that, so the hop tracer is
+        // told to skip the trace (else its hops, parented by ids alone, would all be sampled).
+        if !ids.sampled { self.hops.skip(trace: ids.traceID) }
         return RequestSpan(span: span, traceID: ids.traceID, spanID: ids.spanID)
     }
 }
@@ -136,15 +138,17 @@ public struct RequestSpan: Sendable {
 
 // MARK: - W3C traceparent
 
-/// `00-TRACEID-SPANID-FLAGS` (W3C Trace Context, level 1). Only the ids are kept: the envelope
-/// has no flags, and an all-zero id is invalid.
+/// `00-TRACEID-SPANID-FLAGS` (W3C Trace Context, level 1): the ids and the sampled flag. The
+/// envelope keeps only the ids; an all-zero id is invalid.
 public struct TraceParent: Hashable, Sendable {
     public var traceID: TraceID
     public var spanID: SpanID
+    public var sampled: Bool
 
-    public init(traceID: TraceID, spanID: SpanID) {
+    public init(traceID: TraceID, spanID: SpanID, sampled: Bool = true) {
         self.traceID = traceID
         self.spanID = spanID
+        self.sampled = sampled
     }
 
     public init?(_ header: String) {
@@ -156,13 +160,13 @@ public struct TraceParent: Hashable, Sendable {
         else { return nil }
         // Version 00 has exactly four fields; a later version may append more.
         if parts[0] == "00" && parts.count != 4 { return nil }
+        guard let flags = UInt8(parts[3], radix: 16) else { return nil }
         self.traceID = trace
         self.spanID = span
+        self.sampled = flags & 1 == 1
     }
 
-    /// Sampled (`01`): the envelope does not carry the caller's flag, and a hop the runtime
-    /// logged is always worth its span.
-    public var header: String { "00-\(self.traceID)-\(self.spanID)-01" }
+    public var header: String { "00-\(self.traceID)-\(self.spanID)-\(self.sampled ? "01" : "00")" }
 }
 
 /// Carries W3C headers in a dictionary (the propagator's carrier for made-up headers).

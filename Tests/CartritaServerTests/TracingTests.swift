@@ -276,6 +276,37 @@ final class TracingTests: XCTestCase {
         }
     }
 
+    /// A caller that does not sample (flags 00) gets no spans: not its request's, not its hops'
+    /// (the parent-based sampler decides once, for the whole trace).
+    func testAnUnsampledTraceparentExportsNoHopSpans() async throws {
+        let receiver = try await OTLPReceiver.start()
+        let folder = TemporaryFolder()
+        let (process, port) = try self.serve(folder, otel: [
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:\(receiver.port)/v1/traces",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json", "OTEL_BSP_SCHEDULE_DELAY": "100",
+        ])
+        let client = Client(port: port)
+        let unsampled = try await client.send(
+            .post, "/v3/tasks", body: textStatsBody, headers: ["traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"])
+        XCTAssertEqual(unsampled.string("status"), "completed", unsampled.text)
+        let sampled = try await client.send(.post, "/v3/tasks", body: textStatsBody, headers: ["traceparent": Self.traceparent])
+        XCTAssertEqual(sampled.string("status"), "completed", sampled.text)
+        let sampledID = try XCTUnwrap(sampled.string("task_id"))
+        await client.close()
+        var spans: [ExportedSpan] = []
+        for _ in 0..<200 {
+            spans = try self.spans(receiver)
+            if spans.contains(where: { $0.string("mcp.message.recipient") == "client.http@v1.0" && $0.string("mcp.correlation.id") == sampledID }) { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        spans = try self.spans(receiver)
+        self.stop(process)
+        await receiver.stop()
+        XCTAssertTrue(spans.contains { $0.traceID == "4bf92f3577b34da6a3ce929d0e0e4736" }, "the sampled task was traced")
+        XCTAssertFalse(spans.contains { $0.traceID == "0af7651916cd43dd8448eb211c80319c" }, "\(spans.filter { $0.traceID == "0af7651916cd43dd8448eb211c80319c" }.map(\.name))")
+    }
+
     func testWithoutOTELVariablesNothingIsExported() async throws {
         let receiver = try await OTLPReceiver.start()
         let folder = TemporaryFolder()
@@ -318,6 +349,9 @@ final class TracingTests: XCTestCase {
         XCTAssertEqual(parsed?.traceID.description, "4bf92f3577b34da6a3ce929d0e0e4736")
         XCTAssertEqual(parsed?.spanID.description, "00f067aa0ba902b7")
         XCTAssertEqual(parsed?.header, Self.traceparent)
+        XCTAssertEqual(parsed?.sampled, true)
+        XCTAssertEqual(TraceParent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")?.sampled, false)
+        XCTAssertNil(TraceParent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz"), "flags are hex")
         XCTAssertNil(TraceParent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), "all-zero trace id")
         XCTAssertNil(TraceParent("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"), "all-zero span id")
         XCTAssertNil(TraceParent("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), "version ff")
