@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 import PackageDescription
 
 // Layers, dependencies pointing inward (see ARCHITECTURE.md):
@@ -13,8 +13,10 @@ import PackageDescription
 //   CartritaSim       (deterministic simulation of the hierarchy) -> Runtime, Agents, Node
 //   CartritaTravel    (time travel, traces, capsules, forks)     -> Node, Log, Runtime
 //   CartritaDebugger  (the web debugger's API, page, routes)     -> Travel, Hummingbird
+//   CartritaTelemetry (OTLP spans built from the node's delivery
+//                      observer; swift-otel, distributed tracing) -> Node, Runtime, Envelope
 //   CartritaServer    (HTTP/WebSocket front door: Hummingbird,
-//                      metrics, API keys, JWT)                   -> Node, Log, LMDB, Runtime, Debugger
+//                      metrics, API keys, JWT)                   -> Node, Log, LMDB, Runtime, Debugger, Telemetry
 //   CartritaLoad      (load tester on SwiftNIO, flow check)       -> Node, Envelope, NIO
 //   CartritaCLI       (the `cartrita` executable)                -> everything above
 // Server packages (Hummingbird, swift-otel, gRPC) never enter the inner three.
@@ -51,6 +53,11 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
         // The load tester's HTTP client (CartritaLoad only); already in the graph through Hummingbird.
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // Tracing (CartritaTelemetry only). OTLP/HTTP only: the gRPC trait would pull grpc-swift
+        // into every build for an exporter we do not use.
+        .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPHTTP"]),
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
+        .package(url: "https://github.com/apple/swift-service-context", from: "1.5.1"),
     ],
     targets: [
         .systemLibrary(
@@ -111,12 +118,29 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Tracing (issue 5, seed §5.1.2): spans for each hop, built outside the deterministic core
+        // from what the node reports, exported by swift-otel over OTLP/HTTP when OTEL_* asks.
+        .target(
+            name: "CartritaTelemetry",
+            dependencies: [
+                "CartritaEnvelope", "CartritaRuntime", "CartritaNode",
+                .product(name: "OTel", package: "swift-otel"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Instrumentation", package: "swift-distributed-tracing"),
+                .product(name: "ServiceContextModule", package: "swift-service-context"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The HTTP front door (issue 5): the only target with Hummingbird, ServiceLifecycle,
         // swift-log and swift-metrics.
         .target(
             name: "CartritaServer",
             dependencies: [
                 "CartritaEnvelope", "CartritaCodec", "CartritaLMDB", "CartritaLog", "CartritaRuntime", "CartritaNode", "CartritaDebugger",
+                "CartritaTelemetry",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -175,8 +199,9 @@ let package = Package(
         .testTarget(
             name: "CartritaServerTests",
             dependencies: [
-                "CartritaServer", "CartritaNode", "CartritaRuntime", "CartritaLog", "CartritaEnvelope",
+                "CartritaServer", "CartritaTelemetry", "CartritaNode", "CartritaRuntime", "CartritaLog", "CartritaEnvelope",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),

@@ -174,7 +174,9 @@ actor CellHost {
         for (index, envelope) in batch.enumerated() {
             switch results[index] {
             case .success(let seq):
-                // The log holds it: now it may be delivered.
+                // The log holds it: now it may be delivered. Tapped first, so a tap sees a
+                // message before any message its handling causes.
+                if let tap = self.configuration.deliveryTap { tap(DeliveredRecord(seq: seq, clockMilliseconds: clock, envelope: envelope)) }
                 let context = DeliveryContext(seq: seq, clockMilliseconds: clock, entropy: entropy &+ UInt64(index))
                 let delivery = self.cell.deliver(envelope, context)
                 if case .shutdown(let shutdown) = envelope.payload { self.shutDown(shutdown, clock: clock) }

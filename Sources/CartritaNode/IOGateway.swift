@@ -22,7 +22,9 @@ extension Node {
         Task {
             defer { self.outstanding.subtract(1, ordering: .releasing) }
             do throws(EventLogError) {
-                _ = try await self.log.append(envelope, clockMilliseconds: self.clock.now(), entropy: 0)
+                let clock = self.clock.now()
+                let seq = try await self.log.append(envelope, clockMilliseconds: clock, entropy: 0)
+                if let tap = self.configuration.deliveryTap { tap(DeliveredRecord(seq: seq, clockMilliseconds: clock, envelope: envelope)) }
             } catch where error.code == .duplicateID {
                 return
             } catch {

@@ -21,8 +21,28 @@ public struct NodeConfiguration: Sendable {
     /// The I/O gateway's services by name (`files` serves `io.files@v1.0`). None by default: a
     /// call to a missing service is answered `io_unavailable`.
     public var ioServices: [String: any IOService] = [:]
+    /// Sees every record the node commits for a delivery (any actor, and the I/O gateway's
+    /// requests), right after its commit and before the actor handles it: so a message is always
+    /// tapped before anything it causes. A reading for outer layers (tracing), never an input:
+    /// nothing it does reaches an actor. It runs on the delivering actor, so it must be cheap
+    /// and never block (hand the record to a bounded queue).
+    public var deliveryTap: (@Sendable (DeliveredRecord) -> Void)?
 
     public init() {}
+}
+
+/// One committed delivery, as the log holds it: the record's seq and clock reading, and the
+/// envelope (see `NodeConfiguration.deliveryTap`).
+public struct DeliveredRecord: Sendable {
+    public var seq: UInt64
+    public var clockMilliseconds: Int64
+    public var envelope: Envelope
+
+    public init(seq: UInt64, clockMilliseconds: Int64, envelope: Envelope) {
+        self.seq = seq
+        self.clockMilliseconds = clockMilliseconds
+        self.envelope = envelope
+    }
 }
 
 /// The runtime's clock in production: the wall clock, never going backwards (a clock step back

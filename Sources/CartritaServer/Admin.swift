@@ -36,7 +36,11 @@ extension FrontDoor {
             timestampMilliseconds: self.nowMilliseconds, ttlMilliseconds: 60_000, priority: .critical, context: context,
             payload: .override(Override(action: action, reason: reason)), deliveryMode: .atLeastOnce, retryCount: 0, maxRetries: 0))
         self.logger.notice(
-            "emergency override", metadata: ["action": "\(action.rawValue)", "target": "\(recipient)", "user_id": "\(caller.userID)", "message_id": "\(id)"])
+            "emergency override",
+            metadata: [
+                "action": "\(action.rawValue)", "target": "\(recipient)", "user_id": "\(caller.userID)", "message_id": "\(id)",
+                "correlation_id": "\(id)", "trace_id": "\(context.traceID)",
+            ])
         return id
     }
 

@@ -3,6 +3,7 @@ import CartritaEnvelope
 import CartritaLog
 import CartritaNode
 import CartritaRuntime
+import CartritaTelemetry
 import Crypto
 import Foundation
 import HTTPTypes
@@ -27,6 +28,9 @@ final class FrontDoor: Sendable {
     let rateLimiter: RateLimiter
     let metrics: ServerMetrics
     let events: EventHub
+    /// nil unless `OTEL_*` turned tracing on: then each task submission is a server span whose
+    /// ids the envelope carries, and the node's deliveries become hop spans under it.
+    let telemetry: Telemetry?
     /// The node's clock (through a fresh id's milliseconds): envelopes the API makes carry the
     /// same time base as the runtime's, which after recovery may run ahead of the wall clock.
     var nowMilliseconds: Int64 { self.node.newID().unixMilliseconds }
@@ -47,8 +51,9 @@ final class FrontDoor: Sendable {
 
     init(
         configuration: ServerConfiguration, log: EventLog, store: ServerStore, metrics: ServerMetrics, logger: Logger,
-        jwt: JWTVerifier? = nil
+        jwt: JWTVerifier? = nil, telemetry: Telemetry? = nil
     ) {
+        self.telemetry = telemetry
         self.logger = logger
         self.configuration = configuration
         self.log = log
@@ -79,7 +84,8 @@ final class FrontDoor: Sendable {
             self.logger.debug(
                 "task answered",
                 metadata: [
-                    "task_id": "\(envelope.correlationID)", "trace_id": "\(envelope.context.traceID)", "seq": "\(seq)",
+                    "task_id": "\(envelope.correlationID)", "correlation_id": "\(envelope.correlationID)",
+                    "trace_id": "\(envelope.context.traceID)", "span_id": "\(envelope.context.spanID)", "seq": "\(seq)",
                     "outcome": "\(outcome.rawValue)",
                 ])
         }
@@ -155,6 +161,28 @@ final class FrontDoor: Sendable {
     }
 
     func submit(_ request: Request, body: TaskBody, bytes: [UInt8], caller: Caller) async throws(APIError) -> Response {
+        let traceparent = request.headers[HTTPField.Name("traceparent")!]
+        guard let telemetry = self.telemetry else {
+            return try await self.submit(request, body: body, bytes: bytes, caller: caller, trace: traceparent.flatMap(TraceParent.init))
+        }
+        // Tracing: this request is a server span under the caller's traceparent; the envelope
+        // carries its ids (seed §5.1.1), so the hops' spans hang under it.
+        let span = telemetry.startRequestSpan(
+            "POST \(request.uri.path)", traceparent: traceparent,
+            attributes: [("http.request.method", "POST"), ("url.path", request.uri.path), ("mcp.task.type", body.request.task.type)])
+        defer { span?.end() }
+        let ids = span.flatMap { span in span.traceID.flatMap { trace in span.spanID.map { TraceParent(traceID: trace, spanID: $0) } } }
+        do {
+            return try await self.submit(request, body: body, bytes: bytes, caller: caller, trace: ids ?? traceparent.flatMap(TraceParent.init))
+        } catch {
+            span?.fail(error.code.rawValue)
+            throw error
+        }
+    }
+
+    /// `trace`: the ids the envelope's context takes (the request's span, else the caller's
+    /// `traceparent`); nil: a new trace named after the task id.
+    func submit(_ request: Request, body: TaskBody, bytes: [UInt8], caller: Caller, trace: TraceParent?) async throws(APIError) -> Response {
         if let drain = self.adminDrain.withLock({ $0 }) {
             throw APIError(
                 .serviceUnavailable, .draining, "the server is drained by \(drain.by): it takes no new tasks; tasks in flight finish",
@@ -168,9 +196,8 @@ final class FrontDoor: Sendable {
 
         // The envelope is built and checked first: a body the envelope rules refuse is a 400
         // before anything is stored for its idempotency key.
-        let traceparent = request.headers[HTTPField.Name("traceparent")!]
         var envelope = try self.envelope(
-            id: self.node.newID(), body: body, caller: caller, traceparent: traceparent,
+            id: self.node.newID(), body: body, caller: caller, trace: trace,
             mode: idempotencyKey != nil ? .exactlyOnce : (body.deliveryMode ?? .atLeastOnce))
         var id = envelope.id
         var resubmit = true
@@ -191,7 +218,7 @@ final class FrontDoor: Sendable {
             id = stored.task.taskID
             envelope.id = id
             envelope.correlationID = id
-            if traceparent.flatMap(Self.traceID(fromTraceparent:)) == nil { envelope.context.traceID = TraceID(high: id.high, low: id.low) }
+            if trace == nil { envelope.context.traceID = TraceID(high: id.high, low: id.low) }
             if !stored.created {
                 // A repeat: if the log already holds the request, the task runs or ran; only a
                 // request the log lacks (lost in a crash before its commit) is sent again.
@@ -212,7 +239,8 @@ final class FrontDoor: Sendable {
             self.logger.debug(
                 "task submitted",
                 metadata: [
-                    "task_id": "\(id)", "trace_id": "\(envelope.context.traceID)", "user_id": "\(caller.userID)",
+                    "task_id": "\(id)", "correlation_id": "\(id)", "trace_id": "\(envelope.context.traceID)",
+                    "span_id": "\(envelope.context.spanID)", "user_id": "\(caller.userID)",
                     "task_type": "\(body.request.task.type)", "delivery_mode": "\(envelope.deliveryMode.rawValue)",
                 ])
         }
@@ -248,13 +276,15 @@ final class FrontDoor: Sendable {
         return self.taskResponse(view, id: id, accepted: false)
     }
 
-    func envelope(id: MessageID, body: TaskBody, caller: Caller, traceparent: String?, mode: DeliveryMode) throws(APIError) -> Envelope {
+    /// The client's request envelope. Its `context.trace_id`/`span_id` are `trace` (W3C
+    /// `traceparent`, or the request's server span when tracing is on); without one, a new
+    /// trace named after the task id, under a random span id of this request.
+    func envelope(id: MessageID, body: TaskBody, caller: Caller, trace: TraceParent?, mode: DeliveryMode) throws(APIError) -> Envelope {
         var generator = SystemRandomNumberGenerator()
-        var trace = TraceID(high: id.high, low: id.low)
-        if let header = traceparent, let parsed = Self.traceID(fromTraceparent: header) { trace = parsed }
-        let span = SpanID(UInt64.random(in: 1...UInt64.max, using: &generator))
+        let traceID = trace?.traceID ?? TraceID(high: id.high, low: id.low)
+        let span = trace?.spanID ?? SpanID(UInt64.random(in: 1...UInt64.max, using: &generator))
         let context = MessageContext(
-            traceID: trace, spanID: span, userID: caller.userID, conversationID: body.conversationID, sessionID: body.sessionID,
+            traceID: traceID, spanID: span, userID: caller.userID, conversationID: body.conversationID, sessionID: body.sessionID,
             workspaceID: body.workspaceID, customAttributes: body.customAttributes)
         let envelope = Envelope(
             id: id, parentID: nil, correlationID: id, sender: Self.httpClient, recipient: .orchestrator, broadcast: false,
@@ -269,15 +299,6 @@ final class FrontDoor: Sendable {
             throw APIError(.badRequest, .invalidField, error.message, field: field)
         }
         return envelope
-    }
-
-    /// The trace id of a W3C `traceparent` (`00-TRACEID-SPANID-FLAGS`); nil when malformed.
-    static func traceID(fromTraceparent header: String) -> TraceID? {
-        let parts = header.split(separator: "-")
-        guard parts.count == 4, parts[0].count == 2, parts[0] != "ff", parts[1].count == 32, parts[2].count == 16,
-            let trace = TraceID(hex: String(parts[1]).lowercased()), trace.isValid
-        else { return nil }
-        return trace
     }
 
     func accepted(_ id: MessageID, status: String) -> Response {
@@ -319,6 +340,7 @@ final class FrontDoor: Sendable {
                 if let user = request.context.userID { members.append(("user_id", .string(user))) }
                 members.append(("created", .string(ISO8601Milliseconds.format(request.timestampMilliseconds))))
                 members.append(("trace_id", .string(request.context.traceID.description)))
+                members.append(("span_id", .string(request.context.spanID.description)))
             }
             if let answer = self.answer {
                 members.append(("finished", .string(ISO8601Milliseconds.format(answer.timestampMilliseconds))))

@@ -1,6 +1,8 @@
 import CartritaDebugger
 import CartritaEnvelope
+import CartritaTelemetry
 import Foundation
+import HTTPTypes
 import Hummingbird
 
 // MARK: - The routes
@@ -116,6 +118,11 @@ struct ErrorAndMetricsMiddleware: RouterMiddleware {
     typealias Context = BasicRequestContext
     let door: FrontDoor
 
+    /// The caller's trace id, so a failed request's log line can be found from its trace.
+    static func traceID(_ request: Request) -> String {
+        request.headers[HTTPField.Name("traceparent")!].flatMap(TraceParent.init)?.traceID.description ?? "none"
+    }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
         let response: Response
@@ -126,11 +133,14 @@ struct ErrorAndMetricsMiddleware: RouterMiddleware {
         } catch let error as any HTTPResponseError {
             response = Self.translate(error.status).response
         } catch {
-            context.logger.error("unexpected error", metadata: ["error": "\(error)", "route": "\(context.endpointPath ?? "unmatched")"])
+            context.logger.error(
+                "unexpected error", metadata: ["error": "\(error)", "route": "\(context.endpointPath ?? "unmatched")", "trace_id": "\(Self.traceID(request))"])
             response = APIError(.internalServerError, .internalError, "internal error").response
         }
         if response.status == .internalServerError {
-            context.logger.warning("request failed", metadata: ["route": "\(context.endpointPath ?? "unmatched")", "status": "\(response.status.code)"])
+            context.logger.warning(
+                "request failed",
+                metadata: ["route": "\(context.endpointPath ?? "unmatched")", "status": "\(response.status.code)", "trace_id": "\(Self.traceID(request))"])
         }
         let elapsed = ContinuousClock.now - started
         let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15

@@ -1,6 +1,7 @@
 import CartritaEnvelope
 import CartritaLog
 import CartritaNode
+import CartritaTelemetry
 import Foundation
 import Hummingbird
 import Logging
@@ -54,11 +55,14 @@ public final class Server: Sendable {
         }
         return try await self.start(
             configuration: configuration, registry: registry, signals: asProcess ? [.sigterm, .sigint] : [],
-            logger: Logger(label: "cartrita.server"))
+            logger: Logger(label: "cartrita.server"), tracingEnvironment: ProcessInfo.processInfo.environment)
     }
 
+    /// `tracingEnvironment`: the `OTEL_*` variables that turn tracing on (see `TracingSwitch`);
+    /// without them no tracer, queue or exporter exists.
     static func start(
-        configuration: ServerConfiguration, registry: PrometheusCollectorRegistry, signals: [UnixSignal], logger: Logger
+        configuration: ServerConfiguration, registry: PrometheusCollectorRegistry, signals: [UnixSignal], logger: Logger,
+        tracingEnvironment: [String: String] = [:]
     ) async throws -> Server {
         let log: EventLog
         do {
@@ -82,8 +86,18 @@ public final class Server: Sendable {
             throw StartError(message: "auth.jwt: \(error.message)")
         }
         let metrics = ServerMetrics(registry: registry, startSeq: log.lastSeq)
-        let frontDoor = FrontDoor(configuration: configuration, log: log, store: store, metrics: metrics, logger: logger, jwt: jwt)
+        let telemetry: Telemetry?
+        do {
+            telemetry = try Telemetry.make(environment: tracingEnvironment, logger: logger, spansDropped: { metrics.spansDropped($0.rawValue, $1) })
+        } catch {
+            store.close()
+            log.close()
+            throw StartError(message: error.message)
+        }
+        let frontDoor = FrontDoor(
+            configuration: configuration, log: log, store: store, metrics: metrics, logger: logger, jwt: jwt, telemetry: telemetry)
         var nodeConfiguration = NodeConfiguration()
+        if let hops = telemetry?.hops { nodeConfiguration.deliveryTap = { hops.tap($0) } }
         nodeConfiguration.mailboxCapacity = configuration.mailboxCapacity
         nodeConfiguration.snapshotEveryDeliveries = configuration.snapshotEveryDeliveries
         nodeConfiguration.ioServices = configuration.ioServices
@@ -130,9 +144,14 @@ public final class Server: Sendable {
             },
             logger: logger)
         let drain = DrainService(frontDoor: frontDoor, logger: logger)
-        // Services stop in reverse order: the drain first (503s, waits end), then the HTTP server.
+        // Services stop in reverse order: the drain first (503s, waits end), then the HTTP server,
+        // then tracing (the hop tracer spans what is queued, then swift-otel exports and stops).
+        let services: [any Service] = (telemetry?.services ?? []) + [app, drain]
         let group = ServiceGroup(
-            configuration: .init(services: [app, drain], gracefulShutdownSignals: signals, logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: signals, logger: logger))
+        if telemetry != nil {
+            logger.info("tracing on: spans exported over OTLP as the OTEL_* environment says")
+        }
         let finished = Task {
             defer { portContinuation.finish() }
             do {

@@ -31,6 +31,8 @@ final class ServerMetrics: Sendable {
         _ = self.registry.makeCounter(
             descriptor: MetricNameDescriptor(metricName: "mcp_messages", unitName: "total", helpText: "MCP messages committed to the log"),
             labels: [("supervisor", "orchestrator"), ("message_type", "task_request"), ("status", "ok")])
+        // At 0 from the start, so an alert on drops has its series (it stays 0 with tracing off).
+        for queue in ["hops", "export"] { _ = Self.spansDroppedCounter(registry, queue: queue) }
         // Tokens and cost from the first scrape on (local agents spend none), so dashboards and
         // the cost alert (Tools/observability/) find their series on any server.
         for supervisor in [Hierarchy.intelligence, Hierarchy.multimodal, Hierarchy.system] {
@@ -41,6 +43,22 @@ final class ServerMetrics: Sendable {
                 descriptor: MetricNameDescriptor(metricName: "mcp_cost_usd", unitName: "total", helpText: "Cost of agents' work in US dollars"),
                 labels: [("supervisor", supervisor.rawValue)])
         }
+    }
+
+    // MARK: Tracing
+
+    /// Spans lost because a tracing queue was full (`queue`: `hops`, deliveries waiting for their
+    /// span; `export`, swift-otel's batch queue). Tracing never slows a delivery down: it loses
+    /// spans instead, and says how many here.
+    func spansDropped(_ queue: String, _ count: Int) {
+        Self.spansDroppedCounter(self.registry, queue: queue).increment(by: Int64(count))
+    }
+
+    static func spansDroppedCounter(_ registry: PrometheusCollectorRegistry, queue: String) -> Counter {
+        registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                metricName: "cartrita_trace_spans_dropped", unitName: "total", helpText: "Spans dropped because a tracing queue was full"),
+            labels: [("queue", queue)])
     }
 
     // MARK: Tasks seen by the front door
