@@ -55,12 +55,8 @@ package final class LogSource: DebugSource, @unchecked Sendable {
     package func records(in range: ClosedRange<UInt64>, filter: RecordFilter, limit: Int, descending: Bool) throws(TravelError) -> RecordPage {
         do {
             return try self.read(range, filter, limit, descending)
-        } catch let error as TravelError {
-            throw error
-        } catch let error as EventLogError {
-            throw .log(error)
         } catch {
-            throw TravelError(.log, "\(error)")
+            throw TravelError.wrapping(error)
         }
     }
 

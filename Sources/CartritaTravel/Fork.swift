@@ -152,12 +152,8 @@ package struct Fork {
                 request = try log.record(seq)?.envelope
             }
             return (record, try self.replacement.envelope(replacing: record.envelope, request: request))
-        } catch let error as TravelError {
-            throw error
-        } catch let error as EventLogError {
-            throw .log(error)
         } catch {
-            throw TravelError(.log, "\(error)")
+            throw TravelError.wrapping(error)
         }
     }
 
@@ -171,12 +167,8 @@ package struct Fork {
         do {
             var engine = try ForkEngine(fork: self, output: output, replacement: replacement)
             return try engine.run(replacedID: replacedRecord.envelope.id, started: started)
-        } catch let error as TravelError {
-            throw error
-        } catch let error as EventLogError {
-            throw .log(error)
         } catch {
-            throw TravelError(.log, "\(error)")
+            throw TravelError.wrapping(error)
         }
     }
 }

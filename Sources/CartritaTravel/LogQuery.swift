@@ -90,12 +90,8 @@ extension EventLog {
                     if filter.matches(record), try !body(record) { return }
                 }
             }
-        } catch let error as TravelError {
-            throw error
-        } catch let error as EventLogError {
-            throw .log(error)
         } catch {
-            throw TravelError(.log, "\(error)")
+            throw TravelError.wrapping(error)
         }
     }
 }

@@ -64,12 +64,8 @@ package struct TaskTrace: Sendable {
                 }
             }
             records = decoded
-        } catch let error as TravelError {
-            throw error
-        } catch let error as EventLogError {
-            throw .log(error)
         } catch {
-            throw TravelError(.log, "\(error)")
+            throw TravelError.wrapping(error)
         }
         return TaskTrace(correlation: correlation, records: records)
     }

@@ -62,5 +62,15 @@ package struct TravelError: Error, Hashable, Sendable, CustomStringConvertible {
         return result
     }
 
+    /// Any error of a read or a run, as a travel error: travel errors pass, log errors keep
+    /// their detail, anything else (a closure's untyped throw) becomes a `log` error.
+    package static func wrapping(_ error: any Error) -> TravelError {
+        switch error {
+        case let error as TravelError: error
+        case let error as EventLogError: .log(error)
+        default: TravelError(.log, "\(error)")
+        }
+    }
+
     package var description: String { "\(self.code): \(self.message)" }
 }
