@@ -66,7 +66,8 @@ public final class Server: Sendable {
     ) async throws -> Server {
         let log: EventLog
         do {
-            log = try EventLog(path: configuration.dataPath, configuration: EventLogConfiguration(durability: configuration.durability))
+            log = try EventLog(path: configuration.dataPath, configuration: EventLogConfiguration(
+                durability: configuration.durability, groupCommitLingerMicroseconds: configuration.groupCommitLingerMicroseconds))
         } catch {
             throw StartError(message: "opening the log in \(configuration.dataPath): \(error)")
         }

@@ -39,6 +39,9 @@ public struct ServerConfiguration: Sendable {
     /// The node: most new-work messages an actor's mailbox holds, snapshot period.
     public var mailboxCapacity = 10_000
     public var snapshotEveryDeliveries = 1_000
+    /// The log's group commit waits at most this long for more records when fewer wait than the
+    /// last commit held (`EventLogConfiguration.groupCommitLingerMicroseconds`).
+    public var groupCommitLingerMicroseconds = EventLogConfiguration().groupCommitLingerMicroseconds
     /// Most tasks the orchestrator holds in flight.
     public var maxPendingTasks = 100_000
     public var auth = Auth()
@@ -102,7 +105,8 @@ public struct ServerConfiguration: Sendable {
 
     /// Applies a JSON config file: `{"data": …, "host": …, "port": …, "durability": …, "files_root": …,
     /// "limits": {"max_body_bytes", "sync_timeout_ms", "max_waiting_requests", "drain_timeout_ms",
-    /// "max_page_tasks", "mailbox_capacity", "max_pending_tasks", "snapshot_every_deliveries"},
+    /// "max_page_tasks", "mailbox_capacity", "max_pending_tasks", "snapshot_every_deliveries",
+    /// "group_commit_linger_us"},
     /// "auth": {"required", "roles": {ROLE: [PREFIX]}, "rate_limit_per_s", "rate_limit_burst",
     /// "allowed_origins": [ORIGIN], "protect_metrics", "jwt": {"hs256_secret", "es256_public_key",
     /// "es256_public_key_file", "rs256_public_key", "rs256_public_key_file", "issuer", "audience",
@@ -146,6 +150,7 @@ public struct ServerConfiguration: Sendable {
                     case "mailbox_capacity": self.mailboxCapacity = try Self.int(limit, path, 1...10_000_000)
                     case "max_pending_tasks": self.maxPendingTasks = try Self.int(limit, path, 1...10_000_000)
                     case "snapshot_every_deliveries": self.snapshotEveryDeliveries = try Self.int(limit, path, 1...10_000_000)
+                    case "group_commit_linger_us": self.groupCommitLingerMicroseconds = try Self.int(limit, path, 0...100_000)
                     default: throw ConfigError("unknown key \(path)")
                     }
                 }
@@ -233,6 +238,7 @@ public struct ServerConfiguration: Sendable {
 
     /// `CARTRITA_DATA`, `CARTRITA_HOST`, `CARTRITA_FILES_ROOT`, `CARTRITA_PORT`, `CARTRITA_DURABILITY`,
     /// `CARTRITA_MAX_BODY_BYTES`, `CARTRITA_SYNC_TIMEOUT_MS`, `CARTRITA_DRAIN_TIMEOUT_MS`,
+    /// `CARTRITA_GROUP_COMMIT_LINGER_US`,
     /// `CARTRITA_AUTH_REQUIRED` (true/false), `CARTRITA_RATE_LIMIT_PER_S`,
     /// `CARTRITA_ALLOWED_ORIGINS` (comma-separated), `CARTRITA_PROTECT_METRICS` (true/false),
     /// `CARTRITA_JWT_HS256_SECRET`, `CARTRITA_JWT_ES256_PUBLIC_KEY` and `CARTRITA_JWT_RS256_PUBLIC_KEY`
@@ -251,6 +257,9 @@ public struct ServerConfiguration: Sendable {
         if let bytes = value("CARTRITA_MAX_BODY_BYTES") { self.maxBodyBytes = try Self.int(bytes, "CARTRITA_MAX_BODY_BYTES", 1...(256 << 20)) }
         if let ms = value("CARTRITA_SYNC_TIMEOUT_MS") { self.syncTimeoutMilliseconds = Int64(try Self.int(ms, "CARTRITA_SYNC_TIMEOUT_MS", 0...3_600_000)) }
         if let ms = value("CARTRITA_DRAIN_TIMEOUT_MS") { self.drainTimeoutMilliseconds = Int64(try Self.int(ms, "CARTRITA_DRAIN_TIMEOUT_MS", 0...3_600_000)) }
+        if let us = value("CARTRITA_GROUP_COMMIT_LINGER_US") {
+            self.groupCommitLingerMicroseconds = try Self.int(us, "CARTRITA_GROUP_COMMIT_LINGER_US", 0...100_000)
+        }
         func flag(_ name: String) throws(ConfigError) -> Bool? {
             guard let text = environment[name] else { return nil }
             switch text {

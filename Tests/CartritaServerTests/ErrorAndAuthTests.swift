@@ -309,6 +309,15 @@ final class ParsingTests: XCTestCase {
         XCTAssertEqual(configuration.auth.allowedOrigins, ["http://a", "http://b"])
         XCTAssertThrowsError(try configuration.apply(JSONParser().parse(#"{"limits": {"max_body_kb": 1}}"#)))
         XCTAssertThrowsError(try configuration.apply(environment: ["CARTRITA_PORT": "70000"]))
+
+        // The log's group-commit linger: file, then environment; out of range is refused.
+        XCTAssertEqual(configuration.groupCommitLingerMicroseconds, 200)
+        try configuration.apply(JSONParser().parse(#"{"limits": {"group_commit_linger_us": 1500}}"#))
+        XCTAssertEqual(configuration.groupCommitLingerMicroseconds, 1_500)
+        try configuration.apply(environment: ["CARTRITA_GROUP_COMMIT_LINGER_US": "0"])
+        XCTAssertEqual(configuration.groupCommitLingerMicroseconds, 0)
+        XCTAssertThrowsError(try configuration.apply(JSONParser().parse(#"{"limits": {"group_commit_linger_us": -1}}"#)))
+        XCTAssertThrowsError(try configuration.apply(environment: ["CARTRITA_GROUP_COMMIT_LINGER_US": "100001"]))
     }
 
     func testRateLimiterRefillsAtItsRate() {
