@@ -3,7 +3,7 @@ import PackageDescription
 
 // Layers, dependencies pointing inward (see ARCHITECTURE.md):
 //   CartritaEnvelope  (pure Swift: types, validation, UUIDv7)   no dependencies
-//   CartritaCodec     (msgpack through msgpack-c)                -> Envelope, CMsgPack
+//   CartritaCodec     (msgpack: msgpack-c reads, our writer)     -> Envelope, CMsgPack
 //   CartritaLMDB      (thin safe layer over liblmdb)             -> CLMDB
 //   CartritaLog       (LMDB event log, snapshots, indexes)       -> Codec, LMDB, Crypto
 //   CartritaRuntime   (actor contract, mailboxes, routing: pure)  -> Envelope, Codec
@@ -230,7 +230,8 @@ let package = Package(
         ),
         .testTarget(
             name: "CartritaCodecTests",
-            dependencies: ["CartritaCodec", "CartritaEnvelope"],
+            // CMsgPack: msgpack-c's packer is the reference the native writer is checked against.
+            dependencies: ["CartritaCodec", "CartritaEnvelope", "CMsgPack"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

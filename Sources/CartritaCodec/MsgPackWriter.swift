@@ -3,75 +3,199 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CMsgPack
 import CartritaEnvelope
 
-/// Writes msgpack through msgpack-c's packer into a growable buffer that is reused between
-/// messages (clear, not free), so a steady stream of encodes allocates nothing.
+/// Writes msgpack into a growable buffer that is reused between messages (reset keeps the
+/// memory), so a steady stream of encodes allocates nothing.
+///
+/// Why not msgpack-c's packer (which the decoder still uses): the packer writes every token
+/// through a callback function pointer (`msgpack_sbuffer_write`), so nothing inlines and an
+/// envelope of ~40 tokens pays ~40 indirect calls, each re-checking the buffer. That was the
+/// largest single cost of encoding, and encoding runs for every message the runtime appends and
+/// every delivery the simulator hashes. Here a token is one capacity check and one store.
+///
+/// The bytes are exactly what msgpack-c's packer writes (Tests/CartritaCodecTests/
+/// NativeWriterTests compares the two over every size boundary): integers in their smallest
+/// form (positive values as unsigned), str8 for 32–255-byte strings, big-endian throughout.
+/// The canonical form matters: the hash chain and the determinism tests compare bytes.
 ///
 /// Not thread-safe: one writer per thread or task.
 public final class MsgPackWriter {
-    let buffer: UnsafeMutablePointer<msgpack_sbuffer>
-    let packer: UnsafeMutablePointer<msgpack_packer>
+    // Unchecked: a class's stored properties otherwise pay a dynamic exclusivity check
+    // (swift_beginAccess) on every access, several per token, which made this writer slower
+    // than msgpack-c's. The writer is single-threaded by contract and no method hands out an
+    // inout reference to these, so no overlapping access can happen.
+    @exclusivity(unchecked) private var storage: UnsafeMutableRawPointer
+    @exclusivity(unchecked) private var capacity: Int
+    @exclusivity(unchecked) public private(set) var count: Int = 0
 
     public init(initialCapacityBytes: Int = 4096) {
-        self.buffer = .allocate(capacity: 1)
-        self.packer = .allocate(capacity: 1)
-        msgpack_sbuffer_init(self.buffer)
-        // Pre-size the buffer so the first messages do not realloc step by step.
-        if let memory = malloc(initialCapacityBytes) {
-            self.buffer.pointee.data = memory.assumingMemoryBound(to: CChar.self)
-            self.buffer.pointee.alloc = initialCapacityBytes
-        }
-        msgpack_packer_init(self.packer, self.buffer, msgpack_sbuffer_write)
+        self.capacity = max(64, initialCapacityBytes)
+        guard let memory = malloc(self.capacity) else { fatalError("out of memory: \(self.capacity) bytes for a msgpack buffer") }
+        self.storage = memory
     }
 
-    deinit {
-        msgpack_sbuffer_destroy(self.buffer)
-        self.buffer.deallocate()
-        self.packer.deallocate()
-    }
+    deinit { free(self.storage) }
 
-    public var count: Int { self.buffer.pointee.size }
-
-    public func reset() { msgpack_sbuffer_clear(self.buffer) }
+    public func reset() { self.count = 0 }
 
     /// The bytes written so far; valid until the next write or reset.
     public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        try body(UnsafeRawBufferPointer(start: self.buffer.pointee.data, count: self.buffer.pointee.size))
+        try body(UnsafeRawBufferPointer(start: self.storage, count: self.count))
     }
 
     public var bytes: [UInt8] { self.withBytes { [UInt8]($0) } }
 
-    // MARK: Primitive writes. msgpack-c's sbuffer only fails when malloc fails; that is fatal.
+    // MARK: The buffer
 
-    @inline(__always) func check(_ result: Int32) {
-        precondition(result == 0, "msgpack-c could not grow its buffer (out of memory)")
+    /// Room for `extra` more bytes. Out of memory is fatal, as it was with msgpack-c's sbuffer.
+    @inline(__always)
+    private func reserve(_ extra: Int) {
+        if self.count &+ extra > self.capacity { self.grow(to: self.count + extra) }
     }
 
-    public func writeNil() { self.check(msgpack_pack_nil(self.packer)) }
-    public func write(_ value: Bool) { self.check(value ? msgpack_pack_true(self.packer) : msgpack_pack_false(self.packer)) }
-    public func write(_ value: Int64) { self.check(msgpack_pack_int64(self.packer, value)) }
-    public func write(_ value: UInt64) { self.check(msgpack_pack_uint64(self.packer, value)) }
-    public func write(_ value: Double) { self.check(msgpack_pack_double(self.packer, value)) }
-    public func write(_ value: Float) { self.check(msgpack_pack_float(self.packer, value)) }
-    public func writeMapHeader(_ count: Int) { self.check(msgpack_pack_map(self.packer, count)) }
-    public func writeArrayHeader(_ count: Int) { self.check(msgpack_pack_array(self.packer, count)) }
+    @inline(never)
+    private func grow(to needed: Int) {
+        var newCapacity = self.capacity * 2
+        while newCapacity < needed { newCapacity *= 2 }
+        guard let memory = realloc(self.storage, newCapacity) else {
+            fatalError("out of memory: \(newCapacity) bytes for a msgpack buffer")
+        }
+        self.storage = memory
+        self.capacity = newCapacity
+    }
+
+    @inline(__always)
+    private func put(_ byte: UInt8) {
+        self.reserve(1)
+        self.storage.storeBytes(of: byte, toByteOffset: self.count, as: UInt8.self)
+        self.count &+= 1
+    }
+
+    /// A marker byte and a big-endian integer of `T`'s width.
+    @inline(__always)
+    private func put<T: FixedWidthInteger>(_ marker: UInt8, _ value: T) {
+        let width = MemoryLayout<T>.size
+        self.reserve(1 + width)
+        self.storage.storeBytes(of: marker, toByteOffset: self.count, as: UInt8.self)
+        self.storage.storeBytes(of: value.bigEndian, toByteOffset: self.count &+ 1, as: T.self)
+        self.count &+= 1 &+ width
+    }
+
+    @inline(__always)
+    private func putBody(_ start: UnsafeRawPointer?, _ length: Int) {
+        guard length > 0, let start else { return }
+        self.reserve(length)
+        (self.storage + self.count).copyMemory(from: start, byteCount: length)
+        self.count &+= length
+    }
+
+    // MARK: Primitive writes
+
+    public func writeNil() { self.put(0xc0) }
+    public func write(_ value: Bool) { self.put(value ? 0xc3 : 0xc2) }
+
+    public func write(_ value: Int64) {
+        if value >= 0 {
+            self.write(UInt64(value))
+        } else if value >= -32 {
+            self.put(UInt8(bitPattern: Int8(value)))  // negative fixint
+        } else if value >= Int64(Int8.min) {
+            self.put(0xd0, Int8(value))
+        } else if value >= Int64(Int16.min) {
+            self.put(0xd1, Int16(value))
+        } else if value >= Int64(Int32.min) {
+            self.put(0xd2, Int32(value))
+        } else {
+            self.put(0xd3, value)
+        }
+    }
+
+    public func write(_ value: UInt64) {
+        if value < 128 {
+            self.put(UInt8(value))  // positive fixint
+        } else if value <= UInt64(UInt8.max) {
+            self.put(0xcc, UInt8(value))
+        } else if value <= UInt64(UInt16.max) {
+            self.put(0xcd, UInt16(value))
+        } else if value <= UInt64(UInt32.max) {
+            self.put(0xce, UInt32(value))
+        } else {
+            self.put(0xcf, value)
+        }
+    }
+
+    public func write(_ value: Double) { self.put(0xcb, value.bitPattern) }
+    public func write(_ value: Float) { self.put(0xca, value.bitPattern) }
+
+    public func writeMapHeader(_ count: Int) {
+        if count < 16 {
+            self.put(0x80 | UInt8(count))
+        } else if count <= Int(UInt16.max) {
+            self.put(0xde, UInt16(count))
+        } else {
+            self.put(0xdf, UInt32(count))
+        }
+    }
+
+    public func writeArrayHeader(_ count: Int) {
+        if count < 16 {
+            self.put(0x90 | UInt8(count))
+        } else if count <= Int(UInt16.max) {
+            self.put(0xdc, UInt16(count))
+        } else {
+            self.put(0xdd, UInt32(count))
+        }
+    }
+
+    @inline(__always)
+    private func writeStringHeader(_ length: Int) {
+        if length < 32 {
+            self.put(0xa0 | UInt8(length))
+        } else if length <= Int(UInt8.max) {
+            self.put(0xd9, UInt8(length))
+        } else if length <= Int(UInt16.max) {
+            self.put(0xda, UInt16(length))
+        } else {
+            self.put(0xdb, UInt32(length))
+        }
+    }
+
+    /// A string's UTF-8 bytes: msgpack strings are UTF-8 by definition.
+    public func writeString(_ utf8: UnsafeRawBufferPointer) {
+        self.writeStringHeader(utf8.count)
+        self.putBody(utf8.baseAddress, utf8.count)
+    }
 
     public func write(_ text: String) {
-        var text = text
-        text.withUTF8 { utf8 in
-            self.check(msgpack_pack_str_with_body(self.packer, utf8.baseAddress, utf8.count))
+        // Native Swift strings are contiguous UTF-8: no copy. Anything else (a bridged string)
+        // goes through a contiguous copy.
+        let done: Void? = text.utf8.withContiguousStorageIfAvailable { utf8 in
+            self.writeString(UnsafeRawBufferPointer(utf8))
+        }
+        if done == nil {
+            var copy = text
+            copy.withUTF8 { self.writeString(UnsafeRawBufferPointer($0)) }
         }
     }
 
     /// A key known at compile time (field names).
     public func writeKey(_ key: StaticString) {
-        self.check(msgpack_pack_str_with_body(self.packer, key.utf8Start, key.utf8CodeUnitCount))
+        let length = key.utf8CodeUnitCount
+        self.writeStringHeader(length)
+        self.putBody(key.utf8Start, length)
     }
 
     public func writeBinary(_ bytes: UnsafeRawBufferPointer) {
-        self.check(msgpack_pack_bin_with_body(self.packer, bytes.baseAddress, bytes.count))
+        let length = bytes.count
+        if length <= Int(UInt8.max) {
+            self.put(0xc4, UInt8(length))
+        } else if length <= Int(UInt16.max) {
+            self.put(0xc5, UInt16(length))
+        } else {
+            self.put(0xc6, UInt32(length))
+        }
+        self.putBody(bytes.baseAddress, length)
     }
 
     public func writeBinary(_ bytes: [UInt8]) {
@@ -84,8 +208,7 @@ public final class MsgPackWriter {
 
     /// Bytes that are already msgpack (a pre-encoded envelope body), copied as they are.
     public func writeRaw(_ bytes: UnsafeRawBufferPointer) {
-        guard bytes.count > 0 else { return }
-        self.check(msgpack_sbuffer_write(self.buffer, bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count))
+        self.putBody(bytes.baseAddress, bytes.count)
     }
 
     public func write(_ value: MCPValue) {
