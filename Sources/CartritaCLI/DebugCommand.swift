@@ -32,7 +32,8 @@ struct DebugCommand: AsyncParsableCommand {
         if let data = self.data {
             let opened = openLog(data, readOnly: true)
             log = opened
-            api = DebuggerAPI(source: LogSource(log: opened))
+            let origin = simulationOrigin(data)
+            api = DebuggerAPI(source: LogSource(log: opened, hierarchy: origin.hierarchy, buggify: origin.buggify))
         } else {
             let path = self.capsule!
             guard let bytes = FileManager.default.contents(atPath: path) else { fail("io: cannot read \(path)") }

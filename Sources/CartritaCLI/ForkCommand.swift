@@ -34,7 +34,11 @@ struct ForkCommand: ParsableCommand {
         let replacement = travelling { () throws(TravelError) in try ForkReplacement.parse([UInt8](data)) }
         let log = openLog(self.options.data, readOnly: true)
         defer { log.close() }
-        let fork = Fork(travel: TimeTravel(log: log), at: self.at, replacedSeq: seq, replacement: replacement)
+        // A simulation's log forks with the run's hierarchy (its agent crash rule) and BUGGIFY
+        // sites, as `travel` replays it; the standard ones would explain none of its faults.
+        let origin = simulationOrigin(self.options.data)
+        let travel = TimeTravel(log: log, hierarchy: origin.hierarchy, buggify: origin.buggify)
+        let fork = Fork(travel: travel, at: self.at, replacedSeq: seq, replacement: replacement)
         // Checked before the output folder is made: a bad seq or file leaves nothing behind.
         _ = travelling { () throws(TravelError) in try fork.replacedEnvelope() }
         if let existing = try? FileManager.default.contentsOfDirectory(atPath: self.output), !existing.isEmpty {
@@ -45,6 +49,15 @@ struct ForkCommand: ParsableCommand {
         let output = openLog(self.output, durability: .relaxed)
         defer { output.close() }
         let report = travelling { () throws(TravelError) in try fork.run(into: output) }
+        // The fork is that simulation's log too: the tools read it the same way.
+        let description = self.options.data + "/" + SimulationOrigin.fileName
+        if FileManager.default.fileExists(atPath: description) {
+            do {
+                try FileManager.default.copyItem(atPath: description, toPath: self.output + "/" + SimulationOrigin.fileName)
+            } catch {
+                fail("io: the fork is written but \(SimulationOrigin.fileName) could not be copied beside it: \(error)")
+            }
+        }
         if self.json {
             guard case .object(let members) = report.json else { return }
             printJSON(.object(members + [("output", .string(self.output))]))

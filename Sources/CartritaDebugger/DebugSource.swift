@@ -41,9 +41,13 @@ package final class LogSource: DebugSource, @unchecked Sendable {
     let traveller: TimeTravel
     let lock = NSLock()
 
-    package init(log: EventLog, hierarchy: Hierarchy = .standard()) {
+    /// `hierarchy` and `buggify`: what the log was made with (a simulation's, see `sim
+    /// --write-log`), so states are replayed as the run made them.
+    package init(log: EventLog, hierarchy: Hierarchy = .standard(), buggify: Buggify? = nil) {
         self.log = log
-        self.traveller = TimeTravel(log: log, hierarchy: hierarchy, checkpoints: TimeTravel.CheckpointPolicy(everyDeliveries: 2_000, maxBytes: 128 << 20))
+        self.traveller = TimeTravel(
+            log: log, hierarchy: hierarchy, checkpoints: TimeTravel.CheckpointPolicy(everyDeliveries: 2_000, maxBytes: 128 << 20),
+            buggify: buggify)
         self.actors = hierarchy.addresses.sorted()
     }
 

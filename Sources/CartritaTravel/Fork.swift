@@ -365,7 +365,10 @@ struct ForkEngine {
             return
         }
         guard let cell = self.cells[envelope.recipient] else { return }
-        let delivery = cell.deliver(envelope, DeliveryContext(seq: seq, clockMilliseconds: clock, entropy: entropy))
+        // The origin's BUGGIFY sites (a simulated run's), so a fork of a simulation's log makes the
+        // run's choices wherever it does not differ.
+        let context = DeliveryContext(seq: seq, clockMilliseconds: clock, entropy: entropy, buggify: self.fork.travel.buggify)
+        let delivery = cell.deliver(envelope, context)
         for correlation in delivery.cancelledTimers {
             let owner = cell.address
             func isCancelled(_ message: Envelope) -> Bool {
