@@ -155,6 +155,15 @@ extension EventLog {
         return all
     }
 
+    /// The first `limit` seqs addressed to `actor` after `seq`, in order: a page, read without
+    /// walking the rest of the index (an actor of a long log has hundreds of thousands).
+    public func seqs(actor: String, after seq: UInt64, limit: Int) throws(EventLogError) -> [UInt64] {
+        guard limit > 0 else { return [] }
+        return try self.indexLookup(self.databases.byActor, prefix: Array(actor.utf8) + [0], from: seq + 1, limit: limit) {
+            $0.recipient.rawValue == actor
+        }
+    }
+
     /// Every seq addressed to `actor` in `after+1 ... through`, in order: one actor's records up
     /// to a point (time travel), without reading the index past it.
     public func seqs(actor: String, after seq: UInt64, through last: UInt64) throws(EventLogError) -> [UInt64] {
@@ -206,7 +215,8 @@ extension EventLog {
     }
 
     func indexLookup(
-        _ database: LMDBDatabase, prefix: [UInt8], from seq: UInt64 = 0, through last: UInt64 = .max, matches: (Envelope) -> Bool
+        _ database: LMDBDatabase, prefix: [UInt8], from seq: UInt64 = 0, through last: UInt64 = .max, limit: Int = .max,
+        matches: (Envelope) -> Bool
     ) throws(EventLogError) -> [UInt64] {
         do {
             return try self.environment.read { txn in
@@ -218,18 +228,18 @@ extension EventLog {
                         let found = key.bigEndianUInt64(atByteOffset: prefix.count) ?? 0
                         guard found <= last else { return false }
                         seqs.append(found)
-                        return true
+                        return seqs.count < limit
                     }
                 }
                 // The tail the index has not reached yet.
-                guard applied < last else { return seqs }
+                guard applied < last, seqs.count < limit else { return seqs }
                 let decoder = EnvelopeDecoder(limits: self.configuration.codecLimits)
                 _ = try txn.withCursor(self.databases.log) { cursor in
                     try cursor.forEach(from: EventLog.bigEndian(max(applied + 1, seq))) { key, value in
                         guard (key.bigEndianUInt64() ?? 0) <= last else { return false }
                         let record = try decoder.decodeRecord(value)
                         if matches(record.envelope) { seqs.append(record.header.seq) }
-                        return true
+                        return seqs.count < limit
                     }
                 }
                 return seqs

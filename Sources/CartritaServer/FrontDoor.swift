@@ -513,7 +513,11 @@ final class FrontDoor: Sendable {
         var items: [JSON] = []
         var next: UInt64? = nil
         do {
-            let seqs = try self.log.seqs(actor: Address.orchestrator.rawValue, after: cursor)
+            // One window of the orchestrator's records, read from its index: a page costs the
+            // window, never the whole log.
+            let window = max(1, self.configuration.maxScanRecordsPerPage)
+            let seqs = try self.log.seqs(actor: Address.orchestrator.rawValue, after: cursor, limit: window)
+            let more = seqs.count == window  // the window may have cut the list short
             var scanned = 0
             for seq in seqs {
                 scanned += 1
@@ -525,11 +529,12 @@ final class FrontDoor: Sendable {
                 {
                     items.append(view.json(includeFlow: false))
                 }
-                if items.count >= limit || scanned >= self.configuration.maxScanRecordsPerPage {
-                    if scanned < seqs.count { next = seq }
+                if items.count >= limit {
+                    if scanned < seqs.count || more { next = seq }
                     break
                 }
             }
+            if next == nil, items.count < limit, more { next = seqs.last }
         } catch let error as APIError {
             throw error
         } catch {

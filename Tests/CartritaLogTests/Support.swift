@@ -156,6 +156,13 @@ struct IndexModel {
             XCTAssertEqual(try log.seqs(actor: actor), sorted, "\(label): seqs(actor: \(actor))", file: file, line: line)
             XCTAssertEqual(try log.seqs(actor: actor, after: middle), sorted.filter { $0 > middle }, "\(label): seqs(actor: \(actor), after: \(middle))", file: file, line: line)
             XCTAssertEqual(try log.seqs(actor: actor, after: self.lastSeq), [], "\(label): nothing after the end", file: file, line: line)
+            // Pages: the first `limit` of the list, across the index and the unindexed tail.
+            let later = sorted.filter { $0 > middle }
+            for limit in [1, 3, max(1, later.count - 1), later.count + 5] {
+                XCTAssertEqual(
+                    try log.seqs(actor: actor, after: middle, limit: limit), Array(later.prefix(limit)),
+                    "\(label): seqs(actor: \(actor), after: \(middle), limit: \(limit))", file: file, line: line)
+            }
             XCTAssertEqual(try log.head(of: actor), sorted.last!, "\(label): head(of: \(actor))", file: file, line: line)
         }
         let heads = try log.heads()

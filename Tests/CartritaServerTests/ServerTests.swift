@@ -41,6 +41,42 @@ final class TaskRouteTests: XCTestCase {
         try await server.shutdown()
     }
 
+    /// A page reads one window of the orchestrator's records from its index, never the whole
+    /// log: with a window of 2 records, a page stops early with a cursor, and following the
+    /// cursors still lists every task once, in order.
+    func testTaskPagesReadOneWindowOfTheLog() async throws {
+        let folder = TemporaryFolder()
+        var configuration = testConfiguration(folder)
+        configuration.maxScanRecordsPerPage = 2
+        let server = try await Server.start(configuration: configuration)
+        let client = Client(port: server.port)
+        var ids: [String] = []
+        for _ in 0..<4 {
+            let accepted = try await client.send(.post, "/v3/tasks?async=true", body: textStatsBody)
+            XCTAssertEqual(accepted.status, 202, accepted.text)
+            ids.append(try XCTUnwrap(accepted.string("task_id")))
+        }
+        for id in ids { _ = try await client.waitForTask(id) }
+        // A window of 2 of the orchestrator's records holds at most 2 requests, whatever the
+        // page's limit (each task also has its answer there: 8 records for 4 tasks).
+        var listed: [String] = []
+        var pages = 0
+        var cursor: String? = nil
+        repeat {
+            let page = try await client.send(.get, "/v3/tasks?limit=10" + (cursor.map { "&cursor=\($0)" } ?? ""))
+            XCTAssertEqual(page.status, 200, page.text)
+            guard case .array(let items)? = page.json?["tasks"] else { return XCTFail(page.text) }
+            XCTAssertLessThanOrEqual(items.count, 2, page.text)
+            for item in items { if case .string(let id)? = item["task_id"] { listed.append(id) } }
+            cursor = page.string("next_cursor")
+            pages += 1
+        } while cursor != nil && pages < 50
+        XCTAssertEqual(listed, ids)
+        XCTAssertGreaterThanOrEqual(pages, 4)  // 8 records, 2 per page
+        await client.close()
+        try await server.shutdown()
+    }
+
     func testAsyncTaskIsAcceptedThenListedAndPaged() async throws {
         let folder = TemporaryFolder()
         let server = try await Server.start(configuration: testConfiguration(folder))
