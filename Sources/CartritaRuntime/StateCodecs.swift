@@ -519,9 +519,15 @@ extension DomainSupervisor {
             throw RuntimeStateFormat.error(
                 supervision.path("consecutive_crashes"), "\(crashes.count) counts for \(children.count) children")
         }
-        state.supervision.children = children
+        // The pool is configuration, like the policy and the limits: the children are the ones
+        // configured now, in their configured order, each with the crash count the snapshot had
+        // for it. A snapshot from before the pool changed must not hide an added agent (its
+        // crashes would be "not ours" and it would never be restarted) nor keep a removed one.
+        // With an unchanged pool this is the snapshot's list exactly.
+        state.supervision.consecutiveCrashes = state.supervision.children.map { child in
+            children.firstIndex(of: child).map { crashes[$0] } ?? 0
+        }
         state.supervision.restartTimes = restartTimes
-        state.supervision.consecutiveCrashes = crashes
         state.supervision.escalated = try supervision.bool("escalated")
 
         let budget = try root.map("budget", keys: Self.budgetKeys)

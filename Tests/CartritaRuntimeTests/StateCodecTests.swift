@@ -255,11 +255,35 @@ final class StateCodecTests: XCTestCase {
             policy: SupervisionPolicy(strategy: .restForOne, intensity: 7), maxConcurrentTasks: 3, tokenBudget: 77, costBudgetUSD: 9)
         let restored = try other.decodeState(supervisor.encodeState(state))
         XCTAssertEqual(restored.supervision.policy, other.policy)
-        XCTAssertEqual(restored.supervision.children, state.supervision.children, "the children are state")
+        XCTAssertEqual(restored.supervision.children, [self.sage], "the children are configuration")
+        XCTAssertEqual(restored.supervision.consecutiveCrashes, [1], "with the crash count the snapshot had for each")
         XCTAssertEqual([restored.budget.maxConcurrentTasks, restored.budget.tokenBudget], [3, 77])
         XCTAssertEqual(restored.budget.costBudgetUSD, 9)
         XCTAssertEqual(restored.budget.slotsInUse, state.budget.slotsInUse)
         XCTAssertEqual(restored.inFlight, state.inFlight)
+    }
+
+    /// A pool that grew since the snapshot: the added agent is a child like the others, so its
+    /// crash restarts it (from the snapshot's list alone it was "not ours", never restarted),
+    /// and the crash counts of the children the snapshot knew carry over.
+    func testAnAgentAddedToThePoolAfterTheSnapshotIsSupervised() throws {
+        let (supervisor, state, _) = self.populatedSupervisor()
+        let added = Address("agent.datasage.2@v1.0")
+        let grown = DomainSupervisor(
+            address: self.system,
+            agents: [
+                .init(address: self.sage, taskTypes: ["data.csv-stats"]),
+                .init(address: self.tasks, taskTypes: ["tasks.create", "tasks.list"]),
+                .init(address: added, taskTypes: ["data.csv-stats"]),
+            ],
+            policy: SupervisionPolicy(strategy: .oneForOne, intensity: 10, backoffBaseMilliseconds: 10), maxConcurrentTasks: 8,
+            tokenBudget: 1_000, costBudgetUSD: 1)
+        var restored = try grown.decodeState(supervisor.encodeState(state))
+        XCTAssertEqual(restored.supervision.children, [self.sage, self.tasks, added])
+        XCTAssertEqual(restored.supervision.consecutiveCrashes, [1, 0, 0])
+        XCTAssertEqual(restored.supervision.restartTimes, state.supervision.restartTimes)
+        let decision = restored.supervision.childCrashed(added, atMilliseconds: 1_764_000_003_000)
+        XCTAssertEqual(decision, .restart([(child: added, afterMilliseconds: Int64(10))]))
     }
 
     // MARK: Same state, same bytes

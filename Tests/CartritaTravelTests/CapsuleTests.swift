@@ -143,7 +143,7 @@ final class CapsuleTests: XCTestCase {
                 .init(address: Hierarchy.multimodal, agents: []),
                 .init(
                     address: Hierarchy.system,
-                    agents: (1...2).map { .agent(data, address: data.address.instance($0)) } + [.agent(TaskManagement())]),
+                    agents: (1...2).map { .agent(data, address: data.address.instance($0)) } + [.agent(TaskManagement()), .agent(SystemMonitor())]),
             ],
             clients: [Hierarchy.runClient])
     }
