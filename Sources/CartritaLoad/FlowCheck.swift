@@ -1,5 +1,6 @@
 import CartritaEnvelope
 import CartritaNode
+import CartritaRuntime
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -20,6 +21,9 @@ public struct FlowCheckReport: Sendable {
     /// Per checked task: from the orchestrator's delivery of the request to the supervisor's
     /// delivery of the forward (the records' `clock_ms`, whole milliseconds).
     public var routingMilliseconds: [Int64] = []
+    /// Where the expected paths came from: `server` (its `GET /v3/routes`), or `standard` with
+    /// the reason the server did not say (an older server answers 404).
+    public var routesFrom = "server"
 
     static let maxExamples = 10
 
@@ -40,6 +44,7 @@ public struct FlowCheckReport: Sendable {
             ("flow_failures", .int(Int64(self.failures))),
             ("flow_failure_reasons", .object(self.reasons.sorted { $0.key < $1.key }.map { ($0.key, .int(Int64($0.value))) })),
             ("flow_failure_examples", .array(self.examples.map { .string($0) })),
+            ("flow_routes_from", .string(self.routesFrom)),
             ("routing_ms_p50", percentile(0.50)),
             ("routing_ms_p95", percentile(0.95)),
             ("routing_ms_max", sorted.last.map { .int($0) } ?? .null),
@@ -54,14 +59,57 @@ struct FlowChecker {
     let configuration: LoadConfiguration
     let target: SocketAddress
     let group: MultiThreadedEventLoopGroup
-    /// The routes the server runs: the standard hierarchy (`cartrita serve`).
-    var hierarchy = Hierarchy.standard()
+    /// The routes to check against. nil (the default): the server's own, read from its `GET
+    /// /v3/routes` before the check (the standard hierarchy's when it does not say).
+    var hierarchy: Hierarchy?
     /// A task still pending is read again, this many times, 20 ms apart.
     let maxPendingPolls = 250
 
+    /// The server's routing table and agent routes from `GET /v3/routes`, or why not.
+    static func serverRoutes(_ answer: SimpleHTTPConnection.Answer) -> Result<Hierarchy, FlowRoutesError> {
+        guard answer.status == 200 else { return .failure(FlowRoutesError("http_\(answer.status)")) }
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(answer.body))) as? [String: Any],
+            let routes = object["routes"] as? [[String: Any]], let agents = object["agents"] as? [[String: Any]]
+        else { return .failure(FlowRoutesError("bad_json")) }
+        var table: [RoutingTable.Route] = []
+        for route in routes {
+            guard let prefix = route["prefix"] as? String, let supervisor = route["supervisor"] as? String else {
+                return .failure(FlowRoutesError("bad_route"))
+            }
+            table.append(RoutingTable.Route(prefix: prefix, supervisor: Address(unchecked: supervisor)))
+        }
+        var hierarchy = Hierarchy(addresses: [], makeCells: { [] })
+        do {
+            hierarchy.routing = try RoutingTable(routes: table)
+        } catch {
+            return .failure(FlowRoutesError("bad_route"))
+        }
+        for agent in agents {
+            guard let supervisor = agent["supervisor"] as? String, let address = agent["agent"] as? String,
+                let types = agent["task_types"] as? [String]
+            else { return .failure(FlowRoutesError("bad_agent_route")) }
+            hierarchy.agentRoutes.append(
+                Hierarchy.AgentRoute(supervisor: Address(unchecked: supervisor), agent: Address(unchecked: address), taskTypes: types))
+        }
+        return .success(hierarchy)
+    }
+
     func check(_ tasks: [(id: String, type: String)]) async -> FlowCheckReport {
         var report = FlowCheckReport()
-        var connection: SimpleHTTPConnection? = nil
+        var connection: SimpleHTTPConnection? = try? await SimpleHTTPConnection.connect(to: self.target, group: self.group)
+        var checker = self
+        if self.hierarchy != nil {
+            report.routesFrom = "given"
+        } else if let open = connection {
+            switch (try? await open.get("/v3/routes", headers: LoadTester.headers(self.configuration))).map(Self.serverRoutes) {
+            case .success(let hierarchy)?: checker.hierarchy = hierarchy
+            case .failure(let error)?: report.routesFrom = "standard (GET /v3/routes: \(error.reason))"
+            case nil:
+                report.routesFrom = "standard (GET /v3/routes: http_error)"
+                connection = nil
+            }
+        }
+        if checker.hierarchy == nil { checker.hierarchy = .standard() }
         for task in tasks {
             report.checked += 1
             var reasons: [String] = []
@@ -93,7 +141,7 @@ struct FlowChecker {
                     try? await Task.sleep(for: .milliseconds(20))
                     continue
                 }
-                reasons = self.verify(task: task, view: view, report: &report)
+                reasons = checker.verify(task: task, view: view, report: &report)
                 break
             }
             if !reasons.isEmpty { report.fail(task.id, reasons) }
@@ -111,7 +159,7 @@ struct FlowChecker {
         guard let request = hops.first(where: { $0.type == "task_request" && $0.id == task.id && $0.recipient == Address.orchestrator.rawValue })
         else { return ["missing_hop:client->orchestrator"] }
 
-        guard let expected = self.hierarchy.expectedPath(forTaskType: task.type) else {
+        guard let expected = (self.hierarchy ?? .standard()).expectedPath(forTaskType: task.type) else {
             // No route: the orchestrator itself must answer unknown_task_type.
             if !hops.contains(where: { $0.parentID == task.id && $0.code == "unknown_task_type" }) { reasons.append("unrouted_without_error") }
             return reasons
@@ -139,6 +187,11 @@ struct FlowChecker {
             reasons.append("missing_hop:orchestrator->client")
         }
         return reasons
+    }
+
+    struct FlowRoutesError: Error {
+        var reason: String
+        init(_ reason: String) { self.reason = reason }
     }
 
     /// One entry of a task's `flow`.

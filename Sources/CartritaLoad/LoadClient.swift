@@ -205,6 +205,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
             return
         }
         let text = body.map { String(buffer: $0) } ?? ""
+        // Answered tasks, failed ones too, are what the flow check samples: a failure has a
+        // flow to check as well (an unrouted type must be answered by the orchestrator itself).
+        if let id = Self.field("task_id", in: text), tally.tasks.count < LoadConfiguration.maxKeptTasksPerClient {
+            tally.tasks.append((id, template.taskType))
+        }
         // The synchronous answer carries the task's terminal status; a failed task is an error
         // of the run too, named by its code.
         if let failed = Self.field("status", in: text), failed != "completed" {
@@ -213,9 +218,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         tally.ok += 1
         tally.latenciesMicroseconds.append(UInt32(clamping: microseconds))
-        if let id = Self.field("task_id", in: text), tally.tasks.count < LoadConfiguration.maxKeptTasksPerClient {
-            tally.tasks.append((id, template.taskType))
-        }
     }
 
     /// The first `"name":"value"` string member of a JSON text (the server renders without

@@ -24,6 +24,12 @@ public struct Hierarchy {
         public var supervisor: Address
         public var agent: Address
         public var taskTypes: [String]
+
+        public init(supervisor: Address, agent: Address, taskTypes: [String]) {
+            self.supervisor = supervisor
+            self.agent = agent
+            self.taskTypes = taskTypes
+        }
     }
 
     /// The supervisor and the agents (a pool's instances) that a task of `taskType` must pass
@@ -58,9 +64,28 @@ public struct Hierarchy {
         public var statelessAgentInstances = 2
         /// Injected agent crashes per million requests (the simulator's `agent_crash` fault).
         public var agentCrashesPerMillion: UInt64 = 0
+        /// One supervisor's limits instead of the shared ones above (`cartrita serve`'s
+        /// `budgets`). A supervisor not named here has the shared limits.
+        public var budgets: [Address: SupervisorBudget] = [:]
 
         public init() {}
     }
+
+    /// A supervisor's own limits; nil fields keep the shared ones.
+    public struct SupervisorBudget: Hashable, Sendable {
+        public var maxConcurrentTasks: Int64?
+        public var tokens: Int64?
+        public var costUSD: Double?
+
+        public init(maxConcurrentTasks: Int64? = nil, tokens: Int64? = nil, costUSD: Double? = nil) {
+            self.maxConcurrentTasks = maxConcurrentTasks
+            self.tokens = tokens
+            self.costUSD = costUSD
+        }
+    }
+
+    /// The supervisors of the standard hierarchy, in its order.
+    public static let standardSupervisors = [Self.intelligence, Self.multimodal, Self.system]
 
     /// The standard three tiers with this release's agents.
     public static func standard(_ options: Options = Options()) -> Hierarchy {
@@ -69,9 +94,11 @@ public struct Hierarchy {
         let crashes = options.agentCrashesPerMillion
         let pool = 1...max(1, options.statelessAgentInstances)
         func supervisor(_ address: Address, _ agents: [AgentSpec]) -> SupervisorSpec {
-            SupervisorSpec(
-                address: address, agents: agents, policy: options.policy, maxConcurrentTasks: options.maxConcurrentTasksPerSupervisor,
-                tokenBudget: options.tokenBudget, costBudgetUSD: options.costBudgetUSD)
+            let own = options.budgets[address]
+            return SupervisorSpec(
+                address: address, agents: agents, policy: options.policy,
+                maxConcurrentTasks: own?.maxConcurrentTasks ?? options.maxConcurrentTasksPerSupervisor,
+                tokenBudget: own?.tokens ?? options.tokenBudget, costBudgetUSD: own?.costUSD ?? options.costBudgetUSD)
         }
         return .custom(
             routing: options.routing,

@@ -48,7 +48,7 @@ extension FrontDoor {
 
     /// The supervisor a route names: `intelligence` or its full address.
     func supervisor(named name: String) throws(APIError) -> Address {
-        let supervisors = Orchestrator(routing: .standard).healthProbe()
+        let supervisors = Hierarchy.standardSupervisors
         if let found = supervisors.first(where: { $0.rawValue == name || $0.rawValue.hasPrefix("supervisor.\(name)@") }) { return found }
         throw APIError(
             .notFound, .unknownSupervisor,

@@ -71,6 +71,8 @@ final class FrontDoor: Sendable {
         var options = Hierarchy.Options()
         options.clients = [Hierarchy.runClient, Self.httpClient]
         options.maxPendingTasks = configuration.maxPendingTasks
+        options.routing = configuration.routing
+        options.budgets = configuration.budgets
         return .standard(options)
     }
 
@@ -486,6 +488,27 @@ final class FrontDoor: Sendable {
         return Response.json(TaskView(id: id, request: view.request, requestLogged: true, answer: answer, flow: []).json(includeFlow: false))
     }
 
+    // MARK: GET /v3/routes
+
+    /// The paths tasks take on this server: the orchestrator's routing table (prefix →
+    /// supervisor, longest prefix first, as it looks them up) and which agents of each
+    /// supervisor handle which task types. The load tester's flow check asserts against it, so
+    /// a server configured with other routes is checked against its own.
+    func routes() -> Response {
+        let hierarchy = Self.hierarchy(self.configuration)
+        return Response.json(.object([
+            ("routes", .array(hierarchy.routing.routes.map { route in
+                .object([("prefix", .string(route.prefix)), ("supervisor", .string(route.supervisor.rawValue))])
+            })),
+            ("agents", .array(hierarchy.agentRoutes.map { route in
+                .object([
+                    ("supervisor", .string(route.supervisor.rawValue)), ("agent", .string(route.agent.rawValue)),
+                    ("task_types", .array(route.taskTypes.map { .string($0) })),
+                ])
+            })),
+        ]))
+    }
+
     // MARK: GET /v3/tasks
 
     /// A page of tasks in submission order. The cursor is a log seq: the page reads the
@@ -558,7 +581,7 @@ final class FrontDoor: Sendable {
             return APIError(.serviceUnavailable, .notReady, "the log stopped taking writes: \(failure)").response
         }
         let started = self.nowMilliseconds
-        let supervisors = Orchestrator(routing: .standard).healthProbe().map(\.rawValue)
+        let supervisors = Orchestrator(routing: self.configuration.routing).healthProbe().map(\.rawValue)
         self.node.probeHealth(from: Self.httpClient)
         var reported: [String: JSON] = [:]
         let deadline = started + self.configuration.readyTimeoutMilliseconds

@@ -70,6 +70,10 @@ enum Routes {
                 request, domain: context.parameters.get("domain") ?? "", action: context.parameters.get("action") ?? "", body: bytes,
                 caller: caller)
         }
+        router.get("/v3/routes") { request, _ in
+            _ = try await door.admit(request)
+            return door.routes()
+        }
         router.get("/v3/tasks") { request, _ in
             let caller = try await door.admit(request)
             return try door.list(request, caller: caller)

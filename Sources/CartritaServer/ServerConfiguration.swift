@@ -1,6 +1,7 @@
 import CartritaEnvelope
 import CartritaLog
 import CartritaNode
+import CartritaRuntime
 import Foundation
 
 // MARK: - What `cartrita serve` is told
@@ -44,6 +45,13 @@ public struct ServerConfiguration: Sendable {
     public var groupCommitLingerMicroseconds = EventLogConfiguration().groupCommitLingerMicroseconds
     /// Most tasks the orchestrator holds in flight.
     public var maxPendingTasks = 100_000
+    /// The orchestrator's routing table: the standard one, changed by the config's `routing`
+    /// (task-type prefix → supervisor address; null removes a prefix, whose tasks are then
+    /// answered `unknown_task_type`).
+    public var routing: RoutingTable = .standard
+    /// One supervisor's limits instead of the shared ones (`budgets`: supervisor address →
+    /// `max_concurrent_tasks`, `tokens`, `cost_usd`).
+    public var budgets: [Address: Hierarchy.SupervisorBudget] = [:]
     public var auth = Auth()
     /// Root folder of the I/O gateway's `files` service (tasks' `file://` inputs); nil: no
     /// files service, and such inputs are answered `io_unavailable`.
@@ -154,6 +162,8 @@ public struct ServerConfiguration: Sendable {
                     default: throw ConfigError("unknown key \(path)")
                     }
                 }
+            case "routing": try self.applyRouting(value, "routing")
+            case "budgets": try self.applyBudgets(value, "budgets")
             case "auth":
                 guard case .object(let fields) = value else { throw ConfigError("auth must be an object") }
                 for (name, field) in fields {
@@ -202,6 +212,76 @@ public struct ServerConfiguration: Sendable {
         }
     }
 
+    /// Prefix → supervisor address (or null: the prefix is no longer routed), applied to the
+    /// table so far. Checked whole, at start: a table that does not build, or a supervisor this
+    /// server does not run, is a configuration error, not tasks lost later.
+    mutating func applyRouting(_ value: JSON, _ path: String) throws(ConfigError) {
+        guard case .object(let entries) = value else {
+            throw ConfigError("\(path) maps task-type prefixes to supervisor addresses, like {\"llm.\": \"supervisor.intelligence@v1.0\"}")
+        }
+        var routes = self.routing.routes
+        for (prefix, target) in entries {
+            routes.removeAll { $0.prefix == prefix }
+            switch target {
+            case .null:
+                continue
+            case .string(let text):
+                let supervisor: Address
+                do {
+                    supervisor = try Address(validating: text)
+                } catch {
+                    throw ConfigError("\(path).\(prefix): \(error)")
+                }
+                guard Hierarchy.standardSupervisors.contains(supervisor) else {
+                    let known = Hierarchy.standardSupervisors.map(\.rawValue).joined(separator: ", ")
+                    throw ConfigError("\(path).\(prefix): \(text) is not a supervisor of this server (\(known))")
+                }
+                routes.append(RoutingTable.Route(prefix: prefix, supervisor: supervisor))
+            default:
+                throw ConfigError("\(path).\(prefix) must be a supervisor address or null")
+            }
+        }
+        do {
+            self.routing = try RoutingTable(routes: routes)
+        } catch {
+            throw ConfigError("\(path): \(error)")
+        }
+    }
+
+    /// Supervisor address → its own limits; fields not given keep the shared ones.
+    mutating func applyBudgets(_ value: JSON, _ path: String) throws(ConfigError) {
+        guard case .object(let entries) = value else {
+            throw ConfigError("\(path) maps supervisor addresses to {max_concurrent_tasks, tokens, cost_usd}")
+        }
+        for (name, limits) in entries {
+            let address = Address(unchecked: name)
+            guard Hierarchy.standardSupervisors.contains(address) else {
+                let known = Hierarchy.standardSupervisors.map(\.rawValue).joined(separator: ", ")
+                throw ConfigError("\(path).\(name) is not a supervisor of this server (\(known))")
+            }
+            guard case .object(let fields) = limits else { throw ConfigError("\(path).\(name) must be an object") }
+            var budget = self.budgets[address] ?? Hierarchy.SupervisorBudget()
+            for (field, item) in fields {
+                let itemPath = "\(path).\(name).\(field)"
+                switch field {
+                case "max_concurrent_tasks": budget.maxConcurrentTasks = Int64(try Self.int(item, itemPath, 1...10_000_000))
+                case "tokens": budget.tokens = Int64(try Self.int(item, itemPath, 0...Int(Int64.max)))
+                case "cost_usd":
+                    let cost: Double
+                    switch item {
+                    case .int(let int): cost = Double(int)
+                    case .double(let double): cost = double
+                    default: throw ConfigError("\(itemPath) must be a number")
+                    }
+                    guard cost >= 0, cost.isFinite else { throw ConfigError("\(itemPath) must be >= 0") }
+                    budget.costUSD = cost
+                default: throw ConfigError("unknown key \(itemPath)")
+                }
+            }
+            self.budgets[address] = budget
+        }
+    }
+
     static func string(_ value: JSON, _ path: String) throws(ConfigError) -> String {
         guard case .string(let text) = value else { throw ConfigError("\(path) must be a string") }
         return text
@@ -243,7 +323,8 @@ public struct ServerConfiguration: Sendable {
     /// `CARTRITA_ALLOWED_ORIGINS` (comma-separated), `CARTRITA_PROTECT_METRICS` (true/false),
     /// `CARTRITA_JWT_HS256_SECRET`, `CARTRITA_JWT_ES256_PUBLIC_KEY` and `CARTRITA_JWT_RS256_PUBLIC_KEY`
     /// (PEM text, or `…_FILE` with a path), `CARTRITA_JWT_ISSUER`, `CARTRITA_JWT_AUDIENCE`,
-    /// `CARTRITA_JWT_LEEWAY_S`.
+    /// `CARTRITA_JWT_LEEWAY_S`, `CARTRITA_ROUTING` and `CARTRITA_BUDGETS` (a JSON object, as the
+    /// config file's `routing` and `budgets`, applied after them).
     public mutating func apply(environment: [String: String]) throws(ConfigError) {
         func value(_ name: String) -> JSON? { environment[name].map { Self.scalar($0) } }
         if let text = environment["CARTRITA_DATA"] { self.dataPath = text }
@@ -283,6 +364,16 @@ public struct ServerConfiguration: Sendable {
         if let text = environment["CARTRITA_JWT_AUDIENCE"] { self.auth.jwt.audience = text }
         if let seconds = value("CARTRITA_JWT_LEEWAY_S") { self.auth.jwt.leewaySeconds = try Self.int(seconds, "CARTRITA_JWT_LEEWAY_S", 0...3_600) }
         if let rate = value("CARTRITA_RATE_LIMIT_PER_S") { self.auth.rateLimitPerSecond = try Self.positive(rate, "CARTRITA_RATE_LIMIT_PER_S") }
+        func object(_ name: String) throws(ConfigError) -> JSON? {
+            guard let text = environment[name] else { return nil }
+            do {
+                return try JSONParser().parse(Array(text.utf8))
+            } catch {
+                throw ConfigError("\(name) is not JSON: \(error)")
+            }
+        }
+        if let routing = try object("CARTRITA_ROUTING") { try self.applyRouting(routing, "CARTRITA_ROUTING") }
+        if let budgets = try object("CARTRITA_BUDGETS") { try self.applyBudgets(budgets, "CARTRITA_BUDGETS") }
         if let text = environment["CARTRITA_ALLOWED_ORIGINS"] {
             self.auth.allowedOrigins = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         }

@@ -96,6 +96,41 @@ final class LoadTests: XCTestCase {
         XCTAssertFalse(flow.examples.isEmpty)
     }
 
+    /// The check asserts the paths the server says it runs (`GET /v3/routes`), not the standard
+    /// ones: with `text.` unrouted, a text task is rightly answered `unknown_task_type` by the
+    /// orchestrator itself, which the standard table would call a missing hop.
+    func testTheFlowCheckUsesTheServersOwnRoutes() async throws {
+        let folder = Folder()
+        var serverConfiguration = ServerConfiguration()
+        serverConfiguration.dataPath = folder.path + "/data"
+        serverConfiguration.port = 0
+        serverConfiguration.durability = .fast
+        serverConfiguration.routing = try RoutingTable(routes: RoutingTable.standard.routes.filter { $0.prefix != "text." })
+        let server = try await Server.start(configuration: serverConfiguration)
+        var configuration = self.configuration(port: server.port, clients: 2, seconds: 0.5)
+        configuration.workload = try Workload.parse("text.stats at_least_once 1\ndata.csv-stats at_least_once 1\n")
+        configuration.flowSample = 12
+        let report = try await LoadTester.run(configuration)
+        XCTAssertGreaterThan(report.errors["task_failed:unknown_task_type", default: 0], 0, "\(report.errors)")
+        let flow = try XCTUnwrap(report.flow)
+        XCTAssertEqual(flow.routesFrom, "server")
+        XCTAssertEqual(flow.checked, 12)
+        XCTAssertEqual(flow.failures, 0, "\(flow.reasons) \(flow.examples)")
+
+        // The same tasks checked against the standard routes: every text task is a failure.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var standard = FlowChecker(configuration: configuration, target: try .makeAddressResolvingHost("127.0.0.1", port: server.port), group: group)
+        standard.hierarchy = .standard()
+        let tasks = Array(report.sampledTasks.prefix(12))
+        let against = await standard.check(tasks)
+        try await group.shutdownGracefully()
+        try await server.shutdown()
+        let texts = tasks.filter { $0.type == "text.stats" }.count
+        XCTAssertGreaterThan(texts, 0)
+        XCTAssertEqual(against.failures, texts, "\(against.reasons)")
+        XCTAssertEqual(against.reasons["missing_hop:orchestrator->supervisor"], texts, "\(against.reasons)")
+    }
+
     func testAnUnknownTaskIdIsAFlowFailureNotACrash() async throws {
         let folder = Folder()
         let server = try await self.server(folder)
