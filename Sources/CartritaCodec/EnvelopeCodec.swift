@@ -63,6 +63,15 @@ public final class EnvelopeEncoder {
         return try self.writer.withBytes(body)
     }
 
+    /// The envelope's pairs exactly as `encodeBody` writes them, and their count, handed to
+    /// `body` without copying: recovery compares them with a stored record's (`RecordPeek`).
+    /// No size check: nothing is stored.
+    public func withEncodedBody<R>(_ envelope: Envelope, _ body: (UnsafeRawBufferPointer, Int) throws -> R) rethrows -> R {
+        self.writer.reset()
+        self.writeFields(envelope)
+        return try self.writer.withBytes { try body($0, Self.fieldCount(envelope)) }
+    }
+
     /// The envelope's key/value pairs without the map header, for the log, which puts its
     /// record header in the same map. The count tells the record writer how many pairs follow.
     public func encodeBody(_ envelope: Envelope) throws(CodecError) -> EncodedEnvelope {

@@ -1,4 +1,5 @@
 import CartritaCodec
+import CartritaEnvelope
 import CartritaLog
 import Foundation
 import Synchronization
@@ -15,7 +16,7 @@ final class RecordPipeline: @unchecked Sendable {
     static let batchRecords: UInt64 = 256
     static let maxQueuedBatches = 8
 
-    typealias Batch = [(seq: UInt64, record: LogRecord)]
+    typealias Batch = ReplayBatch
 
     /// One reader's queue.
     final class Lane: @unchecked Sendable {
@@ -31,20 +32,31 @@ final class RecordPipeline: @unchecked Sendable {
     private let finished = DispatchSemaphore(value: 0)
     private var nextBatch = 0
 
-    init(log: EventLog, from seq: UInt64, readers: Int = 2) {
+    /// `storedSenders`: a record from one of these comes as its stored bytes and a peek, not
+    /// decoded (see `ReplayableLog.replayEntries`).
+    init(log: EventLog, from seq: UInt64, storedSenders: [Address], readers: Int = 2) {
         let count = max(1, readers)
         self.lanes = (0..<count).map { _ in Lane() }
+        let senders = storedSenders.map { Array($0.rawValue.utf8) }
         for (index, lane) in self.lanes.enumerated() {
             let thread = Thread { [self] in
                 Thread.current.name = "cartrita-reader"  // set from inside, so the OS thread gets it
-                self.read(log: log, from: seq, lane: lane, index: UInt64(index), of: UInt64(count))
+                self.read(log: log, from: seq, storedSenders: senders, lane: lane, index: UInt64(index), of: UInt64(count))
                 self.finished.signal()
             }
             thread.start()
         }
     }
 
-    private func read(log: EventLog, from start: UInt64, lane: Lane, index: UInt64, of count: UInt64) {
+    /// Whether the sender bytes at `range` are one of `senders` (a handful of addresses).
+    static func isOne(of senders: [[UInt8]], _ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> Bool {
+        let sender = UnsafeRawBufferPointer(rebasing: bytes[range])
+        return senders.contains { candidate in
+            candidate.count == sender.count && candidate.withUnsafeBytes { memcmp($0.baseAddress!, sender.baseAddress!, sender.count) == 0 }
+        }
+    }
+
+    private func read(log: EventLog, from start: UInt64, storedSenders: [[UInt8]], lane: Lane, index: UInt64, of count: UInt64) {
         // Records the log wrote were validated on the way in; see `validatesEnvelopes`.
         let decoder = EnvelopeDecoder(limits: log.configuration.codecLimits, validatesEnvelopes: false)
         var batch: Batch = []
@@ -53,10 +65,16 @@ final class RecordPipeline: @unchecked Sendable {
             try log.scanRaw(from: start) { seq, bytes in
                 let position = seq &- start
                 guard (position / Self.batchRecords) % count == index else { return !self.stopping.load(ordering: .relaxed) }
-                do {
-                    batch.append((seq, try decoder.decodeRecord(bytes)))
-                } catch {
-                    throw EventLogError(.corrupted, "record \(seq): \(error)")
+                if !storedSenders.isEmpty, let peek = RecordPeek(bytes), peek.header.seq == seq,
+                    Self.isOne(of: storedSenders, bytes, peek.sender)
+                {
+                    batch.append((seq, .stored(bytes: [UInt8](bytes), peek: peek)))
+                } else {
+                    do {
+                        batch.append((seq, .decoded(try decoder.decodeRecord(bytes))))
+                    } catch {
+                        throw EventLogError(.corrupted, "record \(seq): \(error)")
+                    }
                 }
                 guard position % Self.batchRecords == Self.batchRecords - 1 else { return true }
                 let go = self.push(batch, lane)

@@ -98,6 +98,11 @@ public struct Recovery {
             }
         }
 
+        /// The copy under `id` when replay made exactly one.
+        func only(_ id: MessageID) -> Expected? { self.more[id] == nil ? self.first[id] : nil }
+
+        mutating func removeOnly(_ id: MessageID) { self.first[id] = nil }
+
         func copies(of id: MessageID) -> [Expected] {
             (self.first[id].map { [$0] } ?? []) + (self.more[id] ?? [])
         }
@@ -146,7 +151,10 @@ public struct Recovery {
         var correlation: MessageID
     }
 
-    /// Returns the rebuilt cells and the report. A divergence stops the replay where it is found.
+    /// Returns the rebuilt cells and the report. A divergence stops the replay: where it is
+    /// found, or, for a copy delivered in place of a stored record and found different by the
+    /// checker running behind, a few batches later (the report names the first one either way;
+    /// the cells are not to be used after a divergence).
     public func run() throws(EventLogError) -> (cells: [any ActorCell], report: Report) {
         let started = ContinuousClock.now
         var report = Report()
@@ -194,12 +202,13 @@ public struct Recovery {
         var cancelled: Set<MessageID> = []
         var deferred: [MessageID: Deferred] = [:]
         var divergence: Divergence?
-        // One record of the scan; false stops it (a divergence).
-        func replay(_ seq: UInt64, _ record: LogRecord) -> Bool {
+        // One record of the scan; false stops it (a divergence). `matched`: replay's copy was
+        // already found identical, byte for byte, and taken (a stored record, below).
+        func replay(_ seq: UInt64, _ record: LogRecord, matched: Bool) -> Bool {
             let envelope = record.envelope
             // Was this message made by a handler that is being replayed? Then replay must
             // have made it too, identically.
-            if let sender = byAddress[envelope.sender], !sender.address.isClient, seq > (snapshotSeq[sender.address] ?? 0) {
+            if !matched, let sender = byAddress[envelope.sender], !sender.address.isClient, seq > (snapshotSeq[sender.address] ?? 0) {
                 if let parent = envelope.parentID, envelope.id == parent.derived(tag: Node.refusalTag) {
                     // The runtime's own refusal on the sender's behalf: an input.
                 } else if let parent = envelope.parentID, let skipped = deferred[parent], skipped.cell === sender {
@@ -245,12 +254,74 @@ public struct Recovery {
             }
             return true
         }
-        if start <= report.lastSeq {
-            try self.log.replay(from: start) { batch in
-                for (seq, record) in batch where !replay(seq, record) { return false }
-                return true
+        // Records whose sender's handler runs here come from the LMDB log as stored bytes, not
+        // decoded: replay made its own copy of each, and the copy is delivered at once. Whether
+        // the copy is byte for byte the record is checked after each batch, on two threads (the
+        // replay itself runs on one), by encoding the copy: a few times cheaper than decoding
+        // the record. Inputs, and records replay made nothing (or several copies) for, are
+        // decoded and judged as before.
+        let storedSenders = cells.filter { !$0.address.isClient && !(self.handlers == .stateful && $0.isStateless) }.map(\.address)
+        let decoder = EnvelopeDecoder(validatesEnvelopes: false)
+        var checks: [StoredCheck] = []
+        let checker = StoredChecker()
+        var unreadable: EventLogError?
+        var divergenceRecordSeq = UInt64.max
+        func replay(_ seq: UInt64, stored bytes: [UInt8], _ peek: RecordPeek) -> Bool {
+            if let copy = expected.only(peek.id), let sender = byAddress[copy.envelope.sender], !sender.address.isClient,
+                seq > (snapshotSeq[sender.address] ?? 0)
+            {
+                expected.removeOnly(peek.id)
+                checks.append(StoredCheck(seq: seq, bytes: bytes, peek: peek, copy: copy))
+                return replay(seq, LogRecord(header: peek.header, envelope: copy.envelope), matched: true)
+            }
+            do {
+                return replay(seq, try decoder.decodeRecord(bytes), matched: false)
+            } catch {
+                unreadable = EventLogError(.corrupted, "record \(seq): \(error)")
+                return false
             }
         }
+        /// A mismatch the checker found becomes the divergence if it comes before any the
+        /// replay found itself (the replay ran ahead of the checker: its own may be later).
+        func judge(_ mismatch: StoredChecker.Mismatch?) {
+            guard let mismatch, mismatch.check.seq < divergenceRecordSeq else { return }
+            let copy = mismatch.check.copy
+            switch mismatch.logged {
+            case .failure(let error):
+                unreadable = EventLogError(.corrupted, "record \(mismatch.check.seq): \(error)")
+            case .success(let logged):
+                divergence = Divergence(
+                    seq: copy.producedAt, actor: copy.envelope.sender, message: "replay made message \(logged.envelope.id) differently",
+                    logged: logged.envelope.jsonString(), replayed: copy.envelope.jsonString())
+                divergenceRecordSeq = mismatch.check.seq
+            }
+        }
+        if start <= report.lastSeq {
+            do {
+                try self.log.replayEntries(from: start, storedSenders: storedSenders) { batch in
+                    for (seq, entry) in batch {
+                        let going: Bool
+                        switch entry {
+                        case .decoded(let record): going = replay(seq, record, matched: false)
+                        case .stored(let bytes, let peek): going = replay(seq, stored: bytes, peek)
+                        }
+                        if !going {
+                            if divergence != nil { divergenceRecordSeq = seq }
+                            return false
+                        }
+                    }
+                    checker.submit(checks)
+                    checks.removeAll(keepingCapacity: true)
+                    return checker.mismatch == nil
+                }
+            } catch {
+                _ = checker.finish()
+                throw error
+            }
+        }
+        checker.submit(checks)
+        judge(checker.finish())
+        if let unreadable { throw unreadable }
         report.divergence = divergence
         guard divergence == nil else {
             report.seconds = (ContinuousClock.now - started).seconds
@@ -318,4 +389,118 @@ extension Duration {
 
 extension Envelope {
     func jsonString() -> String { self.json.rendered() }
+}
+
+
+// MARK: - Checking optimistic deliveries
+
+/// A stored record whose replayed copy was delivered in its place, to be checked.
+struct StoredCheck: @unchecked Sendable {
+    var seq: UInt64
+    var bytes: [UInt8]
+    var peek: RecordPeek
+    var copy: Recovery.Expected
+}
+
+/// Checks optimistic deliveries on a thread of its own, behind the replay: encodes each copy
+/// and compares it with the stored record's envelope bytes, in log order. A record whose bytes
+/// differ is decoded; if its values differ too (not merely its encoding, as a record written by
+/// a build that encoded differently may), that is the mismatch, and checking stops.
+///
+/// Bounded: at most `maxQueuedBatches` batches wait; `submit` blocks past that. `finish()` must
+/// be called (it stops the thread).
+final class StoredChecker: @unchecked Sendable {
+    struct Mismatch {
+        var check: StoredCheck
+        /// The record as decoded, or why it does not decode.
+        var logged: Result<LogRecord, CodecError>
+    }
+
+    static let maxQueuedBatches = 8
+
+    private let condition = NSCondition()
+    private var queue: [[StoredCheck]] = []
+    private var checking = false
+    private var closed = false
+    private var found: Mismatch?
+    private let done = DispatchSemaphore(value: 0)
+
+    init() {
+        let thread = Thread { [self] in
+            Thread.current.name = "cartrita-check"
+            self.run()
+            self.done.signal()
+        }
+        thread.start()
+    }
+
+    private func run() {
+        let encoder = EnvelopeEncoder()
+        let decoder = EnvelopeDecoder(validatesEnvelopes: false)
+        while true {
+            self.condition.lock()
+            while self.queue.isEmpty && !self.closed { self.condition.wait() }
+            if self.queue.isEmpty {
+                self.condition.unlock()
+                return
+            }
+            let batch = self.queue.removeFirst()
+            self.checking = true
+            let stop = self.found != nil
+            self.condition.broadcast()
+            self.condition.unlock()
+            var mismatch: Mismatch?
+            if !stop {
+                for check in batch where !Self.same(check, encoder) {
+                    let logged = Result { () throws(CodecError) in try decoder.decodeRecord(check.bytes) }
+                    if case .success(let record) = logged, record.envelope == check.copy.envelope { continue }
+                    mismatch = Mismatch(check: check, logged: logged)
+                    break
+                }
+            }
+            self.condition.lock()
+            if self.found == nil, let mismatch { self.found = mismatch }
+            self.checking = false
+            self.condition.broadcast()
+            self.condition.unlock()
+        }
+    }
+
+    static func same(_ check: StoredCheck, _ encoder: EnvelopeEncoder) -> Bool {
+        check.bytes.withUnsafeBytes { stored in
+            encoder.withEncodedBody(check.copy.envelope) { body, fields in
+                fields == check.peek.envelopeFieldCount && body.count == stored.count - check.peek.envelopeBodyStart
+                    && memcmp(body.baseAddress!, stored.baseAddress! + check.peek.envelopeBodyStart, body.count) == 0
+            }
+        }
+    }
+
+    /// Queues one batch's checks, in log order after the previous ones.
+    func submit(_ checks: [StoredCheck]) {
+        guard !checks.isEmpty else { return }
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        while self.queue.count >= Self.maxQueuedBatches && self.found == nil { self.condition.wait() }
+        guard self.found == nil else { return }  // past a mismatch nothing more is checked
+        self.queue.append(checks)
+        self.condition.broadcast()
+    }
+
+    /// The first mismatch found so far, without waiting.
+    var mismatch: Mismatch? {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        return self.found
+    }
+
+    /// Waits until everything submitted is checked, stops the thread, and returns the first
+    /// mismatch, if any.
+    func finish() -> Mismatch? {
+        self.condition.lock()
+        self.closed = true
+        self.condition.broadcast()
+        self.condition.unlock()
+        self.done.wait()
+        return self.found
+    }
 }

@@ -17,13 +17,45 @@ public protocol ReplayableLog: AnyObject {
     func seqs(correlation: MessageID) throws(EventLogError) -> [UInt64]
     /// Hands the records from `seq` on to `body`, in order, in batches, until it returns false.
     func replay(from seq: UInt64, _ body: (RecordBatch) -> Bool) throws(EventLogError)
+    /// The same, except that a record whose sender is one of `storedSenders` may come as its
+    /// stored bytes (`ReplayEntry.stored`) instead of decoded: recovery compares those with what
+    /// its replayed handlers made, by bytes, and decodes only what differs. A log that cannot
+    /// do this hands everything decoded (the default).
+    func replayEntries(from seq: UInt64, storedSenders: [Address], _ body: (ReplayBatch) -> Bool) throws(EventLogError)
 }
 
 public typealias RecordBatch = [(seq: UInt64, record: LogRecord)]
+public typealias ReplayBatch = [(seq: UInt64, entry: ReplayEntry)]
+
+/// One record as replay receives it.
+public enum ReplayEntry: Sendable {
+    case decoded(LogRecord)
+    /// The record's bytes as stored, with the header and the fields replay routes on.
+    case stored(bytes: [UInt8], peek: RecordPeek)
+}
+
+extension ReplayableLog {
+    public func replayEntries(from seq: UInt64, storedSenders: [Address], _ body: (ReplayBatch) -> Bool) throws(EventLogError) {
+        try self.replay(from: seq) { batch in body(batch.map { ($0.seq, .decoded($0.record)) }) }
+    }
+}
 
 extension EventLog: ReplayableLog {
     public func replay(from seq: UInt64, _ body: (RecordBatch) -> Bool) throws(EventLogError) {
-        let pipeline = RecordPipeline(log: self, from: seq)
+        let pipeline = RecordPipeline(log: self, from: seq, storedSenders: [])
+        defer { pipeline.finish() }
+        while let batch = try pipeline.next() {
+            // Nothing comes stored without stored senders; decoded records pass as they are.
+            let records: RecordBatch = batch.compactMap { item in
+                guard case .decoded(let record) = item.entry else { return nil }
+                return (item.seq, record)
+            }
+            if !body(records) { return }
+        }
+    }
+
+    public func replayEntries(from seq: UInt64, storedSenders: [Address], _ body: (ReplayBatch) -> Bool) throws(EventLogError) {
+        let pipeline = RecordPipeline(log: self, from: seq, storedSenders: storedSenders)
         defer { pipeline.finish() }
         while let batch = try pipeline.next() {
             if !body(batch) { return }
