@@ -27,6 +27,14 @@ public struct NodeConfiguration: Sendable {
     /// nothing it does reaches an actor. It runs on the delivering actor, so it must be cheap
     /// and never block (hand the record to a bounded queue).
     public var deliveryTap: (@Sendable (DeliveredRecord) -> Void)?
+    /// Sees a handler's terminal answer to a client (`task_response` or `task_error`, not
+    /// at_most_once) the moment the handler makes it, before the answer's own record is
+    /// committed. What the answer is is already settled then: everything it depends on (the
+    /// delivery that made it, with its recorded clock and entropy) is committed, so after a
+    /// crash recovery makes the same answer, bit for bit, and sends it again. A front door can
+    /// reply on it and save one commit of latency. An at_most_once answer is not tapped:
+    /// recovery does not resend those. Cheap and non-blocking, as `deliveryTap`.
+    public var answerTap: (@Sendable (Envelope) -> Void)?
 
     public init() {}
 }
@@ -247,7 +255,14 @@ public final class Node: Sendable {
     func route(_ delivery: Delivery, from owner: Address, clock: Int64) {
         // Cancels first: a delivery that forgets a task's timers may arm new ones for it.
         for correlation in delivery.cancelledTimers { self.timers.cancel(owner: owner, correlation: correlation) }
-        for message in delivery.messages { self.route(message, now: clock) }
+        for message in delivery.messages {
+            if let tap = self.configuration.answerTap, message.recipient.isClient, message.deliveryMode != .atMostOnce,
+                ClientMachine.outcome(message) != nil
+            {
+                tap(message)
+            }
+            self.route(message, now: clock)
+        }
         for action in delivery.actions {
             switch action {
             case .restart(let child, let until): self.hosts[child]?.hold(until: until)

@@ -76,6 +76,14 @@ final class FrontDoor: Sendable {
         return .standard(options)
     }
 
+    /// Called by the node when a handler makes a terminal answer to a client, before the
+    /// answer's record is committed (`NodeConfiguration.answerTap`): a waiting request may be
+    /// answered now. The committed delivery (`observe`) comes after and finds nothing waiting.
+    func answerSettled(_ envelope: Envelope) {
+        guard envelope.recipient == Self.httpClient else { return }
+        self.tracker.settled(envelope.correlationID, envelope)
+    }
+
     /// Called by the node for every delivery to a client, after its record is committed.
     func observe(_ address: Address, _ envelope: Envelope, _ seq: UInt64) {
         guard address == Self.httpClient else { return }
@@ -426,6 +434,8 @@ final class FrontDoor: Sendable {
             if envelope.recipient.isClient, view.answer == nil, ClientMachine.outcome(envelope) != nil { view.answer = envelope }
             if view.flow.count < flowLimit { view.flow.append(record) }
         }
+        // Settled but not committed yet: the answer its client may already have been given.
+        if view.answer == nil, let settled = self.tracker.tracked(id)?.settled { view.answer = settled }
         if !view.requestLogged {
             guard self.tracker.tracked(id) != nil else { return nil }
         }

@@ -99,6 +99,10 @@ public final class Server: Sendable {
             configuration: configuration, log: log, store: store, metrics: metrics, logger: logger, jwt: jwt, telemetry: telemetry)
         var nodeConfiguration = NodeConfiguration()
         if let hops = telemetry?.hops { nodeConfiguration.deliveryTap = { hops.tap($0) } }
+        // A waiting request is answered as soon as its answer is settled (see `answerTap`),
+        // one commit before the answer's record is; the committed record still feeds the
+        // event streams and the metrics (`observe`).
+        nodeConfiguration.answerTap = { [weak frontDoor] envelope in frontDoor?.answerSettled(envelope) }
         nodeConfiguration.mailboxCapacity = configuration.mailboxCapacity
         nodeConfiguration.snapshotEveryDeliveries = configuration.snapshotEveryDeliveries
         nodeConfiguration.ioServices = configuration.ioServices

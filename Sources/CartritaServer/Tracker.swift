@@ -4,8 +4,9 @@ import Synchronization
 // MARK: - Tasks this process submitted and has not seen answered
 
 /// The tasks this server submitted whose terminal answer it has not seen, and the requests
-/// waiting for them. The node's observer calls `answered` the moment a client's answer is
-/// committed to the log; `wait` returns then, or at its timeout.
+/// waiting for them. The node calls `settled` when the orchestrator makes a client's answer
+/// (everything it depends on is committed) and `answered` once the answer's own record is
+/// committed; `wait` returns at the first, or at its timeout.
 ///
 /// Bounded: at most `maxWaiting` requests wait at once (past it `register` refuses, and the API
 /// answers 429), at most `maxTracked` tasks are tracked (an async task past it is still submitted,
@@ -54,6 +55,8 @@ final class Tracker: Sendable {
         var user: String
         var createdMilliseconds: Int64
         var waits: [Wait] = []
+        /// The answer, settled but not committed yet (see `settled`).
+        var settled: Envelope?
     }
 
     struct State {
@@ -81,7 +84,9 @@ final class Tracker: Sendable {
             if wait && state.waiting >= self.maxWaiting { return .tooManyWaiting }
             let handle = wait ? Wait() : nil
             if var entry = state.tasks[id] {
-                if let handle { entry.waits.append(handle) }
+                if let handle {
+                    if let answer = entry.settled { handle.finish(answer) } else { entry.waits.append(handle) }
+                }
                 state.tasks[id] = entry
             } else if state.tasks.count < self.maxTracked || handle != nil {
                 state.tasks[id] = Entry(user: user, createdMilliseconds: nowMilliseconds, waits: handle.map { [$0] } ?? [])
@@ -100,6 +105,22 @@ final class Tracker: Sendable {
                 state.tasks[id] = entry
             }
         }
+    }
+
+    /// The terminal answer of task `id` is settled: made by the orchestrator from committed
+    /// records, its own record not committed yet (`NodeConfiguration.answerTap`). The waits end
+    /// now; the entry stays, holding the answer, until `answered`, so that a read of the task in
+    /// between sees the answer its client was given.
+    func settled(_ id: MessageID, _ answer: Envelope) {
+        let waits: [Wait] = self.state.withLock { state in
+            guard var entry = state.tasks[id] else { return [] }
+            entry.settled = answer
+            let waits = entry.waits
+            entry.waits = []
+            state.tasks[id] = entry
+            return waits
+        }
+        for wait in waits { wait.finish(answer) }
     }
 
     /// The terminal answer of task `id` is in the log.

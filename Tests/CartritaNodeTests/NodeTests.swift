@@ -3,6 +3,7 @@ import CartritaEnvelope
 import CartritaLog
 @testable import CartritaNode
 import CartritaRuntime
+import Synchronization
 import XCTest
 
 final class NodeTests: XCTestCase {
@@ -235,5 +236,49 @@ final class AtMostOnceSnapshotTests: XCTestCase {
             snapshotsUsed += report.cellsFromSnapshots
         }
         XCTAssertGreaterThan(snapshotsUsed, 0)
+    }
+}
+
+final class AnswerTapTests: XCTestCase {
+    /// A client's answer is tapped when the orchestrator makes it, before its record is
+    /// committed, and it is the answer the log then holds, byte for byte; an at_most_once answer
+    /// is not tapped (recovery would not send it again after a crash).
+    func testSettledAnswersAreTappedBeforeTheirCommitAndEqualIt() async throws {
+        let directory = TemporaryDirectory("answer-tap")
+        let order = Mutex<[(String, MessageID, Envelope)]>([])
+        var configuration = NodeConfiguration()
+        configuration.answerTap = { envelope in order.withLock { $0.append(("settled", envelope.id, envelope)) } }
+        let log = try openLog(directory, durability: .durable)
+        defer { log.close() }
+        let (node, _) = try Node.recover(log: log, hierarchy: .standard(), configuration: configuration) { address, envelope, _ in
+            guard ClientMachine.outcome(envelope) != nil else { return }
+            order.withLock { $0.append(("committed", envelope.id, envelope)) }
+        }
+        var modes: [MessageID: DeliveryMode] = [:]
+        for index in 0..<30 {
+            let (request, _) = Workload.standard.task(seed: 3, index: index)
+            let mode: DeliveryMode = [.atLeastOnce, .exactlyOnce, .atMostOnce][index % 3]
+            modes[node.submit(request, from: Hierarchy.runClient, deliveryMode: mode)] = mode
+        }
+        let failure = await node.waitUntilIdle()
+        XCTAssertNil(failure)
+        await node.shutdown()
+
+        let events = order.withLock { $0 }
+        let committed = events.filter { $0.0 == "committed" }
+        XCTAssertEqual(committed.count, 30)
+        for (_, id, answer) in committed {
+            let settled = events.firstIndex { $0.0 == "settled" && $0.1 == id }
+            let commit = events.firstIndex { $0.0 == "committed" && $0.1 == id }!
+            if modes[answer.correlationID] == .atMostOnce {
+                XCTAssertNil(settled, "an at_most_once answer is not tapped")
+                continue
+            }
+            let index = try XCTUnwrap(settled, "the answer to \(answer.correlationID) was tapped")
+            XCTAssertLessThan(index, commit, "tapped before its commit")
+            XCTAssertEqual(events[index].2, answer, "the tapped answer is the committed one")
+            let seq = try XCTUnwrap(try log.seq(ofMessage: id))
+            XCTAssertEqual(try log.record(seq)?.envelope, events[index].2)
+        }
     }
 }
