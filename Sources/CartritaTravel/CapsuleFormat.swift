@@ -2,6 +2,7 @@ import CartritaCodec
 import CartritaEnvelope
 import CartritaLog
 import Crypto
+import Foundation
 
 /// An incident capsule: one self-contained file with what it takes to replay part of a log
 /// offline, bit for bit (Schemas/capsule.md has the byte layout).
@@ -161,6 +162,12 @@ package struct Capsule: Sendable {
         }
         let _: UInt16 = try reader.read("the header")
         let count: UInt32 = try reader.read("the header")
+        // The file's own SHA-256 covers everything before the trailer, which in a whole file is
+        // its last `trailerBytes`. That hash starts now on another thread, beside the sections'
+        // (it is half of decoding a large capsule); it is used only where it was always checked,
+        // and only if the sections end where it assumed, so every refusal stays as it was.
+        let wholeHash = SpeculativeHash(bytes, count: bytes.count - Self.trailerBytes)
+        defer { wholeHash.wait() }
         guard count <= Self.maxSections else { throw TravelError(.malformed, "\(count) sections, more than \(Self.maxSections)") }
         var sections: [String: [UInt8]] = [:]
         for _ in 0..<count {
@@ -181,7 +188,8 @@ package struct Capsule: Sendable {
         guard reader.remaining >= Self.trailerBytes else { throw TravelError(.truncated, "the file ends before its trailer") }
         guard try reader.take(4, "the trailer") == Self.trailerMagic else { throw TravelError(.malformed, "no CEND trailer after the sections") }
         let whole = try reader.take(32, "the trailer")
-        guard Array(SHA256.hash(data: bytes[0..<covered])) == whole else {
+        let computed = covered == wholeHash.count ? wholeHash.wait() : Array(SHA256.hash(data: bytes[0..<covered]))
+        guard computed == whole else {
             throw TravelError(.checksumMismatch, "the file's SHA-256 does not match its bytes")
         }
         guard reader.remaining == 0 else { throw TravelError(.malformed, "\(reader.remaining) bytes after the trailer") }
@@ -299,6 +307,39 @@ package struct Capsule: Sendable {
             inputs.append(Input(seq: seq, clockMilliseconds: Int64(bitPattern: clock), entropy: entropy, isInput: flag == 1))
         }
         return inputs
+    }
+}
+
+/// SHA-256 of `bytes[0..<count]`, computed on a thread of its own from the start (nothing
+/// when `count` is negative: a file shorter than a trailer is refused before any hash).
+final class SpeculativeHash: @unchecked Sendable {
+    let count: Int
+    private var digest: [UInt8] = []
+    private let done = DispatchSemaphore(value: 0)
+    private var waited = false
+
+    init(_ bytes: [UInt8], count: Int) {
+        self.count = count
+        guard count >= 0 else {
+            self.waited = true
+            return
+        }
+        let thread = Thread { [self] in
+            Thread.current.name = "cartrita-hash"
+            self.digest = Array(SHA256.hash(data: bytes[0..<count]))  // written before the signal, read after the wait
+            self.done.signal()
+        }
+        thread.start()
+    }
+
+    /// The digest, once the thread is done. Called from one thread only; idempotent.
+    @discardableResult
+    func wait() -> [UInt8] {
+        if !self.waited {
+            self.done.wait()
+            self.waited = true
+        }
+        return self.digest
     }
 }
 

@@ -3,7 +3,6 @@ import CartritaEnvelope
 import CartritaLog
 import CartritaNode
 import CartritaRuntime
-import Crypto
 import Foundation
 
 // MARK: - Export
@@ -119,65 +118,6 @@ extension TimeTravel {
     }
 }
 
-// MARK: - The capsule as a log
-
-/// A capsule's records and snapshots as a `ReplayableLog`, so the production `Recovery` (with
-/// its divergence detector) replays a capsule exactly as it replays a log.
-final class CapsuleLog: ReplayableLog {
-    let records: [(seq: UInt64, record: LogRecord)]
-    let snapshots: [String: Snapshot]
-    let seqByID: [MessageID: UInt64]
-    let byCorrelation: [MessageID: [UInt64]]
-    let positionBySeq: [UInt64: Int]
-
-    init(records: [(seq: UInt64, record: LogRecord)], snapshots: [Snapshot]) {
-        self.records = records
-        var byActor: [String: Snapshot] = [:]
-        for snapshot in snapshots { byActor[snapshot.actor] = snapshot }
-        self.snapshots = byActor
-        var ids: [MessageID: UInt64] = [:]
-        var correlations: [MessageID: [UInt64]] = [:]
-        var positions: [UInt64: Int] = [:]
-        for (position, entry) in records.enumerated() {
-            ids[entry.record.envelope.id] = entry.seq
-            correlations[entry.record.envelope.correlationID, default: []].append(entry.seq)
-            positions[entry.seq] = position
-        }
-        self.seqByID = ids
-        self.byCorrelation = correlations
-        self.positionBySeq = positions
-    }
-
-    var lastSeq: UInt64 { self.records.last?.seq ?? 0 }
-
-    func latestSnapshot(of actor: String, atOrBefore seq: UInt64, accepting: (UInt32) -> Bool) throws(EventLogError) -> Snapshot? {
-        guard let snapshot = self.snapshots[actor], snapshot.seq <= seq, accepting(snapshot.formatVersion) else { return nil }
-        return snapshot
-    }
-
-    func heads() throws(EventLogError) -> [(actor: String, seq: UInt64)] {
-        var heads: [String: UInt64] = [:]
-        for entry in self.records { heads[entry.record.envelope.recipient.rawValue] = entry.seq }
-        return heads.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
-    }
-
-    func seqs(ofMessages ids: [MessageID]) throws(EventLogError) -> [UInt64?] { ids.map { self.seqByID[$0] } }
-
-    func record(_ seq: UInt64) throws(EventLogError) -> LogRecord? { self.positionBySeq[seq].map { self.records[$0].record } }
-
-    func seqs(correlation: MessageID) throws(EventLogError) -> [UInt64] { self.byCorrelation[correlation] ?? [] }
-
-    func replay(from seq: UInt64, _ body: (RecordBatch) -> Bool) throws(EventLogError) {
-        let start = self.records.firstIndex { $0.seq >= seq } ?? self.records.count
-        var index = start
-        while index < self.records.count {
-            let end = min(self.records.count, index + 256)
-            if !body(Array(self.records[index..<end])) { return }
-            index = end
-        }
-    }
-}
-
 // MARK: - Replay
 
 /// What replaying a capsule found.
@@ -215,21 +155,29 @@ extension Capsule {
     /// compared with the one the source log gave at the capsule's end.
     package func replay(hierarchy base: Hierarchy = .standard()) throws(TravelError) -> CapsuleReplayReport {
         let started = ContinuousClock.now
-        let records = try self.verifiedRecords()
+        // The records are verified on another thread while recovery replays them (see
+        // `CapsuleLog`); every one is verified before a report comes out, whatever the replay did.
+        let log = CapsuleLog(streaming: self)
+        defer { log.finish() }
         let actors = self.meta.actors
         for actor in actors where !base.addresses.contains(actor) {
+            // A damaged capsule is refused as damaged first, as when it was checked up front.
+            try log.verifyAll()
             throw TravelError(.unknownActor, "the capsule replays \(actor), which this build's hierarchy does not have")
         }
         let wanted = Set(actors)
         let makeCells = base.makeCells
         let hierarchy = Hierarchy(addresses: actors) { makeCells().filter { wanted.contains($0.address) } }
-        let log = CapsuleLog(records: records, snapshots: self.snapshots)
         let (cells, report): ([any ActorCell], Recovery.Report)
         do {
             (cells, report) = try Recovery(log: log, hierarchy: hierarchy, useSnapshots: true, handlers: .all).run()
         } catch {
+            if let failure = log.failure { throw failure }
             throw .log(error)
         }
+        // A divergence stops the replay early, and records before recovery's first need are
+        // skipped: the rest is verified all the same, so a damaged capsule is never reported on.
+        try log.verifyAll()
         var refused: [Address] = []
         for cell in cells {
             if let snapshot = self.snapshots.first(where: { $0.actor == cell.address.rawValue }), snapshot.formatVersion != cell.stateFormatVersion {
@@ -242,36 +190,19 @@ extension Capsule {
                 address: cell.address, lastSeq: cell.lastSeq, digest: Recovery.digest(of: cell), expected: expected[cell.address])
         }
         return CapsuleReplayReport(
-            meta: self.meta, records: records.count, replayed: report.recordsReplayed, divergence: report.divergence, actors: outcomes,
+            meta: self.meta, records: self.records.count, replayed: report.recordsReplayed, divergence: report.divergence, actors: outcomes,
             madeOutside: report.pending.count, snapshotsRefused: refused, seconds: secondsSince(started))
     }
 
-    /// Decodes every record and checks it against its entry: the seq it is filed under, the
-    /// recorded inputs, and the hash chain wherever two consecutive seqs are both present.
+    /// Decodes every record and checks it against its entry (`CapsuleRecordVerifier`: the seq it
+    /// is filed under, the recorded inputs, and the hash chain wherever two consecutive seqs are
+    /// both present), on this thread, all at once.
     func verifiedRecords() throws(TravelError) -> [(seq: UInt64, record: LogRecord)] {
-        let decoder = EnvelopeDecoder(limits: CodecLimits.default)
+        var verifier = CapsuleRecordVerifier(records: self.records, inputs: self.inputs)
         var result: [(seq: UInt64, record: LogRecord)] = []
         result.reserveCapacity(self.records.count)
-        var previous: (seq: UInt64, hash: Digest32)?
-        for (index, entry) in self.records.enumerated() {
-            let record: LogRecord
-            do {
-                record = try decoder.decodeRecord(entry.bytes)
-            } catch {
-                throw TravelError(.malformed, "record \(entry.seq) does not decode: \(error)")
-            }
-            guard record.header.seq == entry.seq else {
-                throw TravelError(.malformed, "the record filed under seq \(entry.seq) says it is \(record.header.seq)")
-            }
-            if let previous, previous.seq + 1 == entry.seq, record.header.prevHash != previous.hash {
-                throw TravelError(.malformed, "record \(entry.seq) does not chain to record \(previous.seq)")
-            }
-            let input = self.inputs[index]
-            guard input.clockMilliseconds == record.header.clockMilliseconds, input.entropy == record.header.entropy else {
-                throw TravelError(.malformed, "the recorded inputs of \(entry.seq) differ from its record")
-            }
-            previous = (entry.seq, Digest32(Array(SHA256.hash(data: entry.bytes)))!)
-            result.append((entry.seq, record))
+        for index in self.records.indices {
+            result.append((self.records[index].seq, try verifier.verify(index)))
         }
         return result
     }

@@ -1,0 +1,204 @@
+import CartritaCodec
+import CartritaEnvelope
+import CartritaNode
+import Crypto
+import Foundation
+
+// MARK: - The checks of one record
+
+/// The checks every record of a capsule must pass, in capsule order: it decodes (with the full
+/// envelope rules: a capsule is untrusted input), it is the seq it is filed under, its recorded
+/// inputs are its own, and it chains to the record before it wherever their seqs are
+/// consecutive. One per thread: its decoder is not thread-safe.
+struct CapsuleRecordVerifier {
+    let records: [(seq: UInt64, bytes: [UInt8])]
+    let inputs: [Capsule.Input]
+    let decoder = EnvelopeDecoder(limits: CodecLimits.default)
+    /// The hash of the record just verified, kept only when the next one's seq follows it (the
+    /// only case the chain is checked, so the only case the SHA-256 is worth computing).
+    var previous: (seq: UInt64, hash: Digest32)?
+
+    init(records: [(seq: UInt64, bytes: [UInt8])], inputs: [Capsule.Input]) {
+        self.records = records
+        self.inputs = inputs
+    }
+
+    /// Verifies record `index`; the records must be verified in order, each once.
+    mutating func verify(_ index: Int) throws(TravelError) -> LogRecord {
+        let entry = self.records[index]
+        let record: LogRecord
+        do {
+            record = try self.decoder.decodeRecord(entry.bytes)
+        } catch {
+            throw TravelError(.malformed, "record \(entry.seq) does not decode: \(error)")
+        }
+        // `CapsuleLog.heads()` read the recipient with `RecordPeek` before the record was
+        // decoded; both readings must agree, or the replay would have started from wrong heads.
+        let agrees = entry.bytes.withUnsafeBytes { raw in
+            guard let peeked = RecipientPeek.recipient(raw) else { return true }  // then heads came from a full decode
+            var recipient = record.envelope.recipient.rawValue
+            return recipient.withUTF8 { RecipientPeek.same(UnsafeRawBufferPointer($0), peeked) }
+        }
+        guard agrees else {
+            throw TravelError(.malformed, "record \(entry.seq): its recipient reads differently from its bytes than from its decoding")
+        }
+        guard record.header.seq == entry.seq else {
+            throw TravelError(.malformed, "the record filed under seq \(entry.seq) says it is \(record.header.seq)")
+        }
+        if let previous = self.previous, previous.seq + 1 == entry.seq, record.header.prevHash != previous.hash {
+            throw TravelError(.malformed, "record \(entry.seq) does not chain to record \(previous.seq)")
+        }
+        // `Capsule.decode` proves the EXTR section lists the RECS seqs; a capsule built in memory
+        // has not been through it, so the pairing is checked here too.
+        guard index < self.inputs.count, self.inputs[index].seq == entry.seq else {
+            throw TravelError(.malformed, "the EXTR section does not list the records of the RECS section")
+        }
+        let input = self.inputs[index]
+        guard input.clockMilliseconds == record.header.clockMilliseconds, input.entropy == record.header.entropy else {
+            throw TravelError(.malformed, "the recorded inputs of \(entry.seq) differ from its record")
+        }
+        if index + 1 < self.records.count, self.records[index + 1].seq == entry.seq + 1 {
+            let digest = SHA256.hash(data: entry.bytes)
+            self.previous = (entry.seq, digest.withUnsafeBytes { Digest32(bytes: $0) })
+        } else {
+            self.previous = nil
+        }
+        return record
+    }
+}
+
+// MARK: - Verifying ahead of the replay
+
+/// Verifies and decodes a capsule's records on a thread of its own, a few batches ahead of the
+/// replay that consumes them, so the two cores overlap: verification (decode, envelope rules,
+/// SHA-256 chain) is about as much work as the replay itself.
+///
+/// Batches come out in capsule order; the first record that fails stops the thread, and `next()`
+/// throws its error after handing out every batch before it, so errors surface in record order
+/// exactly as a front-to-back check gives them. Bounded: at most `maxQueuedBatches` batches wait.
+/// The owner must call `finish()` (also after an early stop or an error) to join the thread.
+final class CapsuleRecordStream: @unchecked Sendable {
+    static let batchRecords = 256
+    static let maxQueuedBatches = 8
+
+    let batchRecords: Int
+    let maxQueuedBatches: Int
+
+    /// Guards everything below it.
+    private let condition = NSCondition()
+    private var queue: [RecordBatch] = []
+    private var head = 0
+    private var done = false
+    private var failure: TravelError?
+    private var stopping = false
+    /// Batches the consumer is done with, handed back so that their records are freed on this
+    /// thread (it has time to spare; the replay has none). Emptied on every push.
+    private var recycled: [RecordBatch] = []
+    /// The most batches that ever waited at once (never above `maxQueuedBatches`).
+    private var queuedMost = 0
+
+    private let exited = DispatchSemaphore(value: 0)
+    /// Consumer side only.
+    private var joined = false
+
+    init(
+        records: [(seq: UInt64, bytes: [UInt8])], inputs: [Capsule.Input], batchRecords: Int = CapsuleRecordStream.batchRecords,
+        maxQueuedBatches: Int = CapsuleRecordStream.maxQueuedBatches
+    ) {
+        precondition(batchRecords > 0 && maxQueuedBatches > 0, "a stream needs room for a batch")
+        self.batchRecords = batchRecords
+        self.maxQueuedBatches = maxQueuedBatches
+        let thread = Thread { [self] in
+            Thread.current.name = "cartrita-capsule"  // set from inside, so the OS thread gets it
+            self.verify(CapsuleRecordVerifier(records: records, inputs: inputs))
+            self.exited.signal()
+        }
+        thread.start()
+    }
+
+    private func verify(_ verifier: CapsuleRecordVerifier) {
+        var verifier = verifier
+        let count = verifier.records.count
+        var index = 0
+        var failure: TravelError?
+        while index < count {
+            var batch: RecordBatch = []
+            batch.reserveCapacity(min(self.batchRecords, count - index))
+            do {
+                while batch.count < self.batchRecords && index < count {
+                    batch.append((verifier.records[index].seq, try verifier.verify(index)))
+                    index += 1
+                }
+            } catch {
+                failure = error
+            }
+            // The records before a bad one still go out: the consumer meets the error in order.
+            if !batch.isEmpty && !self.push(batch) { break }
+            if failure != nil { break }
+        }
+        self.condition.lock()
+        self.failure = failure
+        self.done = true
+        self.condition.broadcast()
+        self.condition.unlock()
+    }
+
+    /// Waits for room; false when the consumer stopped.
+    private func push(_ batch: RecordBatch) -> Bool {
+        self.condition.lock()
+        var done: [RecordBatch] = []
+        defer {
+            self.condition.unlock()
+            done.removeAll()  // frees the handed-back records here, outside the lock
+        }
+        while self.queue.count - self.head >= self.maxQueuedBatches && !self.stopping { self.condition.wait() }
+        swap(&done, &self.recycled)
+        guard !self.stopping else { return false }
+        self.queue.append(batch)
+        self.queuedMost = max(self.queuedMost, self.queue.count - self.head)
+        self.condition.broadcast()
+        return true
+    }
+
+    /// The next verified batch in capsule order; nil once every record is verified. Throws the
+    /// first record's failure once the batches before it are taken. `used`, the batch taken
+    /// before, goes back to the verifying thread to be freed there while it still runs.
+    func next(recycling used: RecordBatch? = nil) throws(TravelError) -> RecordBatch? {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        // Bounded: the thread empties the list on every push, and pushes once per batch taken.
+        if let used, !self.done && !self.stopping { self.recycled.append(used) }
+        while self.head == self.queue.count && !self.done { self.condition.wait() }
+        if self.head < self.queue.count {
+            let batch = self.queue[self.head]
+            self.queue[self.head] = []
+            self.head += 1
+            if self.head >= 64 {  // drop the taken slots now and then, not on every take
+                self.queue.removeFirst(self.head)
+                self.head = 0
+            }
+            self.condition.broadcast()
+            return batch
+        }
+        if let failure = self.failure { throw failure }
+        return nil
+    }
+
+    /// The most batches that waited at once so far.
+    var queuedHighWater: Int {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        return self.queuedMost
+    }
+
+    /// Stops the thread (if it still runs) and waits until it has left. Idempotent.
+    func finish() {
+        guard !self.joined else { return }
+        self.joined = true
+        self.condition.lock()
+        self.stopping = true
+        self.condition.broadcast()
+        self.condition.unlock()
+        self.exited.wait()
+    }
+}
