@@ -134,6 +134,15 @@ final class MemoryLog: SimulationLog {
 
     var lastSeq: UInt64 { UInt64(self.records.count) }
 
+    /// `expectedRecords`: room reserved up front (a guess; the log grows past it as needed), so
+    /// a run does not rehash its id index and copy its records again and again while it starts.
+    init(expectedRecords: Int = 0) {
+        let expected = min(max(0, expectedRecords), 1 << 20)
+        self.records.reserveCapacity(expected)
+        self.recordActors.reserveCapacity(expected)
+        self.ids = MessageSeqTable(minimumCapacity: max(1_024, expected))
+    }
+
     func register(actors: [Address]) -> Bool {
         for (position, actor) in actors.enumerated() {
             guard self.slot(of: actor.rawValue) == position else { return false }
@@ -181,22 +190,20 @@ final class MemoryLog: SimulationLog {
         }
         guard self.ids.count == self.records.count else { return "the id index holds \(self.ids.count) ids for \(self.records.count) records" }
         var heads = [UInt64](repeating: 0, count: self.actorNames.count)
-        for (position, record) in self.records.enumerated() {
+        for position in self.records.indices {
             let seq = UInt64(position + 1)
-            guard record.header.seq == seq else { return "record \(position + 1) has seq \(record.header.seq)" }
+            let header = self.records[position].header
+            let envelope = self.records[position].envelope
+            guard header.seq == seq else { return "record \(position + 1) has seq \(header.seq)" }
             let slot = Int(self.recordActors[position])
             let actor = self.actorNames[slot]
-            guard actor == record.envelope.recipient.rawValue else {
-                return "seq \(seq): filed under \(actor), addressed to \(record.envelope.recipient)"
-            }
-            guard record.header.actorPrevSeq == heads[slot] else {
-                return "seq \(seq): actor_prev_seq \(record.header.actorPrevSeq), the actor's previous record is \(heads[slot])"
+            guard actor == envelope.recipient.rawValue else { return "seq \(seq): filed under \(actor), addressed to \(envelope.recipient)" }
+            guard header.actorPrevSeq == heads[slot] else {
+                return "seq \(seq): actor_prev_seq \(header.actorPrevSeq), the actor's previous record is \(heads[slot])"
             }
             heads[slot] = seq
-            let indexed = self.ids.seq(of: record.envelope.id)
-            guard indexed == seq else {
-                return "seq \(seq): id \(record.envelope.id) twice (the id index says seq \(indexed.map(String.init) ?? "none"))"
-            }
+            let indexed = self.ids.seq(of: envelope.id)
+            guard indexed == seq else { return "seq \(seq): id \(envelope.id) twice (the id index says seq \(indexed.map(String.init) ?? "none"))" }
         }
         for slot in heads.indices where heads[slot] != self.headOf[slot] {
             return "\(self.actorNames[slot]): head \(self.headOf[slot]), its last record is \(heads[slot])"
