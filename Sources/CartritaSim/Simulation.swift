@@ -96,13 +96,19 @@ public final class Simulation {
     let workload: Workload
     var cells: [any ActorCell]
     var index: [Address: Int] = [:]
-    var mailboxes: [Mailbox<Envelope>]
+    /// What the hot path asks of each cell, by position, read once instead of through the cell's
+    /// existential `address` (a copy of its text) on every delivery.
+    var cellIsClient: [Bool] = []
+    var cellIsAgent: [Bool] = []
+    /// The log numbered the actors as the cells are numbered (see `SimulationLog.register`).
+    var logKnowsPositions = false
+    var mailboxes: [SimMailbox]
     var random: SplitMix64
     /// The virtual clock, in Unix milliseconds.
     var now: Int64
     var arrivals = ArrivalQueue()
     let log: any SimulationLog
-    var trace = SHA256()
+    var trace = TraceDigest()
     let encoder = EnvelopeEncoder()
     var client: Address
 
@@ -129,13 +135,15 @@ public final class Simulation {
     /// Appends still to fail in a log-full episode (the `storage` fault).
     var logFullFor = 0
     /// The faults in force now: the configured ones in the safety phase, none after.
-    var activeFaults: Set<Fault> = []
+    var activeFaults = FaultSet()
+    /// The configured faults (`configuration.faults`), as bits for the hot path.
+    let configuredFaults: FaultSet
     var safetyEndedAt: Int64?
     var lastAnswerAt: Int64 = 0
     /// The run ended because nothing was left to deliver (not at `maxDeliveries`).
     var ranToQuiescence = false
-    /// Injected faults by kind, in `Fault.allCases` order when reported.
-    var faultCounts: [Fault: Int] = [:]
+    /// Injected faults by kind, by `Fault.ordinal` (nil: never injected, not reported).
+    var faultCounts = [Int?](repeating: nil, count: Fault.allCases.count)
 
     /// A restart's backoff (by cell position, on the global virtual clock): nothing is delivered
     /// to the actor before it. `stopped`: its supervisor gave up; new work is refused.
@@ -187,7 +195,9 @@ public final class Simulation {
 
     /// A run on the in-memory log (the fast default).
     public convenience init(_ configuration: Configuration, hierarchy: Hierarchy? = nil, workload: Workload = Simulation.workload) {
-        self.init(configuration, hierarchy: hierarchy, workload: workload, log: MemoryLog())
+        // About eight records per task without faults (client, orchestrator, supervisor, agent
+        // and back, with grants and I/O); faults add retries, and the log grows past this.
+        self.init(configuration, hierarchy: hierarchy, workload: workload, log: MemoryLog(expectedRecords: configuration.tasks * 8))
     }
 
     /// A run on a real, empty LMDB event log: the same run as on the in-memory log (same
@@ -212,8 +222,9 @@ public final class Simulation {
         self.hierarchy = hierarchy ?? Self.hierarchy(for: configuration)
         self.workload = workload
         self.cells = self.hierarchy.makeCells()
-        self.mailboxes = self.cells.map { _ in Mailbox(capacity: Int.max) }
+        self.mailboxes = self.cells.map { _ in SimMailbox() }
         self.sent = self.cells.map { _ in SentMessages() }
+        self.configuredFaults = FaultSet(configuration.faults)
         self.random = SplitMix64(seed: configuration.seed)
         self.skew = self.cells.map { _ in 0 }
         self.heldUntil = self.cells.map { _ in Int64.min }
@@ -235,10 +246,21 @@ public final class Simulation {
         }
         self.now = Self.epochMilliseconds
         self.client = Hierarchy.runClient
-        for (position, cell) in self.cells.enumerated() { self.index[cell.address] = position }
+        self.numberCells()
         if let first = self.cells.first(where: { $0.address.isClient }) { self.client = first.address }
         // The whole plan is drawn before the first delivery, so it can be printed at the start.
         self.plan()
+    }
+
+    /// Reads each cell's address once: the index by address, the flags the hot path asks, and
+    /// the log's numbering of the actors (again after a recovery, which makes new cells).
+    func numberCells() {
+        let addresses = self.cells.map(\.address)
+        self.index = [:]
+        for (position, address) in addresses.enumerated() { self.index[address] = position }
+        self.cellIsClient = addresses.map(\.isClient)
+        self.cellIsAgent = addresses.map(\.isAgent)
+        self.logKnowsPositions = self.log.register(actors: addresses)
     }
 
     /// The delivery counts at which the process will crash (the `crash` fault).
@@ -249,11 +271,11 @@ public final class Simulation {
     public func run() -> SimulationReport {
         var deliveries = 0
         var attempts = 0
-        self.activeFaults = self.configuration.faults
+        self.activeFaults = self.configuredFaults
         let safety = self.configuration.safetyDeliveries ?? self.configuration.tasks * 3
         while deliveries < self.configuration.maxDeliveries {
             if self.safetyEndedAt == nil && deliveries >= safety {
-                self.activeFaults = []
+                self.activeFaults = FaultSet()
                 self.logFullFor = 0
                 self.safetyEndedAt = self.now
             }
@@ -384,7 +406,7 @@ public final class Simulation {
     func crashAndRecover() {
         self.crashCount += 1
         self.count(.crash)
-        withUnsafeBytes(of: UInt64(0xC8A5_4000 + self.crashCount).bigEndian) { self.trace.update(bufferPointer: $0) }
+        self.trace.add(UInt64(0xC8A5_4000 + self.crashCount))
         var live = self.cells.map { ($0.address, Recovery.digest(of: $0)) }
         // A power loss instead of a process crash: the log keeps what was synced.
         var lost = 0
@@ -393,7 +415,7 @@ public final class Simulation {
             lost = self.log.truncate(after: self.syncedSeq)
             self.tailRecordsLost += lost
             for position in self.restartDecisions.indices { self.restartDecisions[position].removeAll { $0.seq > self.syncedSeq } }
-            withUnsafeBytes(of: UInt64(lost).bigEndian) { self.trace.update(bufferPointer: $0) }
+            self.trace.add(UInt64(lost))
             if lost > 0 {
                 // The committed prefix is what the log now holds: its state is what a full
                 // replay (no snapshots) makes, and recovery from snapshots must equal it.
@@ -425,7 +447,8 @@ public final class Simulation {
             }
         }
         self.cells = recovered.cells
-        self.mailboxes = self.cells.map { _ in Mailbox(capacity: Int.max) }
+        self.numberCells()
+        self.mailboxes = self.cells.map { _ in SimMailbox() }
         self.sent = self.cells.map { _ in SentMessages() }
         self.arrivals = ArrivalQueue()
         // A new process: no holds, nothing stopped (an escalated supervisor's state says so).
@@ -442,9 +465,10 @@ public final class Simulation {
         }
         // Owed timers first, as the node resumes them.
         for envelope in recovered.report.pending {
-            if let position = self.index[envelope.sender] { self.sent[position].add(envelope) }
+            let owner = self.index[envelope.sender]
+            if let owner { self.sent[owner].add(envelope) }
             if envelope.timestampMilliseconds > self.now {
-                self.arrivals.push(envelope, at: envelope.timestampMilliseconds, timerOf: envelope.sender)
+                self.arrivals.push(envelope, at: envelope.timestampMilliseconds, timerOf: owner)
             }
         }
         for envelope in recovered.report.pending where envelope.timestampMilliseconds <= self.now {
@@ -502,7 +526,7 @@ public final class Simulation {
                 self.refuseStopped(envelope)
                 continue
             }
-            self.mailboxes[position].push(envelope, priority: envelope.priority, overCapacity: true)
+            self.mailboxes[position].push(envelope)
         }
     }
 
@@ -512,13 +536,13 @@ public final class Simulation {
     /// when the agent takes it: replay reads it from the log.
     func performIO(_ envelope: Envelope) {
         let entropy = self.random.next64()
-        guard let seq = self.log.append(envelope, clockMilliseconds: self.now, entropy: entropy) else {
+        guard let seq = self.log.append(envelope, actor: nil, clockMilliseconds: self.now, entropy: entropy) else {
             self.traceRefusal(envelope)  // a resend of a request the gateway has
             return
         }
         self.gatewayDeliveries += 1
-        withUnsafeBytes(of: seq.bigEndian) { self.trace.update(bufferPointer: $0) }
-        envelope.id.withBytes { self.trace.update(bufferPointer: $0) }
+        self.trace.add(seq)
+        self.trace.add(envelope.id)
         var latency = 1 + Int64(self.random.next64() % 20)
         var result: IOResult?
         guard let request = IOWire.parse(envelope) else {
@@ -577,7 +601,7 @@ public final class Simulation {
             case .stop(let child):
                 guard let target = self.index[child], !self.stopped[target] else { continue }
                 self.stopped[target] = true
-                while let (envelope, _) = self.mailboxes[target].pop() { self.refuseStopped(envelope) }
+                while let envelope = self.mailboxes[target].pop() { self.refuseStopped(envelope) }
             case .spawn(let child):
                 guard let target = self.index[child] else { continue }
                 self.stopped[target] = false
@@ -587,16 +611,25 @@ public final class Simulation {
 
     /// One actor with mail, chosen by the seed among all that have some (in the cells' fixed
     /// order, never a hash order); an actor in a restart's backoff waits.
+    ///
+    /// Counts the candidates, draws one, and walks to it: the same draw and the same choice as
+    /// collecting them in an array, without allocating one per delivery.
     func pickActor() -> Int? {
-        var candidates: [Int] = []
-        for (position, mailbox) in self.mailboxes.enumerated() where !mailbox.isEmpty && self.heldUntil[position] <= self.now {
-            candidates.append(position)
+        var candidates = 0
+        for position in self.mailboxes.indices where self.isCandidate(position) { candidates += 1 }
+        guard candidates > 0 else { return nil }
+        var remaining = Int(self.random.next64() % UInt64(candidates))
+        for position in self.mailboxes.indices where self.isCandidate(position) {
+            if remaining == 0 { return position }
+            remaining -= 1
         }
-        guard !candidates.isEmpty else { return nil }
-        return candidates[Int(self.random.next64() % UInt64(candidates.count))]
+        preconditionFailure("the candidates changed while one was picked")
     }
 
-    func count(_ fault: Fault) { self.faultCounts[fault, default: 0] += 1 }
+    @inline(__always)
+    func isCandidate(_ position: Int) -> Bool { !self.mailboxes[position].isEmpty && self.heldUntil[position] <= self.now }
+
+    func count(_ fault: Fault) { self.faultCounts[fault.ordinal] = (self.faultCounts[fault.ordinal] ?? 0) + 1 }
 
     /// Whether the `storage` fault fails this append (and slows the clock when it commits slowly).
     func commitFails() -> Bool {
@@ -625,18 +658,18 @@ public final class Simulation {
     /// Delivers the head of one mailbox; false when nothing was delivered.
     @discardableResult
     func deliverHead(of position: Int) -> Bool {
-        guard let (envelope, _) = self.mailboxes[position].pop() else { return false }
+        guard let envelope = self.mailboxes[position].pop() else { return false }
         if self.commitFails() {
             // Nothing was logged, so nothing is delivered: the message waits for the next try,
             // as production puts a batch back when its commit fails.
-            self.mailboxes[position].push(envelope, priority: envelope.priority, overCapacity: true)
-            withUnsafeBytes(of: UInt64(0x5704_A6E0).bigEndian) { self.trace.update(bufferPointer: $0) }
+            self.mailboxes[position].push(envelope)
+            self.trace.add(UInt64(0x5704_A6E0))
             return false
         }
         let cell = self.cells[position]
         let entropy = self.entropy(for: envelope, at: position)
         let clock = self.now + self.skew[position]
-        guard let seq = self.log.append(envelope, clockMilliseconds: clock, entropy: entropy) else {
+        guard let seq = self.log.append(envelope, actor: self.logKnowsPositions ? position : nil, clockMilliseconds: clock, entropy: entropy) else {
             self.traceRefusal(envelope)  // delivered before under this id: the exactly_once dedupe
             return false
         }
@@ -646,14 +679,14 @@ public final class Simulation {
             self.count(.agentCrash)
         }
         self.traceDelivery(seq: seq, envelope: envelope, delivery: delivery)
-        if cell.address.isClient, ClientMachine.outcome(envelope) != nil {
+        if self.cellIsClient[position], ClientMachine.outcome(envelope) != nil {
             self.answers[envelope.correlationID, default: 0] += 1
             self.lastAnswerAt = self.now
         }
-        for correlation in delivery.cancelledTimers { self.arrivals.cancel(owner: cell.address, correlation: correlation) }
+        for correlation in delivery.cancelledTimers { self.arrivals.cancel(owner: position, correlation: correlation) }
         for message in delivery.messages {
             if message.timestampMilliseconds > clock {
-                self.arrivals.push(message, at: max(self.now, message.timestampMilliseconds - self.skew[position]), timerOf: cell.address)
+                self.arrivals.push(message, at: max(self.now, message.timestampMilliseconds - self.skew[position]), timerOf: position)
             } else {
                 self.send(message)
             }
@@ -680,9 +713,9 @@ public final class Simulation {
     /// crashes the same deliveries.
     func entropy(for envelope: Envelope, at position: Int) -> UInt64 {
         var entropy = self.random.next64()
-        guard self.crashesPerMillion > 0, case .taskRequest = envelope.payload, self.cells[position].address.isAgent else { return entropy }
+        guard self.crashesPerMillion > 0, case .taskRequest = envelope.payload, self.cellIsAgent[position] else { return entropy }
         let storm = self.storming(position)
-        guard storm || !self.configuration.faults.contains(.agentCrash) else { return entropy }
+        guard storm || !self.configuredFaults.contains(.agentCrash) else { return entropy }
         // At 2% a crash takes ~50 draws; bounded in any case.
         var draws = 0
         while InjectedCrash.hits(entropy: entropy, perMillion: self.crashesPerMillion) != storm && draws < 100_000 {
@@ -712,17 +745,15 @@ public final class Simulation {
     // MARK: The trace digest
 
     func traceDelivery(seq: UInt64, envelope: Envelope, delivery: Delivery) {
-        withUnsafeBytes(of: seq.bigEndian) { self.trace.update(bufferPointer: $0) }
-        withUnsafeBytes(of: self.now.bigEndian) { self.trace.update(bufferPointer: $0) }
-        self.encoder.withEncoded(envelope) { self.trace.update(bufferPointer: $0) }
-        for message in delivery.messages {
-            message.id.withBytes { self.trace.update(bufferPointer: $0) }
-        }
+        self.trace.add(seq)
+        self.trace.add(UInt64(bitPattern: self.now))
+        self.encoder.withEncoded(envelope) { self.trace.add($0) }
+        for message in delivery.messages { self.trace.add(message.id) }
     }
 
     func traceRefusal(_ envelope: Envelope) {
-        withUnsafeBytes(of: UInt64.max.bigEndian) { self.trace.update(bufferPointer: $0) }
-        envelope.id.withBytes { self.trace.update(bufferPointer: $0) }
+        self.trace.add(UInt64.max)
+        self.trace.add(envelope.id)
     }
 
     // MARK: Oracles and the report
@@ -744,16 +775,24 @@ public final class Simulation {
         // exactly_once work happens once: each such task takes effect at an agent at most once.
         // An attempt the agent answered `agent_crashed` took no effect (a crash is a throw before
         // or instead of the work), so it does not count.
+        // One pass over the log (the LMDB log reads it from disk): the requests agents took, and
+        // the attempts they answered `agent_crashed`, which are then left out.
         var crashedAttempts: Set<MessageID> = []
-        for record in self.log.records where record.envelope.sender.isAgent {
-            if case .taskError(let error) = record.envelope.payload, error.code == .agentCrashed, let parent = record.envelope.parentID {
-                crashedAttempts.insert(parent)
+        var agentRequests: [(id: MessageID, task: MessageID)] = []
+        let records = self.log.records
+        for position in records.indices {
+            let envelope = records[position].envelope  // not the whole record: 72 bytes of header each
+            switch envelope.payload {
+            case .taskRequest where envelope.recipient.isAgent:
+                agentRequests.append((envelope.id, envelope.correlationID))
+            case .taskError(let error) where error.code == .agentCrashed && envelope.sender.isAgent:
+                if let parent = envelope.parentID { crashedAttempts.insert(parent) }
+            default:
+                break
             }
         }
         var agentDeliveries: [MessageID: Int] = [:]
-        for record in self.log.records where record.envelope.recipient.isAgent && !crashedAttempts.contains(record.envelope.id) {
-            if case .taskRequest = record.envelope.payload { agentDeliveries[record.envelope.correlationID, default: 0] += 1 }
-        }
+        for request in agentRequests where !crashedAttempts.contains(request.id) { agentDeliveries[request.task, default: 0] += 1 }
         let repeated = self.submitted.filter { self.submittedModes[$0] == .exactlyOnce && (agentDeliveries[$0] ?? 0) > 1 }.count
         oracles.append(("exactly_once_effects_once", repeated == 0 ? "ok" : "failed: \(repeated) exactly_once tasks reached an agent more than once"))
         // Budgets are never overspent: every supervisor's budget figures stay within bounds.
@@ -782,12 +821,12 @@ public final class Simulation {
             self.recoveryProblems.isEmpty ? "ok" : "failed: " + self.recoveryProblems.prefix(3).joined(separator: "; ")))
         oracles.append(("supervision_within_limits", self.supervisionProblems().map { "failed: " + $0 } ?? "ok"))
         oracles.append(("log_verifies", self.log.verify().map { "failed: " + $0 } ?? "ok"))
-        let digest = Hex.encode(Array(self.trace.finalize()))
+        let digest = self.trace.finalize()
         return SimulationReport(
             seed: self.configuration.seed, digest: digest, deliveries: deliveries,
             virtualMilliseconds: self.now - Self.epochMilliseconds, tasks: self.submitted.count,
             crashPoints: self.plannedCrashes, crashes: self.crashCount, recoveries: self.recoveryCount,
-            faults: Fault.allCases.compactMap { fault in self.faultCounts[fault].map { (fault.rawValue, $0) } },
+            faults: Fault.allCases.compactMap { fault in self.faultCounts[fault.ordinal].map { (fault.rawValue, $0) } },
             buggify: self.buggify?.report ?? [], durability: self.durability, tailRecordsLost: self.tailRecordsLost,
             oracles: oracles)
     }
@@ -894,7 +933,8 @@ public struct SimulationReport: Sendable {
 /// heap of small keys, so the order never depends on hashing and the heap never moves envelopes.
 /// The envelopes wait in a window indexed by order (orders only grow, and most messages arrive
 /// within milliseconds, so the window stays short and needs no hashing). Timers can be
-/// cancelled by (owner, task).
+/// cancelled by (owner, task); the owner is the cell's position (a timer's owner is always a
+/// cell: one whose sender is none could never be cancelled, so it waits as a plain message).
 struct ArrivalQueue {
     struct Key: Comparable {
         var at: Int64
@@ -905,11 +945,11 @@ struct ArrivalQueue {
 
     struct Waiting {
         var envelope: Envelope
-        var timerOf: Address?
+        var timerOf: Int?
     }
 
     struct TimerKey: Hashable {
-        var owner: Address
+        var owner: Int
         var correlation: MessageID
     }
 
@@ -924,7 +964,7 @@ struct ArrivalQueue {
 
     var nextTime: Int64? { self.heap.first?.at }
 
-    mutating func push(_ envelope: Envelope, at: Int64, timerOf owner: Address? = nil) {
+    mutating func push(_ envelope: Envelope, at: Int64, timerOf owner: Int? = nil) {
         self.order += 1
         if let owner { self.timers[TimerKey(owner: owner, correlation: envelope.correlationID), default: []].append(self.order) }
         self.window.append(Waiting(envelope: envelope, timerOf: owner))
@@ -947,7 +987,7 @@ struct ArrivalQueue {
         return entry
     }
 
-    mutating func cancel(owner: Address, correlation: MessageID) {
+    mutating func cancel(owner: Int, correlation: MessageID) {
         guard let orders = self.timers.removeValue(forKey: TimerKey(owner: owner, correlation: correlation)) else { return }
         for order in orders { _ = self.take(order) }
     }

@@ -13,8 +13,12 @@ import CartritaNode
 protocol SimulationLog: ReplayableLog {
     var records: [LogRecord] { get }
     var lastSeq: UInt64 { get }
+    /// Numbers the actors (the simulator's cells, in order) before the first append, so an
+    /// append can name its recipient by position. False when the log numbered them otherwise.
+    func register(actors: [Address]) -> Bool
     /// The new record's seq, or nil when a record with this id exists (refused, nothing changes).
-    func append(_ envelope: Envelope, clockMilliseconds: Int64, entropy: UInt64) -> UInt64?
+    /// `actor`: the recipient's position in `register(actors:)`, or nil (looked up by name).
+    func append(_ envelope: Envelope, actor: Int?, clockMilliseconds: Int64, entropy: UInt64) -> UInt64?
     func contains(_ id: MessageID) -> Bool
     func save(_ snapshot: Snapshot)
     /// A power loss: records after `seq` are gone, with the snapshots that cover them; returns
@@ -48,7 +52,10 @@ final class LMDBSimulationLog: SimulationLog {
         }
     }
 
-    func append(_ envelope: Envelope, clockMilliseconds: Int64, entropy: UInt64) -> UInt64? {
+    /// The event log keys its heads itself: positions are not needed.
+    func register(actors: [Address]) -> Bool { true }
+
+    func append(_ envelope: Envelope, actor: Int?, clockMilliseconds: Int64, entropy: UInt64) -> UInt64? {
         do {
             let seq = try self.log.appendAndWait(envelope, clockMilliseconds: clockMilliseconds, entropy: entropy)
             self.lastSeq = seq
@@ -106,45 +113,100 @@ final class LMDBSimulationLog: SimulationLog {
 /// from 1, the clock and entropy of each delivery, the id index that refuses a second delivery of
 /// the same id (exactly_once), heads, a task index and a snapshot store. A crash of the simulated
 /// process loses nothing here: this is what was committed.
+///
+/// Actors are numbered (slots): the simulator registers its cells in order and names each
+/// append's recipient by position, so the per-append work is array reads, not hashing the
+/// address text. An append without a position (the I/O gateway's records) looks the name up.
 final class MemoryLog: SimulationLog {
     private(set) var records: [LogRecord] = []
-    private var ids: [MessageID: UInt64] = [:]
+    /// Each record's actor slot, parallel to `records`.
+    private var recordActors: [Int32] = []
+    private var ids = MessageSeqTable()
+    /// The task index, built on demand: only recovery asks, so appends do not pay for it. It
+    /// covers `records[0..<correlationIndexed]`.
     private var byCorrelation: [MessageID: [UInt64]] = [:]
-    private var headOf: [String: UInt64] = [:]
+    private var correlationIndexed = 0
+    /// Slot → actor name and its head (0: no record yet); name → slot. Never iterated by hash.
+    private var actorNames: [String] = []
+    private var headOf: [UInt64] = []
+    private var slotOf: [String: Int] = [:]
     private var snapshotStore: [String: [Snapshot]] = [:]
 
     var lastSeq: UInt64 { UInt64(self.records.count) }
 
+    /// `expectedRecords`: room reserved up front (a guess; the log grows past it as needed), so
+    /// a run does not rehash its id index and copy its records again and again while it starts.
+    init(expectedRecords: Int = 0) {
+        let expected = min(max(0, expectedRecords), 1 << 20)
+        self.records.reserveCapacity(expected)
+        self.recordActors.reserveCapacity(expected)
+        self.ids = MessageSeqTable(minimumCapacity: max(1_024, expected))
+    }
+
+    func register(actors: [Address]) -> Bool {
+        for (position, actor) in actors.enumerated() {
+            guard self.slot(of: actor.rawValue) == position else { return false }
+        }
+        return true
+    }
+
+    private func slot(of actor: String) -> Int {
+        if let slot = self.slotOf[actor] { return slot }
+        self.slotOf[actor] = self.actorNames.count
+        self.actorNames.append(actor)
+        self.headOf.append(0)
+        return self.actorNames.count - 1
+    }
+
     /// The new record's seq, or nil when a record with this id exists (refused, nothing changes).
-    func append(_ envelope: Envelope, clockMilliseconds: Int64, entropy: UInt64) -> UInt64? {
-        guard self.ids[envelope.id] == nil else { return nil }
+    func append(_ envelope: Envelope, actor: Int?, clockMilliseconds: Int64, entropy: UInt64) -> UInt64? {
         let seq = UInt64(self.records.count + 1)
-        let actor = envelope.recipient.rawValue
+        guard self.ids.insert(envelope.id, seq: seq) else { return nil }
+        let slot: Int
+        if let actor {
+            // Compares the text once (the same storage in the common case: a pointer check).
+            precondition(self.actorNames[actor] == envelope.recipient.rawValue, "slot \(actor) is not \(envelope.recipient)")
+            slot = actor
+        } else {
+            slot = self.slot(of: envelope.recipient.rawValue)
+        }
         let header = RecordHeader(
-            seq: seq, prevHash: .zero, actorPrevSeq: self.headOf[actor] ?? 0, clockMilliseconds: clockMilliseconds, entropy: entropy)
+            seq: seq, prevHash: .zero, actorPrevSeq: self.headOf[slot], clockMilliseconds: clockMilliseconds, entropy: entropy)
         self.records.append(LogRecord(header: header, envelope: envelope))
-        self.ids[envelope.id] = seq
-        self.byCorrelation[envelope.correlationID, default: []].append(seq)
-        self.headOf[actor] = seq
+        self.recordActors.append(Int32(slot))
+        self.headOf[slot] = seq
         return seq
     }
 
-    func contains(_ id: MessageID) -> Bool { self.ids[id] != nil }
+    func contains(_ id: MessageID) -> Bool { self.ids.seq(of: id) != nil }
 
     /// The log's invariants: seqs from 1 without gaps, each record's actor chain pointing at the
-    /// actor's previous record, no id twice. nil when they hold.
+    /// actor's previous record, the heads at the last of each chain, and no id twice (every
+    /// record's id is indexed at its own seq, and the index holds nothing else). nil when they
+    /// hold.
     func verify() -> String? {
-        var heads: [String: UInt64] = [:]
-        var seen: Set<MessageID> = []
-        for (position, record) in self.records.enumerated() {
+        guard self.recordActors.count == self.records.count else {
+            return "\(self.records.count) records but \(self.recordActors.count) actor slots"
+        }
+        guard self.ids.count == self.records.count else { return "the id index holds \(self.ids.count) ids for \(self.records.count) records" }
+        var heads = [UInt64](repeating: 0, count: self.actorNames.count)
+        for position in self.records.indices {
             let seq = UInt64(position + 1)
-            guard record.header.seq == seq else { return "record \(position + 1) has seq \(record.header.seq)" }
-            let actor = record.envelope.recipient.rawValue
-            guard record.header.actorPrevSeq == heads[actor] ?? 0 else {
-                return "seq \(seq): actor_prev_seq \(record.header.actorPrevSeq), the actor's previous record is \(heads[actor] ?? 0)"
+            let header = self.records[position].header
+            let envelope = self.records[position].envelope
+            guard header.seq == seq else { return "record \(position + 1) has seq \(header.seq)" }
+            let slot = Int(self.recordActors[position])
+            let actor = self.actorNames[slot]
+            guard actor == envelope.recipient.rawValue else { return "seq \(seq): filed under \(actor), addressed to \(envelope.recipient)" }
+            guard header.actorPrevSeq == heads[slot] else {
+                return "seq \(seq): actor_prev_seq \(header.actorPrevSeq), the actor's previous record is \(heads[slot])"
             }
-            heads[actor] = seq
-            guard seen.insert(record.envelope.id).inserted else { return "seq \(seq): id \(record.envelope.id) twice" }
+            heads[slot] = seq
+            let indexed = self.ids.seq(of: envelope.id)
+            guard indexed == seq else { return "seq \(seq): id \(envelope.id) twice (the id index says seq \(indexed.map(String.init) ?? "none"))" }
+        }
+        for slot in heads.indices where heads[slot] != self.headOf[slot] {
+            return "\(self.actorNames[slot]): head \(self.headOf[slot]), its last record is \(heads[slot])"
         }
         return nil
     }
@@ -153,18 +215,22 @@ final class MemoryLog: SimulationLog {
     /// how many records went.
     func truncate(after seq: UInt64) -> Int {
         guard seq < self.lastSeq else { return 0 }
-        let lost = self.records[Int(seq)...]
-        for record in lost.reversed() {
+        let kept = Int(seq)
+        for position in stride(from: self.records.count - 1, through: kept, by: -1) {
+            let record = self.records[position]
             let envelope = record.envelope
-            self.ids[envelope.id] = nil
-            self.byCorrelation[envelope.correlationID]?.removeLast()
-            if self.byCorrelation[envelope.correlationID]?.isEmpty == true { self.byCorrelation[envelope.correlationID] = nil }
+            self.ids.remove(envelope.id)
+            if position < self.correlationIndexed {
+                self.byCorrelation[envelope.correlationID]?.removeLast()
+                if self.byCorrelation[envelope.correlationID]?.isEmpty == true { self.byCorrelation[envelope.correlationID] = nil }
+            }
             // The actor's head goes back along its chain.
-            let actor = envelope.recipient.rawValue
-            if record.header.actorPrevSeq == 0 { self.headOf[actor] = nil } else { self.headOf[actor] = record.header.actorPrevSeq }
+            self.headOf[Int(self.recordActors[position])] = record.header.actorPrevSeq
         }
-        let count = lost.count
+        let count = self.records.count - kept
         self.records.removeLast(count)
+        self.recordActors.removeLast(count)
+        self.correlationIndexed = min(self.correlationIndexed, kept)
         for (actor, list) in self.snapshotStore {
             let kept = list.filter { $0.seq <= seq }
             self.snapshotStore[actor] = kept.isEmpty ? nil : kept
@@ -192,16 +258,24 @@ final class MemoryLog: SimulationLog {
     }
 
     func heads() throws(EventLogError) -> [(actor: String, seq: UInt64)] {
-        self.headOf.map { (actor: $0.key, seq: $0.value) }.sorted { $0.actor < $1.actor }
+        self.actorNames.indices.filter { self.headOf[$0] > 0 }.map { (actor: self.actorNames[$0], seq: self.headOf[$0]) }
+            .sorted { $0.actor < $1.actor }
     }
 
-    func seqs(ofMessages ids: [MessageID]) throws(EventLogError) -> [UInt64?] { ids.map { self.ids[$0] } }
+    func seqs(ofMessages ids: [MessageID]) throws(EventLogError) -> [UInt64?] { ids.map { self.ids.seq(of: $0) } }
 
     func record(_ seq: UInt64) throws(EventLogError) -> LogRecord? {
         seq >= 1 && seq <= self.lastSeq ? self.records[Int(seq - 1)] : nil
     }
 
-    func seqs(correlation: MessageID) throws(EventLogError) -> [UInt64] { self.byCorrelation[correlation] ?? [] }
+    func seqs(correlation: MessageID) throws(EventLogError) -> [UInt64] {
+        while self.correlationIndexed < self.records.count {
+            let record = self.records[self.correlationIndexed]
+            self.byCorrelation[record.envelope.correlationID, default: []].append(record.header.seq)
+            self.correlationIndexed += 1
+        }
+        return self.byCorrelation[correlation] ?? []
+    }
 
     func replay(from seq: UInt64, _ body: (RecordBatch) -> Bool) throws(EventLogError) {
         var position = Int(max(1, seq)) - 1

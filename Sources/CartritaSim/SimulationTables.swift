@@ -1,0 +1,245 @@
+import CartritaEnvelope
+import Crypto
+
+// MARK: - Tables of the simulator's hot path
+//
+// The simulator delivers one message at a time, hundreds of thousands a second, and each
+// delivery used to pass through several `Dictionary` lookups: every one pays Swift's per-process
+// SipHash seed and finalisation, and a `String` key hashes its bytes too. These tables do the
+// same jobs with integer positions and a fixed mixing function. None is ever iterated in hash
+// order, so behaviour cannot depend on the hashing (and a fixed hash makes that easy to see).
+
+/// Message id → seq: the in-memory log's id index (the exactly_once dedupe), with open
+/// addressing and linear probing. The ids of a run are UUIDv7 with random low bits, but the hash
+/// mixes both halves, so derived or hand-made ids only make it slower, never wrong.
+struct MessageSeqTable {
+    struct Slot {
+        var high: UInt64
+        var low: UInt64
+        /// 0: empty (seqs start at 1).
+        var seq: UInt64
+    }
+
+    private(set) var count = 0
+    private var slots: [Slot]
+    private var mask: Int
+
+    /// At most half full, so a probe ends within a few slots.
+    init(minimumCapacity: Int = 1_024) {
+        var capacity = 16
+        while capacity < minimumCapacity * 2 { capacity <<= 1 }
+        self.slots = Array(repeating: Slot(high: 0, low: 0, seq: 0), count: capacity)
+        self.mask = capacity - 1
+    }
+
+    /// A fixed 64-bit mix (the SplitMix64 / murmur3 finaliser) of both halves: the same in every
+    /// process, and the table is never iterated, so its layout decides nothing.
+    @inline(__always)
+    static func bucket(_ high: UInt64, _ low: UInt64, mask: Int) -> Int {
+        var x = high &* 0x9E37_79B9_7F4A_7C15 ^ low
+        x = (x ^ (x >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        x = (x ^ (x >> 27)) &* 0x94D0_49BB_1331_11EB
+        x ^= x >> 31
+        return Int(truncatingIfNeeded: x) & mask
+    }
+
+    func seq(of id: MessageID) -> UInt64? {
+        var index = Self.bucket(id.high, id.low, mask: self.mask)
+        while true {
+            let slot = self.slots[index]
+            if slot.seq == 0 { return nil }
+            if slot.high == id.high && slot.low == id.low { return slot.seq }
+            index = (index + 1) & self.mask
+        }
+    }
+
+    /// Inserts `id` → `seq` unless `id` is present; false (and nothing changes) when it is.
+    mutating func insert(_ id: MessageID, seq: UInt64) -> Bool {
+        precondition(seq != 0, "seq 0 marks an empty slot")
+        if (self.count + 1) * 2 > self.slots.count { self.grow() }
+        var index = Self.bucket(id.high, id.low, mask: self.mask)
+        while true {
+            let slot = self.slots[index]
+            if slot.seq == 0 {
+                self.slots[index] = Slot(high: id.high, low: id.low, seq: seq)
+                self.count += 1
+                return true
+            }
+            if slot.high == id.high && slot.low == id.low { return false }
+            index = (index + 1) & self.mask
+        }
+    }
+
+    /// Removes `id` (a power loss takes the tail of the log). Backward-shift deletion: entries
+    /// after the hole that would no longer be found move into it, so no tombstones pile up.
+    mutating func remove(_ id: MessageID) {
+        var hole = Self.bucket(id.high, id.low, mask: self.mask)
+        while true {
+            let slot = self.slots[hole]
+            if slot.seq == 0 { return }
+            if slot.high == id.high && slot.low == id.low { break }
+            hole = (hole + 1) & self.mask
+        }
+        var next = hole
+        while true {
+            next = (next + 1) & self.mask
+            let slot = self.slots[next]
+            if slot.seq == 0 { break }
+            let home = Self.bucket(slot.high, slot.low, mask: self.mask)
+            // The entry at `next` may fill the hole when its home is not within (hole, next]
+            // (cyclically): from its home, a probe passes the hole before reaching `next`.
+            let homeWithin = hole <= next ? (home > hole && home <= next) : (home > hole || home <= next)
+            if !homeWithin {
+                self.slots[hole] = slot
+                hole = next
+            }
+        }
+        self.slots[hole] = Slot(high: 0, low: 0, seq: 0)
+        self.count -= 1
+    }
+
+    private mutating func grow() {
+        let old = self.slots
+        let capacity = old.count * 2
+        self.slots = Array(repeating: Slot(high: 0, low: 0, seq: 0), count: capacity)
+        self.mask = capacity - 1
+        self.count = 0
+        for slot in old where slot.seq != 0 {
+            _ = self.insert(MessageID(high: slot.high, low: slot.low), seq: slot.seq)
+        }
+    }
+}
+
+// MARK: - A cell's mailbox, as the simulator keeps it
+
+/// The runtime's `Mailbox` order (critical, high, normal, low; FIFO within one priority) for
+/// envelopes only: a concrete type in this module, so the per-delivery push and pop compile to
+/// plain array operations instead of the generic, cross-module `Mailbox<Item>` path with its
+/// metadata lookups. The simulator never refuses mail (a full mailbox is production's
+/// back-pressure, which the simulation does not model), so the bound is a broken-run trap.
+struct SimMailbox {
+    /// Far above what any run queues (a run is at most `maxDeliveries` deliveries); reaching it
+    /// means the run is broken (a message loop), and stopping beats eating the machine's memory.
+    static let maxQueued = 1 << 24
+
+    private(set) var count = 0
+    /// By `Priority.rank`: 0 low … 3 critical; `heads[rank]` is the first unread element.
+    private var queues: [[Envelope]] = [[], [], [], []]
+    private var heads: [Int] = [0, 0, 0, 0]
+
+    var isEmpty: Bool { self.count == 0 }
+
+    mutating func push(_ envelope: Envelope) {
+        precondition(self.count < Self.maxQueued, "a simulated mailbox holds \(Self.maxQueued) messages: the run is looping")
+        self.queues[envelope.priority.rank].append(envelope)
+        self.count += 1
+    }
+
+    /// The oldest message of the highest priority present.
+    mutating func pop() -> Envelope? {
+        guard self.count > 0 else { return nil }
+        var rank = 3
+        while rank >= 0 {
+            let head = self.heads[rank]
+            if head < self.queues[rank].count {
+                let envelope = self.queues[rank][head]
+                self.count -= 1
+                if head + 1 == self.queues[rank].count {
+                    self.queues[rank].removeAll(keepingCapacity: true)
+                    self.heads[rank] = 0
+                } else if head + 1 > 64 && (head + 1) * 2 > self.queues[rank].count {
+                    // Compact once the read prefix outweighs the rest: each message moves O(1) times.
+                    self.queues[rank].removeFirst(head + 1)
+                    self.heads[rank] = 0
+                } else {
+                    self.heads[rank] = head + 1
+                }
+                return envelope
+            }
+            rank -= 1
+        }
+        return nil
+    }
+}
+
+// MARK: - Fault sets
+
+extension Simulation.Fault {
+    /// The fault's position in `allCases`: its bit in a `FaultSet` and its counter.
+    var ordinal: Int {
+        switch self {
+        case .crash: 0
+        case .delay: 1
+        case .duplicate: 2
+        case .drop: 3
+        case .agentCrash: 4
+        case .clock: 5
+        case .storage: 6
+        case .restartStorm: 7
+        case .tailLoss: 8
+        case .buggify: 9
+        case .io: 10
+        }
+    }
+}
+
+/// The faults in force, as bits: the run loop asks several times per delivery, and a
+/// `Set<Fault>` lookup hashes each time.
+struct FaultSet {
+    private var bits: UInt32 = 0
+
+    init() {}
+
+    init(_ faults: Set<Simulation.Fault>) {
+        for fault in faults { self.bits |= 1 << fault.ordinal }
+    }
+
+    func contains(_ fault: Simulation.Fault) -> Bool { self.bits & (1 << fault.ordinal) != 0 }
+}
+
+// MARK: - The trace digest's input
+
+/// SHA-256 over the run's trace, fed in large chunks: each delivery adds a few small pieces
+/// (seq, clock, the envelope's bytes, the ids it sent), and each `update` call has a fixed cost
+/// of its own. SHA-256 is a stream, so the digest of the concatenation is the same whatever the
+/// chunking: buffering changes no digest.
+struct TraceDigest {
+    /// Flushed past this: small enough to stay in cache, large enough to amortise each call.
+    static let bufferBytes = 16 * 1_024
+
+    private var hash = SHA256()
+    private var buffer: [UInt8] = []
+
+    init() {
+        self.buffer.reserveCapacity(Self.bufferBytes + 64)
+    }
+
+    mutating func add(_ value: UInt64) {
+        withUnsafeBytes(of: value.bigEndian) { self.add($0) }
+    }
+
+    mutating func add(_ id: MessageID) {
+        id.withBytes { self.add($0) }
+    }
+
+    mutating func add(_ bytes: UnsafeRawBufferPointer) {
+        if self.buffer.count + bytes.count > Self.bufferBytes { self.flush() }
+        if bytes.count > Self.bufferBytes {
+            self.hash.update(bufferPointer: bytes)  // a large envelope: no copy
+        } else {
+            self.buffer.append(contentsOf: bytes)
+        }
+    }
+
+    private mutating func flush() {
+        guard !self.buffer.isEmpty else { return }
+        self.buffer.withUnsafeBytes { self.hash.update(bufferPointer: $0) }
+        self.buffer.removeAll(keepingCapacity: true)
+    }
+
+    /// The digest of everything added so far, in hex.
+    mutating func finalize() -> String {
+        self.flush()
+        return Hex.encode(Array(self.hash.finalize()))
+    }
+}

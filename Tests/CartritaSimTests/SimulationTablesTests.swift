@@ -1,0 +1,162 @@
+import CartritaEnvelope
+import CartritaRuntime
+import Crypto
+import XCTest
+
+@testable import CartritaSim
+
+/// The simulator's hot-path tables against the plain structures they replace: the same answers,
+/// whatever the order of operations.
+final class SimulationTablesTests: XCTestCase {
+    /// Random inserts, lookups and removals, with ids crowded into few buckets (only a handful of
+    /// distinct values per half), so probes run long and backward-shift deletion moves entries.
+    func testTheIdTableAgreesWithADictionary() {
+        var random = SplitMix64(seed: 42)
+        var table = MessageSeqTable(minimumCapacity: 4)
+        var reference: [MessageID: UInt64] = [:]
+        var nextSeq: UInt64 = 1
+        for step in 0..<20_000 {
+            let id = MessageID(high: random.next64() % 64, low: random.next64() % 8)
+            switch random.next64() % 3 {
+            case 0, 1:
+                let inserted = table.insert(id, seq: nextSeq)
+                XCTAssertEqual(inserted, reference[id] == nil, "step \(step)")
+                if inserted { reference[id] = nextSeq }
+                nextSeq += 1
+            default:
+                table.remove(id)
+                reference[id] = nil
+            }
+            XCTAssertEqual(table.count, reference.count, "step \(step)")
+            if step % 97 == 0 {
+                for high in 0..<UInt64(64) {
+                    for low in 0..<UInt64(8) {
+                        let probe = MessageID(high: high, low: low)
+                        XCTAssertEqual(table.seq(of: probe), reference[probe], "step \(step), \(probe)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The simulator's mailbox serves in the runtime's `Mailbox` order (priority, then FIFO),
+    /// through the compactions of long queues.
+    func testTheMailboxServesInTheRuntimesOrder() {
+        var random = SplitMix64(seed: 7)
+        var mailbox = SimMailbox()
+        var reference = Mailbox<Envelope>(capacity: Int.max)
+        let priorities = Priority.allCases
+        for step in 0..<5_000 {
+            if random.next64() % 5 < 3 {
+                let priority = priorities[Int(random.next64() % 4)]
+                let envelope = Self.envelope(number: UInt64(step), priority: priority)
+                mailbox.push(envelope)
+                reference.push(envelope, priority: priority)
+            } else {
+                XCTAssertEqual(mailbox.pop()?.id, reference.pop()?.item.id, "step \(step)")
+            }
+            XCTAssertEqual(mailbox.count, reference.count)
+        }
+        while let expected = reference.pop() { XCTAssertEqual(mailbox.pop()?.id, expected.item.id) }
+        XCTAssertNil(mailbox.pop())
+        XCTAssertTrue(mailbox.isEmpty)
+    }
+
+    /// Each fault's bit and counter is its place in `allCases` (the order the report prints).
+    func testFaultOrdinalsFollowAllCases() {
+        for (position, fault) in Simulation.Fault.allCases.enumerated() {
+            XCTAssertEqual(fault.ordinal, position, "\(fault)")
+            XCTAssertTrue(FaultSet([fault]).contains(fault))
+            XCTAssertEqual(Simulation.Fault.allCases.filter { FaultSet([fault]).contains($0) }, [fault])
+        }
+        XCTAssertFalse(FaultSet().contains(.crash))
+    }
+
+    /// Buffering the trace changes no digest: SHA-256 over the same bytes, fed whole.
+    func testTheBufferedTraceDigestIsTheStreamsSHA256() {
+        var random = SplitMix64(seed: 3)
+        var trace = TraceDigest()
+        var stream: [UInt8] = []
+        for _ in 0..<2_000 {
+            switch random.next64() % 3 {
+            case 0:
+                let value = random.next64()
+                trace.add(value)
+                withUnsafeBytes(of: value.bigEndian) { stream.append(contentsOf: $0) }
+            case 1:
+                let id = MessageID(high: random.next64(), low: random.next64())
+                trace.add(id)
+                id.withBytes { stream.append(contentsOf: $0) }
+            default:
+                // Up to twice the buffer, so some pieces bypass it.
+                let bytes = (0..<Int(random.next64() % UInt64(2 * TraceDigest.bufferBytes))).map { _ in UInt8(truncatingIfNeeded: random.next64()) }
+                bytes.withUnsafeBytes { trace.add($0) }
+                stream += bytes
+            }
+        }
+        XCTAssertEqual(trace.finalize(), Hex.encode(Array(SHA256.hash(data: stream))))
+    }
+
+    /// The in-memory log after appends, refusals and power losses: its heads, id and task
+    /// indexes agree with its records, and it verifies.
+    func testTheMemoryLogKeepsItsIndexesThroughTruncation() throws {
+        let actors = [Address("orchestrator@v1.0"), Address("agent.one@v1.0"), Address("client.run@v1.0")]
+        let log = MemoryLog(expectedRecords: 4)
+        XCTAssertTrue(log.register(actors: actors))
+        var random = SplitMix64(seed: 9)
+        var appended: [(id: MessageID, correlation: MessageID, actor: Int)] = []
+        for step in 0..<3_000 {
+            if random.next64() % 50 == 0, !appended.isEmpty {
+                let keep = Int(random.next64() % UInt64(appended.count))
+                XCTAssertEqual(log.truncate(after: UInt64(keep)), appended.count - keep)
+                appended.removeLast(appended.count - keep)
+            } else {
+                let actor = Int(random.next64() % 4)  // 3: the I/O gateway, named by text
+                let recipient = actor < 3 ? actors[actor] : Address("io.files@v1.0")
+                // Now and then an id seen before: refused.
+                let id = random.next64() % 10 == 0 && !appended.isEmpty
+                    ? appended[Int(random.next64() % UInt64(appended.count))].id : MessageID(high: UInt64(step), low: random.next64())
+                let correlation = MessageID(high: 1, low: random.next64() % 20)
+                let seq = log.append(
+                    Self.envelope(id: id, correlation: correlation, recipient: recipient), actor: actor < 3 ? actor : nil,
+                    clockMilliseconds: Int64(step), entropy: random.next64())
+                if appended.contains(where: { $0.id == id }) {
+                    XCTAssertNil(seq, "step \(step)")
+                } else {
+                    XCTAssertEqual(seq, UInt64(appended.count + 1), "step \(step)")
+                    appended.append((id, correlation, actor))
+                }
+            }
+            if step % 101 == 0 {
+                XCTAssertNil(log.verify(), "step \(step)")
+                XCTAssertEqual(try log.seqs(ofMessages: appended.map(\.id)), appended.indices.map { UInt64($0 + 1) })
+                for low in 0..<UInt64(20) {
+                    let correlation = MessageID(high: 1, low: low)
+                    let expected = appended.indices.filter { appended[$0].correlation == correlation }.map { UInt64($0 + 1) }
+                    XCTAssertEqual(try log.seqs(correlation: correlation), expected, "step \(step)")
+                }
+                let names = actors.map(\.rawValue) + ["io.files@v1.0"]
+                let heads = names.indices.compactMap { actor in
+                    appended.lastIndex { $0.actor == actor }.map { (names[actor], UInt64($0 + 1)) }
+                }.sorted { $0.0 < $1.0 }
+                XCTAssertEqual(try log.heads().map(\.actor), heads.map(\.0), "step \(step)")
+                XCTAssertEqual(try log.heads().map(\.seq), heads.map(\.1), "step \(step)")
+            }
+        }
+        XCTAssertNil(log.verify())
+    }
+
+    static func envelope(number: UInt64, priority: Priority) -> Envelope {
+        var envelope = Self.envelope(id: MessageID(high: number, low: 1), correlation: MessageID(high: number, low: 1), recipient: .orchestrator)
+        envelope.priority = priority
+        return envelope
+    }
+
+    static func envelope(id: MessageID, correlation: MessageID, recipient: Address) -> Envelope {
+        Envelope(
+            id: id, parentID: nil, correlationID: correlation, sender: Address("client.run@v1.0"), recipient: recipient, broadcast: false,
+            timestampMilliseconds: 1_800_000_000_000, ttlMilliseconds: 600_000, priority: .normal,
+            context: MessageContext(traceID: TraceID(high: id.high, low: id.low), spanID: SpanID(id.low | 1)),
+            payload: .ping(Ping(nonce: id.low)), deliveryMode: .atLeastOnce, retryCount: 0, maxRetries: 3)
+    }
+}
