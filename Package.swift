@@ -265,7 +265,7 @@ let package = Package(
             name: "CartritaTravelTests",
             dependencies: [
                 "CartritaTravel", "CartritaNode", "CartritaRuntime", "CartritaAgents", "CartritaLog", "CartritaCodec",
-                "CartritaEnvelope",
+                "CartritaEnvelope", .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
         ),

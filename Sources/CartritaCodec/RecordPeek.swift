@@ -20,12 +20,20 @@ import CartritaEnvelope
 public struct RecordPeek: Sendable {
     public var header: RecordHeader
     public var id: MessageID
+    public var correlationID: MessageID
     /// Byte ranges inside the record.
     public var sender: Range<Int>
     public var recipient: Range<Int>
     /// Where the envelope's pairs start (they run to the end of the record), and how many.
     public var envelopeBodyStart: Int
     public var envelopeFieldCount: Int
+
+    /// Whether `bytes` are one whole msgpack value within `limits` (the decoder's structural
+    /// scan: lengths that fit, nesting, nothing truncated or trailing). A peek reads only the
+    /// start of a record; a reader of untrusted bytes that will not decode them asks this too.
+    public static func isWhole(_ bytes: UnsafeRawBufferPointer, limits: CodecLimits = .default) -> Bool {
+        bytes.count > 0 && bytes.count <= limits.maxRecordBytes && Preflight.fastScan(bytes, limits: limits)
+    }
 
     public init?(_ bytes: UnsafeRawBufferPointer) {
         var reader = Reader(bytes: bytes)
@@ -42,7 +50,7 @@ public struct RecordPeek: Sendable {
         if reader.peekKey("parent_id") {
             guard reader.key("parent_id"), reader.binary(16) != nil else { return nil }
         }
-        guard reader.key("correlation_id"), reader.binary(16) != nil,
+        guard reader.key("correlation_id"), let correlation = reader.binary(16),
             reader.key("sender"), let sender = reader.string(),
             reader.key("recipient"), let recipient = reader.string()
         else { return nil }
@@ -50,6 +58,7 @@ public struct RecordPeek: Sendable {
             seq: seq, prevHash: Digest32(bytes: UnsafeRawBufferPointer(rebasing: bytes[prevHash])), actorPrevSeq: actorPrevSeq,
             clockMilliseconds: clock, entropy: entropy)
         self.id = MessageID(bytes: UnsafeRawBufferPointer(rebasing: bytes[id]))!
+        self.correlationID = MessageID(bytes: UnsafeRawBufferPointer(rebasing: bytes[correlation]))!
         self.sender = sender
         self.recipient = recipient
         self.envelopeBodyStart = bodyStart

@@ -43,6 +43,8 @@ public struct EventLogError: Error, Hashable, Sendable, CustomStringConvertible 
     public var lmdbError: LMDBError?
     /// For `duplicateID`: where the first copy is.
     public var existingSeq: UInt64?
+    /// For `corrupted`: the record that is.
+    public var recordSeq: UInt64?
 
     public init(_ code: Code, _ message: String) {
         self.code = code

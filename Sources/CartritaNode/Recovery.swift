@@ -261,7 +261,7 @@ public struct Recovery {
         // the record. Inputs, and records replay made nothing (or several copies) for, are
         // decoded and judged as before.
         let storedSenders = cells.filter { !$0.address.isClient && !(self.handlers == .stateful && $0.isStateless) }.map(\.address)
-        let decoder = EnvelopeDecoder(validatesEnvelopes: false)
+        let decoder = EnvelopeDecoder(validatesEnvelopes: self.log.replayValidatesEnvelopes)
         var checks: [StoredCheck] = []
         let checker = StoredChecker()
         var unreadable: EventLogError?
@@ -277,7 +277,8 @@ public struct Recovery {
             do {
                 return replay(seq, try decoder.decodeRecord(bytes), matched: false)
             } catch {
-                unreadable = EventLogError(.corrupted, "record \(seq): \(error)")
+                unreadable = EventLogError(.corrupted, "record \(seq) does not decode: \(error)")
+                unreadable?.recordSeq = seq
                 return false
             }
         }
@@ -288,7 +289,8 @@ public struct Recovery {
             let copy = mismatch.check.copy
             switch mismatch.logged {
             case .failure(let error):
-                unreadable = EventLogError(.corrupted, "record \(mismatch.check.seq): \(error)")
+                unreadable = EventLogError(.corrupted, "record \(mismatch.check.seq) does not decode: \(error)")
+                unreadable?.recordSeq = mismatch.check.seq
             case .success(let logged):
                 divergence = Divergence(
                     seq: copy.producedAt, actor: copy.envelope.sender, message: "replay made message \(logged.envelope.id) differently",
@@ -315,7 +317,10 @@ public struct Recovery {
                     return checker.mismatch == nil
                 }
             } catch {
-                _ = checker.finish()
+                // The log failed under the replay (a record it cannot hand out). A record the
+                // checker could not decode may come before it: the first one is named.
+                judge(checker.finish())
+                if let unreadable, (unreadable.recordSeq ?? .max) < (error.recordSeq ?? .max) { throw unreadable }
                 throw error
             }
         }

@@ -22,6 +22,10 @@ public protocol ReplayableLog: AnyObject {
     /// its replayed handlers made, by bytes, and decodes only what differs. A log that cannot
     /// do this hands everything decoded (the default).
     func replayEntries(from seq: UInt64, storedSenders: [Address], _ body: (ReplayBatch) -> Bool) throws(EventLogError)
+    /// Whether a stored record replay must decode is held to the envelope rules: false for a
+    /// log this runtime wrote (it validated every record on the way in, and an old record must
+    /// stay readable after a rule is tightened), true for untrusted input (a capsule).
+    var replayValidatesEnvelopes: Bool { get }
 }
 
 public typealias RecordBatch = [(seq: UInt64, record: LogRecord)]
@@ -35,6 +39,8 @@ public enum ReplayEntry: Sendable {
 }
 
 extension ReplayableLog {
+    public var replayValidatesEnvelopes: Bool { false }
+
     public func replayEntries(from seq: UInt64, storedSenders: [Address], _ body: (ReplayBatch) -> Bool) throws(EventLogError) {
         try self.replay(from: seq) { batch in body(batch.map { ($0.seq, .decoded($0.record)) }) }
     }

@@ -59,9 +59,10 @@ final class CapsuleLog: ReplayableLog {
     }
 
     /// Starts verifying `capsule`'s records on another thread at once; the owner must call
-    /// `finish()`.
-    init(streaming capsule: Capsule) {
-        let stream = CapsuleRecordStream(records: capsule.records, inputs: capsule.inputs)
+    /// `finish()`. Records from `storedSenders` (the actors whose handlers the replay runs) go
+    /// to the replay stored, not decoded (see `CapsuleRecordVerifier.verifyEntry`).
+    init(streaming capsule: Capsule, storedSenders: [Address] = []) {
+        let stream = CapsuleRecordStream(records: capsule.records, inputs: capsule.inputs, storedSenders: storedSenders)
         self.source = .streamed(stream, entries: capsule.records)
         self.seqs = capsule.records.map(\.seq)
         self.snapshots = Self.byActor(capsule.snapshots)
@@ -86,10 +87,10 @@ final class CapsuleLog: ReplayableLog {
 
     /// The next verified batch from the stream (its ids and tasks noted), nil at the end;
     /// `used` is the one taken before, done with.
-    private func take(recycling used: RecordBatch? = nil) throws(TravelError) -> RecordBatch? {
+    private func take(recycling used: ReplayBatch? = nil) throws(TravelError) -> ReplayBatch? {
         guard case .streamed(let stream, _) = self.source, !self.drained else { return nil }
         if let failure = self.failure { throw failure }
-        let batch: RecordBatch?
+        let batch: ReplayBatch?
         do {
             batch = try stream.next(recycling: used)
         } catch {
@@ -100,18 +101,30 @@ final class CapsuleLog: ReplayableLog {
             self.drained = true
             return nil
         }
-        for (seq, record) in batch {
+        for (seq, entry) in batch {
             precondition(self.seqs[self.taken] == seq, "the stream hands out the capsule's records in order")
-            self.ids.append(record.envelope.id)
-            self.correlations.append(record.envelope.correlationID)
+            switch entry {
+            case .decoded(let record):
+                self.ids.append(record.envelope.id)
+                self.correlations.append(record.envelope.correlationID)
+            case .stored(_, let peek):
+                self.ids.append(peek.id)
+                self.correlations.append(peek.correlationID)
+            }
             self.taken += 1
         }
         return batch
     }
 
+    /// The seq of the record the stream refused, once it is done (nil: none).
+    var refusedSeq: UInt64? {
+        guard case .streamed(let stream, _) = self.source else { return nil }
+        return stream.refusedSeq
+    }
+
     /// Waits until every record is verified; throws the first one refused.
     func verifyAll() throws(TravelError) {
-        var used: RecordBatch?
+        var used: ReplayBatch?
         while let batch = try self.take(recycling: used) { used = batch }
         if let failure = self.failure { throw failure }
     }
@@ -121,14 +134,16 @@ final class CapsuleLog: ReplayableLog {
         do {
             try self.verifyAll()
         } catch {
-            throw Self.stopped(error)
+            throw self.stopped(error)
         }
     }
 
     /// What recovery carries out when the stream refused a record; `Capsule.replay` throws
     /// `failure` instead.
-    static func stopped(_ error: TravelError) -> EventLogError {
-        EventLogError(.corrupted, "capsule refused: \(error)")
+    func stopped(_ error: TravelError) -> EventLogError {
+        var stopped = EventLogError(.corrupted, "capsule refused: \(error)")
+        stopped.recordSeq = self.refusedSeq
+        return stopped
     }
 
     // MARK: - Recipients before decoding
@@ -256,33 +271,85 @@ final class CapsuleLog: ReplayableLog {
         return result
     }
 
+    /// A stored record's bytes are untrusted: what replay decodes of them meets the envelope rules.
+    var replayValidatesEnvelopes: Bool { true }
+
+    /// Decoded records only: a stored one is decoded here.
     func replay(from seq: UInt64, _ body: (RecordBatch) -> Bool) throws(EventLogError) {
+        let decoder = EnvelopeDecoder(limits: CodecLimits.default)
+        var failure: EventLogError?
+        try self.replayEntries(from: seq, storedSenders: []) { batch in
+            var records: RecordBatch = []
+            records.reserveCapacity(batch.count)
+            for (seq, entry) in batch {
+                switch entry {
+                case .decoded(let record): records.append((seq, record))
+                case .stored(let bytes, _):
+                    do {
+                        records.append((seq, try decoder.decodeRecord(bytes)))
+                    } catch {
+                        failure = EventLogError(.corrupted, "record \(seq): \(error)")
+                        return false
+                    }
+                }
+            }
+            return body(records)
+        }
+        if let failure { throw failure }
+    }
+
+    /// Stored records come as they are when their sender is one of `storedSenders`, decoded
+    /// otherwise.
+    func replayEntries(from seq: UInt64, storedSenders: [Address], _ body: (ReplayBatch) -> Bool) throws(EventLogError) {
+        let senders = storedSenders.map { Array($0.rawValue.utf8) }
+        let decoder = EnvelopeDecoder(limits: CodecLimits.default)
+        var failure: EventLogError?
+        func admit(_ batch: ReplayBatch) -> ReplayBatch? {
+            var result = batch
+            for (position, item) in batch.enumerated() {
+                guard case .stored(let bytes, let peek) = item.entry else { continue }
+                let wanted = bytes.withUnsafeBytes { raw in
+                    CapsuleRecordVerifier.isOne(of: senders, UnsafeRawBufferPointer(rebasing: raw[peek.sender]))
+                }
+                if wanted { continue }
+                do {
+                    result[position] = (item.seq, .decoded(try decoder.decodeRecord(bytes)))
+                } catch {
+                    failure = EventLogError(.corrupted, "record \(item.seq): \(error)")
+                    return nil
+                }
+            }
+            return result
+        }
         switch self.source {
         case .decoded(let records):
             var index = self.seqs.partitioningIndex { $0 >= seq }
             while index < records.count {
                 let end = min(records.count, index + CapsuleRecordStream.batchRecords)
-                if !body(Array(records[index..<end])) { return }
+                if !body(records[index..<end].map { ($0.seq, .decoded($0.record)) }) { return }
                 index = end
             }
         case .streamed(_, let entries):
             guard self.taken == 0 && !self.drained else {
                 // The stream went by already: the records are verified, decode them again.
                 try self.complete()
-                try self.replayAgain(entries, from: seq, body)
+                try self.replayAgain(entries, from: seq) { body($0.map { ($0.seq, .decoded($0.record)) }) }
                 return
             }
-            var used: RecordBatch?
+            var used: ReplayBatch?
             while true {
-                let next: RecordBatch?
+                let next: ReplayBatch?
                 do {
                     next = try self.take(recycling: used)
                 } catch {
-                    throw Self.stopped(error)
+                    throw self.stopped(error)
                 }
-                guard var batch = next else { return }
-                used = batch
-                guard let last = batch.last, last.seq >= seq else { continue }
+                guard let taken = next else { return }
+                used = taken
+                guard let last = taken.last, last.seq >= seq, var batch = admit(taken) else {
+                    if let failure { throw failure }
+                    continue
+                }
                 if batch[0].seq < seq { batch.removeFirst(batch.partitioningIndex { $0.seq >= seq }) }
                 if !body(batch) { return }
             }

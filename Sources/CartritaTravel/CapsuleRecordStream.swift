@@ -42,10 +42,41 @@ struct CapsuleRecordVerifier {
         guard agrees else {
             throw TravelError(.malformed, "record \(entry.seq): its recipient reads differently from its bytes than from its decoding")
         }
-        guard record.header.seq == entry.seq else {
-            throw TravelError(.malformed, "the record filed under seq \(entry.seq) says it is \(record.header.seq)")
+        try self.check(index, record.header)
+        return record
+    }
+
+    /// Verifies record `index` as `verify` does, except that a record from one of
+    /// `storedSenders` (whose handler the replay runs) is not decoded: its header is read from
+    /// its bytes (`RecordPeek`) and checked (seq, recorded inputs, chain), and it goes to the
+    /// replay stored. Recovery delivers its own copy in its place and compares the bytes; a
+    /// record nothing matches is decoded there, with the envelope rules
+    /// (`CapsuleLog.replayValidatesEnvelopes`).
+    mutating func verifyEntry(_ index: Int, storedSenders: [[UInt8]]) throws(TravelError) -> ReplayEntry {
+        let entry = self.records[index]
+        if !storedSenders.isEmpty, let peek = entry.bytes.withUnsafeBytes({ RecordPeek($0) }),
+            entry.bytes.withUnsafeBytes({ raw in Self.isOne(of: storedSenders, UnsafeRawBufferPointer(rebasing: raw[peek.sender])) }),
+            // Truncated, lying lengths, trailing bytes: decoded below, which names the problem.
+            entry.bytes.withUnsafeBytes({ RecordPeek.isWhole($0) })
+        {
+            try self.check(index, peek.header)
+            return .stored(bytes: entry.bytes, peek: peek)
         }
-        if let previous = self.previous, previous.seq + 1 == entry.seq, record.header.prevHash != previous.hash {
+        return .decoded(try self.verify(index))
+    }
+
+    static func isOne(of senders: [[UInt8]], _ sender: UnsafeRawBufferPointer) -> Bool {
+        senders.contains { candidate in candidate.withUnsafeBytes { RecipientPeek.same($0, sender) } }
+    }
+
+    /// The checks of a record's header: the seq it is filed under, its recorded inputs, and the
+    /// chain to the record before it.
+    private mutating func check(_ index: Int, _ header: RecordHeader) throws(TravelError) {
+        let entry = self.records[index]
+        guard header.seq == entry.seq else {
+            throw TravelError(.malformed, "the record filed under seq \(entry.seq) says it is \(header.seq)")
+        }
+        if let previous = self.previous, previous.seq + 1 == entry.seq, header.prevHash != previous.hash {
             throw TravelError(.malformed, "record \(entry.seq) does not chain to record \(previous.seq)")
         }
         // `Capsule.decode` proves the EXTR section lists the RECS seqs; a capsule built in memory
@@ -54,7 +85,7 @@ struct CapsuleRecordVerifier {
             throw TravelError(.malformed, "the EXTR section does not list the records of the RECS section")
         }
         let input = self.inputs[index]
-        guard input.clockMilliseconds == record.header.clockMilliseconds, input.entropy == record.header.entropy else {
+        guard input.clockMilliseconds == header.clockMilliseconds, input.entropy == header.entropy else {
             throw TravelError(.malformed, "the recorded inputs of \(entry.seq) differ from its record")
         }
         if index + 1 < self.records.count, self.records[index + 1].seq == entry.seq + 1 {
@@ -63,7 +94,6 @@ struct CapsuleRecordVerifier {
         } else {
             self.previous = nil
         }
-        return record
     }
 }
 
@@ -86,14 +116,16 @@ final class CapsuleRecordStream: @unchecked Sendable {
 
     /// Guards everything below it.
     private let condition = NSCondition()
-    private var queue: [RecordBatch] = []
+    private var queue: [ReplayBatch] = []
     private var head = 0
     private var done = false
     private var failure: TravelError?
+    /// The seq of the record `failure` is about.
+    private var failedSeq: UInt64?
     private var stopping = false
     /// Batches the consumer is done with, handed back so that their records are freed on this
     /// thread (it has time to spare; the replay has none). Emptied on every push.
-    private var recycled: [RecordBatch] = []
+    private var recycled: [ReplayBatch] = []
     /// The most batches that ever waited at once (never above `maxQueuedBatches`).
     private var queuedMost = 0
 
@@ -102,35 +134,38 @@ final class CapsuleRecordStream: @unchecked Sendable {
     private var joined = false
 
     init(
-        records: [(seq: UInt64, bytes: [UInt8])], inputs: [Capsule.Input], batchRecords: Int = CapsuleRecordStream.batchRecords,
-        maxQueuedBatches: Int = CapsuleRecordStream.maxQueuedBatches
+        records: [(seq: UInt64, bytes: [UInt8])], inputs: [Capsule.Input], storedSenders: [Address] = [],
+        batchRecords: Int = CapsuleRecordStream.batchRecords, maxQueuedBatches: Int = CapsuleRecordStream.maxQueuedBatches
     ) {
         precondition(batchRecords > 0 && maxQueuedBatches > 0, "a stream needs room for a batch")
         self.batchRecords = batchRecords
         self.maxQueuedBatches = maxQueuedBatches
+        let senders = storedSenders.map { Array($0.rawValue.utf8) }
         let thread = Thread { [self] in
             Thread.current.name = "cartrita-capsule"  // set from inside, so the OS thread gets it
-            self.verify(CapsuleRecordVerifier(records: records, inputs: inputs))
+            self.verify(CapsuleRecordVerifier(records: records, inputs: inputs), storedSenders: senders)
             self.exited.signal()
         }
         thread.start()
     }
 
-    private func verify(_ verifier: CapsuleRecordVerifier) {
+    private func verify(_ verifier: CapsuleRecordVerifier, storedSenders: [[UInt8]]) {
         var verifier = verifier
         let count = verifier.records.count
         var index = 0
         var failure: TravelError?
+        var failedSeq: UInt64?
         while index < count {
-            var batch: RecordBatch = []
+            var batch: ReplayBatch = []
             batch.reserveCapacity(min(self.batchRecords, count - index))
             do {
                 while batch.count < self.batchRecords && index < count {
-                    batch.append((verifier.records[index].seq, try verifier.verify(index)))
+                    batch.append((verifier.records[index].seq, try verifier.verifyEntry(index, storedSenders: storedSenders)))
                     index += 1
                 }
             } catch {
                 failure = error
+                failedSeq = verifier.records[index].seq
             }
             // The records before a bad one still go out: the consumer meets the error in order.
             if !batch.isEmpty && !self.push(batch) { break }
@@ -138,15 +173,16 @@ final class CapsuleRecordStream: @unchecked Sendable {
         }
         self.condition.lock()
         self.failure = failure
+        self.failedSeq = failedSeq
         self.done = true
         self.condition.broadcast()
         self.condition.unlock()
     }
 
     /// Waits for room; false when the consumer stopped.
-    private func push(_ batch: RecordBatch) -> Bool {
+    private func push(_ batch: ReplayBatch) -> Bool {
         self.condition.lock()
-        var done: [RecordBatch] = []
+        var done: [ReplayBatch] = []
         defer {
             self.condition.unlock()
             done.removeAll()  // frees the handed-back records here, outside the lock
@@ -163,7 +199,7 @@ final class CapsuleRecordStream: @unchecked Sendable {
     /// The next verified batch in capsule order; nil once every record is verified. Throws the
     /// first record's failure once the batches before it are taken. `used`, the batch taken
     /// before, goes back to the verifying thread to be freed there while it still runs.
-    func next(recycling used: RecordBatch? = nil) throws(TravelError) -> RecordBatch? {
+    func next(recycling used: ReplayBatch? = nil) throws(TravelError) -> ReplayBatch? {
         self.condition.lock()
         defer { self.condition.unlock() }
         // Bounded: the thread empties the list on every push, and pushes once per batch taken.
@@ -182,6 +218,13 @@ final class CapsuleRecordStream: @unchecked Sendable {
         }
         if let failure = self.failure { throw failure }
         return nil
+    }
+
+    /// The seq of the first record refused, once the stream is done.
+    var refusedSeq: UInt64? {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        return self.failedSeq
     }
 
     /// The most batches that waited at once so far.

@@ -157,7 +157,9 @@ extension Capsule {
         let started = ContinuousClock.now
         // The records are verified on another thread while recovery replays them (see
         // `CapsuleLog`); every one is verified before a report comes out, whatever the replay did.
-        let log = CapsuleLog(streaming: self)
+        // Those the replayed actors sent come stored: recovery compares its copies with their
+        // bytes and decodes only what differs (every handler runs here, so every actor's).
+        let log = CapsuleLog(streaming: self, storedSenders: self.meta.actors.filter { !$0.isClient })
         defer { log.finish() }
         let actors = self.meta.actors
         for actor in actors where !base.addresses.contains(actor) {
@@ -172,7 +174,16 @@ extension Capsule {
         do {
             (cells, report) = try Recovery(log: log, hierarchy: hierarchy, useSnapshots: true, handlers: .all).run()
         } catch {
-            if let failure = log.failure { throw failure }
+            // The first damaged record is named, whichever check met it: the stream, in capsule
+            // order, or recovery, for a stored record it had to decode itself.
+            if log.failure == nil {
+                do {
+                    try log.verifyAll()
+                } catch {}
+            }
+            let recoverySeq = error.code == .corrupted ? error.recordSeq : nil
+            if let failure = log.failure, (log.refusedSeq ?? 0) <= (recoverySeq ?? .max) { throw failure }
+            if recoverySeq != nil { throw TravelError(.malformed, error.message) }
             throw .log(error)
         }
         // A divergence stops the replay early, and records before recovery's first need are

@@ -29,6 +29,7 @@ final class RecordPeekTests: XCTestCase {
             let peek = try XCTUnwrap(bytes.withUnsafeBytes { RecordPeek($0) }, "record \(index)")
             XCTAssertEqual(peek.header, decoded.header)
             XCTAssertEqual(peek.id, envelope.id)
+            XCTAssertEqual(peek.correlationID, envelope.correlationID)
             XCTAssertEqual(String(decoding: bytes[peek.sender], as: UTF8.self), envelope.sender.rawValue)
             XCTAssertEqual(String(decoding: bytes[peek.recipient], as: UTF8.self), envelope.recipient.rawValue)
             let same = encoder.withEncodedBody(envelope) { body, fields in

@@ -5,6 +5,7 @@ import CartritaNode
 import CartritaRuntime
 @testable import CartritaTravel
 import Foundation
+import Crypto
 import XCTest
 
 /// `capsule replay` verifies the records on another thread while recovery replays them. These
@@ -51,6 +52,35 @@ final class CapsuleStreamTests: XCTestCase {
         let at = try XCTUnwrap((0...(bytes.count - key.count)).first { Array(bytes[$0..<$0 + key.count]) == key })
         chain.records[late].bytes[at + key.count + 2 + 5] ^= 0x01  // after the key: bin8 marker, length, then the hash
         damaged.append(("does not chain", chain))
+
+        // A record that is whole and still chains (the hash is of its bytes as they are), but no
+        // longer decodes: one letter of a key. A replayed actor sent it, so the replay compares
+        // its own copy with it rather than decoding it first; the refusal must be the same.
+        var renamed = good
+        let sent = try XCTUnwrap((late..<good.records.count).first { index in
+            guard let record = try? EnvelopeDecoder().decodeRecord(good.records[index].bytes) else { return false }
+            return !record.envelope.sender.isClient && good.records[index].bytes.count > 0
+        })
+        let name = Array("max_retries".utf8)
+        let record = renamed.records[sent].bytes
+        let nameAt = try XCTUnwrap((0...(record.count - name.count)).first { Array(record[$0..<$0 + name.count]) == name })
+        renamed.records[sent].bytes[nameAt + name.count - 1] = UInt8(ascii: "z")
+        // Re-chain the next record to the changed bytes, as a forger would.
+        if sent + 1 < renamed.records.count, renamed.records[sent + 1].seq == renamed.records[sent].seq + 1 {
+            let next = renamed.records[sent + 1].bytes
+            let hashKey = Array("prev_hash".utf8)
+            let hashAt = try XCTUnwrap((0...(next.count - hashKey.count)).first { Array(next[$0..<$0 + hashKey.count]) == hashKey })
+            let digest: [UInt8] = Array(SHA256.hash(data: renamed.records[sent].bytes))
+            let hashStart = hashAt + hashKey.count + 2
+            renamed.records[sent + 1].bytes.replaceSubrange(hashStart..<(hashStart + 32), with: digest)
+        }
+        let renamedUpFront = Self.refusal { () throws(TravelError) in _ = try renamed.verifiedRecords() }
+        let renamedStreamed = Self.refusal { () throws(TravelError) in _ = try Capsule.decode(renamed.encode()).replay() }
+        XCTAssertEqual(renamedUpFront?.code, .malformed)
+        XCTAssertEqual(renamedStreamed?.code, .malformed, "\(renamedStreamed.map { "\($0)" } ?? "replayed")")
+        let seqText = "record \(renamed.records[sent].seq) "
+        XCTAssertTrue(renamedUpFront?.message.contains(seqText) == true, renamedUpFront?.message ?? "")
+        XCTAssertTrue(renamedStreamed?.message.contains(seqText) == true, renamedStreamed?.message ?? "")
 
         for (name, capsule) in damaged {
             let upFront = Self.refusal { () throws(TravelError) in _ = try capsule.verifiedRecords() }
