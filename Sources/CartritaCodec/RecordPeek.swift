@@ -35,6 +35,16 @@ public struct RecordPeek: Sendable {
         bytes.count > 0 && bytes.count <= limits.maxRecordBytes && Preflight.fastScan(bytes, limits: limits)
     }
 
+    /// Whether the record's sender (in `bytes`, the record this peek read) is one of
+    /// `candidates`, given as UTF-8 bytes (a handful of addresses: compared one by one).
+    public func sender(in bytes: UnsafeRawBufferPointer, isOneOf candidates: [[UInt8]]) -> Bool {
+        let sender = UnsafeRawBufferPointer(rebasing: bytes[self.sender])
+        return candidates.contains { candidate in
+            candidate.count == sender.count
+                && candidate.withUnsafeBytes { memcmp($0.baseAddress!, sender.baseAddress!, sender.count) == 0 }
+        }
+    }
+
     public init?(_ bytes: UnsafeRawBufferPointer) {
         var reader = Reader(bytes: bytes)
         guard let count = reader.mapHeader(), count > RecordHeader.fieldNames.count,

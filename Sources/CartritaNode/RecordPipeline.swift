@@ -48,14 +48,6 @@ final class RecordPipeline: @unchecked Sendable {
         }
     }
 
-    /// Whether the sender bytes at `range` are one of `senders` (a handful of addresses).
-    static func isOne(of senders: [[UInt8]], _ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> Bool {
-        let sender = UnsafeRawBufferPointer(rebasing: bytes[range])
-        return senders.contains { candidate in
-            candidate.count == sender.count && candidate.withUnsafeBytes { memcmp($0.baseAddress!, sender.baseAddress!, sender.count) == 0 }
-        }
-    }
-
     private func read(log: EventLog, from start: UInt64, storedSenders: [[UInt8]], lane: Lane, index: UInt64, of count: UInt64) {
         // Records the log wrote were validated on the way in; see `validatesEnvelopes`.
         let decoder = EnvelopeDecoder(limits: log.configuration.codecLimits, validatesEnvelopes: false)
@@ -66,7 +58,7 @@ final class RecordPipeline: @unchecked Sendable {
                 let position = seq &- start
                 guard (position / Self.batchRecords) % count == index else { return !self.stopping.load(ordering: .relaxed) }
                 if !storedSenders.isEmpty, let peek = RecordPeek(bytes), peek.header.seq == seq,
-                    Self.isOne(of: storedSenders, bytes, peek.sender)
+                    peek.sender(in: bytes, isOneOf: storedSenders)
                 {
                     batch.append((seq, .stored(bytes: [UInt8](bytes), peek: peek)))
                 } else {

@@ -308,9 +308,7 @@ final class CapsuleLog: ReplayableLog {
             var result = batch
             for (position, item) in batch.enumerated() {
                 guard case .stored(let bytes, let peek) = item.entry else { continue }
-                let wanted = bytes.withUnsafeBytes { raw in
-                    CapsuleRecordVerifier.isOne(of: senders, UnsafeRawBufferPointer(rebasing: raw[peek.sender]))
-                }
+                let wanted = bytes.withUnsafeBytes { peek.sender(in: $0, isOneOf: senders) }
                 if wanted { continue }
                 do {
                     result[position] = (item.seq, .decoded(try decoder.decodeRecord(bytes)))

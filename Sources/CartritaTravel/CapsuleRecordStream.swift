@@ -55,7 +55,7 @@ struct CapsuleRecordVerifier {
     mutating func verifyEntry(_ index: Int, storedSenders: [[UInt8]]) throws(TravelError) -> ReplayEntry {
         let entry = self.records[index]
         if !storedSenders.isEmpty, let peek = entry.bytes.withUnsafeBytes({ RecordPeek($0) }),
-            entry.bytes.withUnsafeBytes({ raw in Self.isOne(of: storedSenders, UnsafeRawBufferPointer(rebasing: raw[peek.sender])) }),
+            entry.bytes.withUnsafeBytes({ peek.sender(in: $0, isOneOf: storedSenders) }),
             // Truncated, lying lengths, trailing bytes: decoded below, which names the problem.
             entry.bytes.withUnsafeBytes({ RecordPeek.isWhole($0) })
         {
@@ -63,10 +63,6 @@ struct CapsuleRecordVerifier {
             return .stored(bytes: entry.bytes, peek: peek)
         }
         return .decoded(try self.verify(index))
-    }
-
-    static func isOne(of senders: [[UInt8]], _ sender: UnsafeRawBufferPointer) -> Bool {
-        senders.contains { candidate in candidate.withUnsafeBytes { RecipientPeek.same($0, sender) } }
     }
 
     /// The checks of a record's header: the seq it is filed under, its recorded inputs, and the
