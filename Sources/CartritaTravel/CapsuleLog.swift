@@ -288,7 +288,8 @@ final class CapsuleLog: ReplayableLog {
                     do {
                         records.append((seq, try decoder.decodeRecord(bytes)))
                     } catch {
-                        failure = EventLogError(.corrupted, "record \(seq): \(error)")
+                        failure = EventLogError(.corrupted, "record \(seq) does not decode: \(error)")
+                        failure?.recordSeq = seq
                         return false
                     }
                 }
@@ -313,7 +314,8 @@ final class CapsuleLog: ReplayableLog {
                 do {
                     result[position] = (item.seq, .decoded(try decoder.decodeRecord(bytes)))
                 } catch {
-                    failure = EventLogError(.corrupted, "record \(item.seq): \(error)")
+                    failure = EventLogError(.corrupted, "record \(item.seq) does not decode: \(error)")
+                    failure?.recordSeq = item.seq
                     return nil
                 }
             }

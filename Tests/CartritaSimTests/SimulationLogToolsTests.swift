@@ -7,16 +7,7 @@ import XCTest
 /// every such delivery would look like a changed outcome.
 final class SimulationLogToolsTests: XCTestCase {
     func run(_ executable: URL, _ arguments: [String]) throws -> (status: Int32, stdout: Data) {
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, data)
+        try SimulationTests.run(executable, arguments)
     }
 
     /// A fork whose replacement is the recorded answer itself changes no outcome and no actor's

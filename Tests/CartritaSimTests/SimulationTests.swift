@@ -143,17 +143,9 @@ final class SimulationTests: XCTestCase {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sim-write-log-\(UInt64.random(in: 0...UInt64.max))").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
         func cartrita(_ arguments: [String]) throws -> (status: Int32, json: [String: Any]) {
-            let process = Process()
-            process.executableURL = executable
-            process.arguments = arguments
-            let out = Pipe()
-            process.standardOutput = out
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            let data = out.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
+            let (status, data) = try Self.run(executable, arguments)
             let json = (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
-            return (process.terminationStatus, json)
+            return (status, json)
         }
         let sim = try cartrita(["sim", "--seed", "21", "--tasks", "120", "--faults", "all", "--write-log", directory, "--json"])
         XCTAssertEqual(sim.status, 0)
@@ -182,6 +174,20 @@ final class SimulationTests: XCTestCase {
         let bare = try cartrita(["recover", "--data", directory, "--json", "--no-snapshots", "--timeout-seconds", "10"])
         XCTAssertEqual(bare.status, 2)
         XCTAssertNotNil(bare.json["divergence"])
+    }
+
+    /// Runs the executable; its exit status and standard output (standard error is dropped).
+    static func run(_ executable: URL, _ arguments: [String]) throws -> (status: Int32, stdout: Data) {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, data)
     }
 
     static func cartrita() -> URL? {
