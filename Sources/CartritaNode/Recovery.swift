@@ -254,12 +254,12 @@ public struct Recovery {
             }
             return true
         }
-        // Records whose sender's handler runs here come from the LMDB log as stored bytes, not
+        // Records whose sender's handler runs here come from the log as stored bytes, not
         // decoded: replay made its own copy of each, and the copy is delivered at once. Whether
-        // the copy is byte for byte the record is checked after each batch, on two threads (the
-        // replay itself runs on one), by encoding the copy: a few times cheaper than decoding
-        // the record. Inputs, and records replay made nothing (or several copies) for, are
-        // decoded and judged as before.
+        // the copy is byte for byte the record is checked batch by batch on a thread behind the
+        // replay (`StoredChecker`), by encoding the copy: a few times cheaper than decoding the
+        // record. Inputs, and records replay made nothing (or several copies) for, are decoded
+        // and judged as before.
         let storedSenders = cells.filter { !$0.address.isClient && !(self.handlers == .stateful && $0.isStateless) }.map(\.address)
         let decoder = EnvelopeDecoder(validatesEnvelopes: self.log.replayValidatesEnvelopes)
         var checks: [StoredCheck] = []
@@ -395,7 +395,6 @@ extension Duration {
 extension Envelope {
     func jsonString() -> String { self.json.rendered() }
 }
-
 
 // MARK: - Checking optimistic deliveries
 
