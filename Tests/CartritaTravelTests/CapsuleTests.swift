@@ -68,6 +68,12 @@ final class CapsuleTests: XCTestCase {
 
         let changed = try decoded.replay(hierarchy: Self.hierarchy(language: ChangedLanguageMaestro()))
         XCTAssertFalse(changed.passed)
+        // The same report every time, actor digests included: the replay stops at the divergence
+        // however far ahead of the byte checker it ran.
+        let again = try decoded.replay(hierarchy: Self.hierarchy(language: ChangedLanguageMaestro()))
+        XCTAssertEqual(again.divergence, changed.divergence)
+        XCTAssertEqual(again.actors.map(\.digest), changed.actors.map(\.digest))
+        XCTAssertEqual(again.replayed, changed.replayed)
         let divergence = try XCTUnwrap(changed.divergence)
         XCTAssertEqual(divergence.actor.name.hasPrefix("agent.languagemaestro"), true, "\(divergence)")
         // The seq is the delivery whose handler now answers differently: a request to that agent.
