@@ -41,6 +41,18 @@ struct DebugCommand: AsyncParsableCommand {
             api = DebuggerAPI(source: source)
         }
         defer { log?.close() }
+        // A read-only log has no writer to drop the pages the debugger reads through LMDB's map
+        // (`EventLogConfiguration.releaseMappedPagesEveryBytes`): without this, RSS grows
+        // towards the log's size as a person pages through it. After close it only throws.
+        let releaser = log.map { log in
+            Task.detached {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(5))
+                    _ = try? log.releaseMappedPages()
+                }
+            }
+        }
+        defer { releaser?.cancel() }
         let host = self.host
         try await DebugServer.run(api: api, host: host, port: self.port) { port in
             printFlushed("debugger on http://\(host):\(port)/")

@@ -300,6 +300,35 @@ public final class LMDBEnvironment: @unchecked Sendable {
         }
     }
 
+    /// Drops this process's mappings of the data file's used pages (`madvise(MADV_DONTNEED)`) and
+    /// returns how many bytes of the map that covered.
+    ///
+    /// Why: every page LMDB touches through the map (a reader's lookups, the writer's walk down
+    /// the B-tree, the kernel's fault-around of neighbouring cached pages) stays mapped and
+    /// counts in the process's RSS, so a long-running process's RSS grows towards its log's size
+    /// although the kernel could drop those pages at any time. Nothing is lost: the map is a
+    /// shared file mapping, so the next access maps the same page-cache page again (with
+    /// MDB_WRITEMAP the dirty state of a page moves to the page cache). Transactions may run
+    /// meanwhile; the gate's share keeps the map from moving.
+    @discardableResult
+    public func releaseMappedPages() throws -> Int {
+        try self.withHandle("madvise") { env in
+            var info = MDB_envinfo()
+            try lmdbCheck(mdb_env_info(env, &info), "mdb_env_info")
+            var stat = MDB_stat()
+            try lmdbCheck(mdb_env_stat(env, &stat), "mdb_env_stat")
+            // LMDB does not tell where it mapped the file (`me_mapaddr` is set only with
+            // MDB_FIXEDMAP), so the kernel's list of this process's mappings does, by inode.
+            guard let map = try mapping(ofFile: self.path + "/data.mdb") else { return 0 }
+            let usedBytes = min(map.bytes, (info.me_last_pgno + 1) * Int(stat.ms_psize))
+            guard usedBytes > 0 else { return 0 }
+            guard madvise(map.base, usedBytes, MADV_DONTNEED) == 0 else {
+                throw LMDBError(returnCode: errno, operation: "madvise(MADV_DONTNEED)")
+            }
+            return usedBytes
+        }
+    }
+
     /// Statistics of the main (unnamed) database.
     public func stat() throws -> LMDBStat {
         try self.withHandle("mdb_env_stat") { env in
@@ -337,6 +366,41 @@ public final class LMDBEnvironment: @unchecked Sendable {
 }
 
 // MARK: - Process-wide registry and file system helpers
+
+/// Where `file` is mapped in this process, from /proc/self/maps (the mapping with its inode
+/// and device); nil when it is not mapped or the system has no /proc.
+func mapping(ofFile file: String) throws -> (base: UnsafeMutableRawPointer, bytes: Int)? {
+    #if os(Linux)
+    var status = stat()
+    guard stat(file, &status) == 0 else { throw LMDBError(returnCode: errno, operation: "stat(\(file))") }
+    guard let maps = fopen("/proc/self/maps", "r") else { return nil }
+    defer { fclose(maps) }
+    // Lines: `START-END PERMS OFFSET MAJOR:MINOR INODE PATH`, numbers in hex but the inode.
+    // glibc's dev_t layout (what `major()`/`minor()` decode).
+    let dev = UInt64(status.st_dev)
+    let wantedDevice = (major: (dev >> 8) & 0xfff | (dev >> 32) & ~0xfff, minor: dev & 0xff | (dev >> 12) & ~0xff)
+    var line: UnsafeMutablePointer<CChar>?
+    var capacity = 0
+    defer { free(line) }
+    while getline(&line, &capacity, maps) > 0 {
+        guard let text = line else { break }
+        let fields = String(cString: text).split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
+        guard fields.count >= 5, UInt64(fields[4]) == UInt64(status.st_ino) else { continue }
+        let device = fields[3].split(separator: ":")
+        guard device.count == 2, UInt64(device[0], radix: 16) == wantedDevice.major, UInt64(device[1], radix: 16) == wantedDevice.minor
+        else { continue }
+        let range = fields[0].split(separator: "-")
+        guard range.count == 2, let start = UInt(range[0], radix: 16), let end = UInt(range[1], radix: 16), end > start,
+            let base = UnsafeMutableRawPointer(bitPattern: start)
+        else { continue }
+        return (base, Int(end - start))
+    }
+    return nil
+    #else
+    return nil
+    #endif
+}
+
 
 /// LMDB forbids opening one environment twice in a process (POSIX locks are per process, so the second
 /// handle would silently break locking and corrupt data). We refuse it by canonical path instead.

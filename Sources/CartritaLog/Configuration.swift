@@ -47,6 +47,11 @@ public struct EventLogConfiguration: Sendable {
     /// instead of 1.18 GB with 16,384), for travel p99 of 103 ms instead of 212 ms.
     public var snapshotRetentionSpacingSeqs: UInt64
     public var codecLimits: CodecLimits
+    /// The writer drops the process's mappings of the log file's pages
+    /// (`LMDBEnvironment.releaseMappedPages`) after committing this many bytes of records, and
+    /// when it is idle after reads or writes: pages touched through LMDB's map stay in RSS
+    /// otherwise, and a server's RSS would grow with its log. 0: never.
+    public var releaseMappedPagesEveryBytes: Int
     /// Open without the writer: reads only, no lock taken.
     public var readOnly: Bool
 
@@ -63,6 +68,7 @@ public struct EventLogConfiguration: Sendable {
         snapshotsKeptPerActor: Int = 3,
         snapshotRetentionSpacingSeqs: UInt64 = 8_192,
         codecLimits: CodecLimits = .default,
+        releaseMappedPagesEveryBytes: Int = 4 << 20,
         readOnly: Bool = false
     ) {
         self.durability = durability
@@ -77,6 +83,7 @@ public struct EventLogConfiguration: Sendable {
         self.snapshotsKeptPerActor = snapshotsKeptPerActor
         self.snapshotRetentionSpacingSeqs = snapshotRetentionSpacingSeqs
         self.codecLimits = codecLimits
+        self.releaseMappedPagesEveryBytes = releaseMappedPagesEveryBytes
         self.readOnly = readOnly
     }
 }

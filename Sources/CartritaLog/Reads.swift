@@ -52,6 +52,19 @@ extension EventLog {
         return writer.metrics
     }
 
+    /// Drops this process's mappings of the log file's pages now (they stay in the page cache):
+    /// after a pass that read much of the log (recovery, a verify), so RSS does not keep the
+    /// log's size. The writer also does it on its own (`releaseMappedPagesEveryBytes`).
+    /// Returns the bytes of map covered.
+    @discardableResult
+    public func releaseMappedPages() throws(EventLogError) -> Int {
+        do {
+            return try self.environment.releaseMappedPages()
+        } catch {
+            throw EventLogError.wrap(error, "releasing mapped pages")
+        }
+    }
+
     /// The first seq still in this file (1 unless retention moved older segments out).
     public var firstSeq: UInt64 {
         (try? self.environment.read { txn in

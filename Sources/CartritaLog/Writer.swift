@@ -44,6 +44,11 @@ final class LogWriter: @unchecked Sendable {
     /// Size of the previous batch, for the group-commit linger.
     var lastBatchRecords = 0
     var lastReaderCheck = ContinuousClock.now
+    /// Bytes of records committed since the log's mapped pages were last released.
+    var committedBytesSinceRelease = 0
+    var lastMappedPagesRelease = ContinuousClock.now
+    /// When idle, mapped pages (touched by readers too) are released at most this often.
+    static let idleMappedPagesReleaseInterval = Duration.seconds(1)
     /// How often an idle writer clears reader slots left by dead processes (a dead reader's slot
     /// pins old pages, so the file would grow without bound).
     static let readerCheckInterval = Duration.seconds(30)
@@ -183,8 +188,10 @@ final class LogWriter: @unchecked Sendable {
             self.condition.lock()
             if self.queue.isEmpty && !self.stopping {
                 if self.pendingIndex.isEmpty && self.configuration.durability != .fast {
-                    // Wake at least once per reader-check interval, even with nothing to do.
-                    _ = self.condition.wait(until: Date(timeIntervalSinceNow: 30))
+                    // Wake at least once per reader-check interval, even with nothing to do, and
+                    // once a second when mapped pages are released (readers map pages too).
+                    let seconds: Double = self.configuration.releaseMappedPagesEveryBytes > 0 ? 1 : 30
+                    _ = self.condition.wait(until: Date(timeIntervalSinceNow: seconds))
                 } else {
                     // Something to do when idle: index entries, or the periodic sync.
                     let wait = self.pendingIndex.isEmpty ? self.configuration.fastSyncIntervalMilliseconds : Self.indexIdleWaitMilliseconds
@@ -202,6 +209,7 @@ final class LogWriter: @unchecked Sendable {
                 }
                 self.syncIfDue(force: stopping)
                 self.clearStaleReadersIfDue()
+                self.releaseMappedPagesIfDue(idle: true)
                 if stopping {
                     self.condition.lock()
                     if self.queue.isEmpty {
@@ -267,6 +275,8 @@ final class LogWriter: @unchecked Sendable {
                     self.applyIndexes(limit: self.configuration.maxIndexLagRecords)
                 }
                 self.syncIfDue(force: false)
+                self.committedBytesSinceRelease += bytes
+                self.releaseMappedPagesIfDue(idle: false)
             }
             if let other { self.perform(other) }
         }
@@ -418,6 +428,26 @@ final class LogWriter: @unchecked Sendable {
         }
     }
 
+    /// Releases the process's mappings of the log file's pages (see
+    /// `EventLogConfiguration.releaseMappedPagesEveryBytes`): after that many committed bytes, or
+    /// when idle and a second has passed. A failure only leaves pages mapped, so it is counted,
+    /// not thrown.
+    func releaseMappedPagesIfDue(idle: Bool) {
+        let everyBytes = self.configuration.releaseMappedPagesEveryBytes
+        guard everyBytes > 0 else { return }
+        if idle {
+            guard ContinuousClock.now - self.lastMappedPagesRelease >= Self.idleMappedPagesReleaseInterval else { return }
+        } else {
+            guard self.committedBytesSinceRelease >= everyBytes else { return }
+        }
+        let released = (try? self.environment.releaseMappedPages()) != nil
+        self.committedBytesSinceRelease = 0
+        self.lastMappedPagesRelease = ContinuousClock.now
+        self.published.lock()
+        if released { self.metrics.mappedPagesReleases += 1 } else { self.metrics.mappedPagesReleaseFailures += 1 }
+        self.published.unlock()
+    }
+
     static func sha256(_ bytes: UnsafeRawBufferPointer) -> Digest32 {
         // swift-crypto uses BoringSSL's SHA-NI/AVX2 code here; the hash is on the writer's hot path.
         let digest = SHA256.hash(data: bytes)
@@ -502,6 +532,9 @@ public struct WriterMetrics: Sendable, Hashable {
     public var maxCommitNanoseconds: Int64 = 0
     /// Reader slots of dead processes cleared by the idle writer.
     public var staleReadersCleared = 0
+    /// Times the writer dropped the process's mappings of the log file's pages, and failed to.
+    public var mappedPagesReleases = 0
+    public var mappedPagesReleaseFailures = 0
 
     public var averageBatchRecords: Double { self.batches == 0 ? 0 : Double(self.records) / Double(self.batches) }
     public var averageCommitMilliseconds: Double { self.batches == 0 ? 0 : Double(self.commitNanoseconds) / Double(self.batches) / 1e6 }

@@ -67,7 +67,8 @@ public final class Server: Sendable {
         let log: EventLog
         do {
             log = try EventLog(path: configuration.dataPath, configuration: EventLogConfiguration(
-                durability: configuration.durability, groupCommitLingerMicroseconds: configuration.groupCommitLingerMicroseconds))
+                durability: configuration.durability, groupCommitLingerMicroseconds: configuration.groupCommitLingerMicroseconds,
+                releaseMappedPagesEveryBytes: configuration.releaseMappedPagesEveryBytes))
         } catch {
             throw StartError(message: "opening the log in \(configuration.dataPath): \(error)")
         }
@@ -126,6 +127,8 @@ public final class Server: Sendable {
             throw StartError(message: "recovery stopped: \(divergence)")
         }
         frontDoor.nodeBox.withLock { $0 = node }
+        // Recovery read much of the log through the map; those pages would stay in RSS.
+        _ = try? log.releaseMappedPages()
         let recoverySeconds = (ContinuousClock.now - recoveryStarted)
         registry.makeGauge(
             descriptor: MetricNameDescriptor(metricName: "cartrita_recovery_duration", unitName: "ms", helpText: "How long the last start's recovery took"),

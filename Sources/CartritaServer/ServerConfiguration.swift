@@ -43,6 +43,10 @@ public struct ServerConfiguration: Sendable {
     /// The log's group commit waits at most this long for more records when fewer wait than the
     /// last commit held (`EventLogConfiguration.groupCommitLingerMicroseconds`).
     public var groupCommitLingerMicroseconds = EventLogConfiguration().groupCommitLingerMicroseconds
+    /// The log writer drops the process's mappings of the log file's pages after this many
+    /// committed bytes (`EventLogConfiguration.releaseMappedPagesEveryBytes`; 0: never), so
+    /// the server's RSS does not grow with its log.
+    public var releaseMappedPagesEveryBytes = EventLogConfiguration().releaseMappedPagesEveryBytes
     /// Most tasks the orchestrator holds in flight.
     public var maxPendingTasks = 100_000
     /// The orchestrator's routing table: the standard one, changed by the config's `routing`
@@ -114,7 +118,7 @@ public struct ServerConfiguration: Sendable {
     /// Applies a JSON config file: `{"data": …, "host": …, "port": …, "durability": …, "files_root": …,
     /// "limits": {"max_body_bytes", "sync_timeout_ms", "max_waiting_requests", "drain_timeout_ms",
     /// "max_page_tasks", "mailbox_capacity", "max_pending_tasks", "snapshot_every_deliveries",
-    /// "group_commit_linger_us"},
+    /// "group_commit_linger_us", "log_mapped_release_bytes"},
     /// "auth": {"required", "roles": {ROLE: [PREFIX]}, "rate_limit_per_s", "rate_limit_burst",
     /// "allowed_origins": [ORIGIN], "protect_metrics", "jwt": {"hs256_secret", "es256_public_key",
     /// "es256_public_key_file", "rs256_public_key", "rs256_public_key_file", "issuer", "audience",
@@ -159,6 +163,7 @@ public struct ServerConfiguration: Sendable {
                     case "max_pending_tasks": self.maxPendingTasks = try Self.int(limit, path, 1...10_000_000)
                     case "snapshot_every_deliveries": self.snapshotEveryDeliveries = try Self.int(limit, path, 1...10_000_000)
                     case "group_commit_linger_us": self.groupCommitLingerMicroseconds = try Self.int(limit, path, 0...100_000)
+                    case "log_mapped_release_bytes": self.releaseMappedPagesEveryBytes = try Self.int(limit, path, 0...(1 << 40))
                     default: throw ConfigError("unknown key \(path)")
                     }
                 }
@@ -318,7 +323,7 @@ public struct ServerConfiguration: Sendable {
 
     /// `CARTRITA_DATA`, `CARTRITA_HOST`, `CARTRITA_FILES_ROOT`, `CARTRITA_PORT`, `CARTRITA_DURABILITY`,
     /// `CARTRITA_MAX_BODY_BYTES`, `CARTRITA_SYNC_TIMEOUT_MS`, `CARTRITA_DRAIN_TIMEOUT_MS`,
-    /// `CARTRITA_GROUP_COMMIT_LINGER_US`,
+    /// `CARTRITA_GROUP_COMMIT_LINGER_US`, `CARTRITA_LOG_MAPPED_RELEASE_BYTES`,
     /// `CARTRITA_AUTH_REQUIRED` (true/false), `CARTRITA_RATE_LIMIT_PER_S`,
     /// `CARTRITA_ALLOWED_ORIGINS` (comma-separated), `CARTRITA_PROTECT_METRICS` (true/false),
     /// `CARTRITA_JWT_HS256_SECRET`, `CARTRITA_JWT_ES256_PUBLIC_KEY` and `CARTRITA_JWT_RS256_PUBLIC_KEY`
@@ -340,6 +345,9 @@ public struct ServerConfiguration: Sendable {
         if let ms = value("CARTRITA_DRAIN_TIMEOUT_MS") { self.drainTimeoutMilliseconds = Int64(try Self.int(ms, "CARTRITA_DRAIN_TIMEOUT_MS", 0...3_600_000)) }
         if let us = value("CARTRITA_GROUP_COMMIT_LINGER_US") {
             self.groupCommitLingerMicroseconds = try Self.int(us, "CARTRITA_GROUP_COMMIT_LINGER_US", 0...100_000)
+        }
+        if let bytes = value("CARTRITA_LOG_MAPPED_RELEASE_BYTES") {
+            self.releaseMappedPagesEveryBytes = try Self.int(bytes, "CARTRITA_LOG_MAPPED_RELEASE_BYTES", 0...(1 << 40))
         }
         func flag(_ name: String) throws(ConfigError) -> Bool? {
             guard let text = environment[name] else { return nil }

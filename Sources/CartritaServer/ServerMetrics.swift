@@ -125,6 +125,7 @@ final class ServerMetrics: Sendable {
             ("cartrita_log_commit_seconds", "Time inside group commits since the log was opened", Double(writer.commitNanoseconds) / 1e9),
             ("cartrita_log_commit_max_ms", "Longest group commit", Double(writer.maxCommitNanoseconds) / 1e6),
             ("cartrita_log_batch_max_records", "Largest group commit, in records", Double(writer.maxBatchRecords)),
+            ("cartrita_log_mapped_pages_releases", "Times the log writer dropped the process's mappings of the log file's pages", Double(writer.mappedPagesReleases)),
             ("cartrita_http_requests_waiting", "HTTP requests waiting for a task's answer", Double(frontDoorWaiting)),
         ]
         for (name, help, value) in totals {

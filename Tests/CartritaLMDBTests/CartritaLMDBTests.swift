@@ -427,4 +427,58 @@ final class CartritaLMDBTests: XCTestCase {
         let reopened = try LMDBEnvironment(path: dir.sub("env"))
         try reopened.close()
     }
+
+    /// Resident KiB of this process's mappings of `file` (the `Rss:` of its lines in /proc/self/smaps).
+    private func residentKiB(ofMappingsOf file: String) throws -> Int {
+        // Read to the end: /proc files report size 0, which whole-file readers may trust.
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/self/smaps"))
+        defer { try? handle.close() }
+        let smaps = String(decoding: try handle.readToEnd() ?? Data(), as: UTF8.self)
+        var inFile = false
+        var total = 0
+        for line in smaps.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if let first = fields.first, first.contains("-"), first.first?.isHexDigit == true {
+                inFile = fields.last.map(String.init) == file
+            } else if inFile, fields.first == "Rss:", fields.count >= 2, let kib = Int(fields[1]) {
+                total += kib
+            }
+        }
+        return total
+    }
+
+    func testReleaseMappedPagesDropsResidentPagesAndKeepsData() throws {
+        let dir = TemporaryDirectory()
+        let env = try LMDBEnvironment(path: dir.path, configuration: .init(mapSizeBytes: 256 << 20))
+        let db = try env.openDatabase(name: "log")
+        let records = 8_000  // 2 KiB each: about 16 MiB of pages
+        try env.write { txn in
+            for key in 0..<UInt64(records) { try txn.put(db, key: LMDBBigEndianKey(key), value: value(for: key, bytes: 2048)) }
+        }
+        let file = dir.path + "/data.mdb"
+        // Read everything through the map: its pages become resident in this process.
+        let sum = try env.read { txn in
+            try (0..<UInt64(records)).reduce(0) { $0 + Int(try txn.getBytes(db, key: LMDBBigEndianKey($1))!.last!) }
+        }
+        let before = try self.residentKiB(ofMappingsOf: file)
+        XCTAssertGreaterThan(before, 8 << 10, "reading 16 MiB through the map makes it resident")
+
+        let released = try env.releaseMappedPages()
+        XCTAssertGreaterThanOrEqual(released, records * 2048)
+        let after = try self.residentKiB(ofMappingsOf: file)
+        XCTAssertLessThan(after, 1 << 10, "released: \(after) KiB still resident (was \(before))")
+
+        // The data is intact, and a read transaction open across the release still reads it.
+        let reader = try env.beginRead()
+        let first = try reader.getBytes(db, key: LMDBBigEndianKey(7))
+        try env.releaseMappedPages()
+        XCTAssertEqual(try reader.getBytes(db, key: LMDBBigEndianKey(7)), first)
+        XCTAssertEqual(first, value(for: 7, bytes: 2048))
+        reader.abort()
+        XCTAssertEqual(try env.read { txn in
+            try (0..<UInt64(records)).reduce(0) { $0 + Int(try txn.getBytes(db, key: LMDBBigEndianKey($1))!.last!) }
+        }, sum)
+        try env.close()
+        XCTAssertThrowsError(try env.releaseMappedPages())
+    }
 }

@@ -212,6 +212,32 @@ final class AppendReadTests: XCTestCase {
         try assertVerifies(log, records: batches * batchSize)
     }
 
+    /// The writer drops the process's mappings of the log file after every
+    /// `releaseMappedPagesEveryBytes` committed (a server's RSS would grow with its log
+    /// otherwise), and the records stay readable; 0 turns it off.
+    func testWriterReleasesMappedPagesEveryConfiguredBytes() async throws {
+        for everyBytes in [256 << 10, 0] {
+            let directory = TemporaryDirectory("mapped-\(everyBytes)")
+            let log = try EventLog(path: directory.path, configuration: EventLogConfiguration(releaseMappedPagesEveryBytes: everyBytes))
+            defer { log.close() }
+            let envelopes = sampleEnvelopes(seed: 41, count: 2_000, payloadBytes: 1_000)  // over 2 MiB of records
+            for start in stride(from: 0, to: envelopes.count, by: 100) {
+                let results = await log.append(contentsOf: Array(envelopes[start..<start + 100]), clockMilliseconds: 5_000, entropy: UInt64(start))
+                XCTAssertEqual(results.compactMap { try? $0.get() }.count, 100)
+            }
+            let releases = log.writerMetrics.mappedPagesReleases
+            if everyBytes == 0 {
+                XCTAssertEqual(releases, 0, "off")
+            } else {
+                XCTAssertGreaterThanOrEqual(releases, 4, "about one release per 256 KiB of 2 MiB committed")
+                XCTAssertEqual(log.writerMetrics.mappedPagesReleaseFailures, 0)
+            }
+            XCTAssertGreaterThan(try log.releaseMappedPages(), 2 << 20, "the explicit release covers the used map")
+            XCTAssertEqual(try XCTUnwrap(try log.record(1_234)).envelope, envelopes[1_233])
+            try assertVerifies(log, records: envelopes.count)
+        }
+    }
+
     // MARK: Durability modes
 
     func testEveryDurabilityModeKeepsDataAcrossReopen() async throws {
