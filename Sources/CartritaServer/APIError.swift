@@ -24,6 +24,7 @@ struct APIError: Error, CustomStringConvertible {
         // JWT bearer tokens (401): what exactly is wrong with the token.
         static let tokenMalformed = Code(rawValue: "token_malformed")
         static let tokenAlgorithmNotAllowed = Code(rawValue: "token_algorithm_not_allowed")
+        static let tokenKeyUnknown = Code(rawValue: "token_key_unknown")
         static let tokenSignatureInvalid = Code(rawValue: "token_signature_invalid")
         static let tokenExpired = Code(rawValue: "token_expired")
         static let tokenNotYetValid = Code(rawValue: "token_not_yet_valid")

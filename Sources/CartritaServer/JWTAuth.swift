@@ -1,11 +1,13 @@
 import CartritaEnvelope
 import Foundation
 import JWTKit
+import Logging
 
 // MARK: - JWT bearer tokens (jwt-kit)
 
 /// Verifies `Authorization: Bearer JWT` tokens: HS256 (a shared secret), ES256 and RS256 (PEM
-/// public keys), with issuer, audience and expiry always checked and `nbf` when present.
+/// public keys), and the keys of a JSON Web Key Set chosen by the token's `kid` (RS256, ES256,
+/// EdDSA; see `JWKSKeys`), with issuer, audience and expiry always checked and `nbf` when present.
 ///
 /// The algorithm is chosen by the server, never by the token: each algorithm has its own key
 /// collection, and a token is checked only against the collection of the algorithm its header
@@ -13,7 +15,11 @@ import JWTKit
 /// the header says; dispatching here is what makes `alg: none`, an unknown algorithm, and the
 /// classic confusion (an RS256 public key used as an HS256 secret) impossible.
 ///
+/// A token with a `kid` is checked with that key of the JWKS when one is configured (its `alg`
+/// must be the key's); a token without one, or without a JWKS, with the key of its algorithm.
+///
 /// Errors are 401 with stable codes (`token_malformed`, `token_algorithm_not_allowed`,
+/// `token_key_unknown`,
 /// `token_signature_invalid`, `token_expired`, `token_not_yet_valid`, `token_issuer_invalid`,
 /// `token_audience_invalid`, `token_claims_invalid`); a valid token whose role the server does
 /// not configure is 403 `role_not_allowed` (decided by the `Authenticator`).
@@ -24,16 +30,19 @@ struct JWTVerifier: Sendable {
     static let minSecretBytes = 32
 
     let keys: [String: JWTKeyCollection]
+    let jwks: JWKSKeys?
     let issuer: String
     let audience: String
     let leewaySeconds: Int
 
     /// The algorithms this server takes, sorted (for messages).
-    var algorithms: [String] { self.keys.keys.sorted() }
+    var algorithms: [String] { Set(self.keys.keys).union(self.jwks?.algorithms ?? []).sorted() }
 
     /// Builds the key collections from the configuration; a key that does not parse is a
     /// configuration error naming the key, at start, not a 401 on every request later.
-    static func make(_ configuration: ServerConfiguration.JWT) async throws(ServerConfiguration.ConfigError) -> JWTVerifier? {
+    static func make(
+        _ configuration: ServerConfiguration.JWT, logger: Logger = Logger(label: "cartrita.jwt")
+    ) async throws(ServerConfiguration.ConfigError) -> JWTVerifier? {
         guard configuration.isEnabled else { return nil }
         guard let issuer = configuration.issuer, !issuer.isEmpty else {
             throw .init("auth.jwt.issuer is required when a JWT key is set (tokens of any issuer would pass)")
@@ -66,7 +75,13 @@ struct JWTVerifier: Sendable {
             }
             keys["RS256"] = await JWTKeyCollection().add(rsa: key, digestAlgorithm: .sha256)
         }
-        return JWTVerifier(keys: keys, issuer: issuer, audience: audience, leewaySeconds: configuration.leewaySeconds)
+        var jwks: JWKSKeys?
+        if let json = configuration.jwksJSON {
+            jwks = try await JWKSKeys.load(.inline(json), reloadInterval: .zero, logger: logger)
+        } else if let path = configuration.jwksFile {
+            jwks = try await JWKSKeys.load(.file(path), reloadInterval: .seconds(configuration.jwksReloadSeconds), logger: logger)
+        }
+        return JWTVerifier(keys: keys, jwks: jwks, issuer: issuer, audience: audience, leewaySeconds: configuration.leewaySeconds)
     }
 
     /// A JWT in compact form is three base64url segments; API keys never contain a dot.
@@ -93,8 +108,24 @@ struct JWTVerifier: Sendable {
         guard token.utf8.count <= Self.maxTokenBytes else {
             throw refuse(.tokenMalformed, "the token is over \(Self.maxTokenBytes) bytes")
         }
-        let algorithm = try Self.algorithm(ofToken: token)
-        guard let collection = self.keys[algorithm] else {
+        let (algorithm, kid) = try Self.header(ofToken: token)
+        let collection: JWTKeyCollection
+        let keyName: String
+        if let kid, let jwks = self.jwks {
+            guard let key = await jwks.key(kid) else {
+                throw refuse(.tokenKeyUnknown, "the token's key \(kid) is not in the JWKS (it has \(jwks.kids.joined(separator: ", ")))")
+            }
+            guard key.algorithm == algorithm else {
+                throw refuse(.tokenAlgorithmNotAllowed, "the token says \(algorithm) but its key \(kid) is \(key.algorithm)")
+            }
+            collection = key.collection
+            keyName = "JWKS key \(kid)"
+        } else if let byAlgorithm = self.keys[algorithm] {
+            collection = byAlgorithm
+            keyName = "configured \(algorithm) key"
+        } else if kid == nil, let jwks = self.jwks, jwks.algorithms.contains(algorithm) {
+            throw refuse(.tokenKeyUnknown, "the token names no key (kid); this server's \(algorithm) keys are in a JWKS")
+        } else {
             throw refuse(
                 .tokenAlgorithmNotAllowed,
                 "the token is signed with \(algorithm); this server takes \(self.algorithms.joined(separator: ", "))")
@@ -103,7 +134,7 @@ struct JWTVerifier: Sendable {
         do {
             claims = try await collection.verify(token, as: Claims.self)
         } catch let error as JWTError where error.errorType == .signatureVerificationFailed {
-            throw refuse(.tokenSignatureInvalid, "the token's signature does not verify with the configured \(algorithm) key")
+            throw refuse(.tokenSignatureInvalid, "the token's signature does not verify with the \(keyName)")
         } catch {
             throw refuse(.tokenMalformed, "the token cannot be read: \(Self.reason(error))")
         }
@@ -131,8 +162,8 @@ struct JWTVerifier: Sendable {
         return (user, role)
     }
 
-    /// The `alg` of the token's header, read without trusting anything else in it.
-    static func algorithm(ofToken token: String) throws(APIError) -> String {
+    /// The `alg` and `kid` of the token's header, read without trusting anything else in it.
+    static func header(ofToken token: String) throws(APIError) -> (algorithm: String, kid: String?) {
         let segments = token.split(separator: ".", omittingEmptySubsequences: false)
         guard segments.count == 3, let header = Self.base64URLDecoded(segments[0]) else {
             throw APIError(.unauthorized, .tokenMalformed, "the token is not three base64url segments")
@@ -146,7 +177,11 @@ struct JWTVerifier: Sendable {
         guard case .string(let algorithm)? = json["alg"] else {
             throw APIError(.unauthorized, .tokenMalformed, "the token's header has no alg")
         }
-        return algorithm
+        switch json["kid"] {
+        case nil: return (algorithm, nil)
+        case .string(let kid)?: return (algorithm, kid)
+        default: throw APIError(.unauthorized, .tokenMalformed, "the token's kid is not a string")
+        }
     }
 
     static func base64URLDecoded(_ text: Substring) -> [UInt8]? {

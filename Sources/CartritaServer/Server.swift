@@ -81,7 +81,7 @@ public final class Server: Sendable {
         }
         let jwt: JWTVerifier?
         do {
-            jwt = try await JWTVerifier.make(configuration.auth.jwt)
+            jwt = try await JWTVerifier.make(configuration.auth.jwt, logger: logger)
         } catch {
             store.close()
             log.close()

@@ -99,8 +99,18 @@ public struct ServerConfiguration: Sendable {
         public var audience: String?
         /// Clock skew tolerated on `exp` and `nbf`.
         public var leewaySeconds = 0
+        /// A JSON Web Key Set, as JSON text (`jwks`), or the file that holds one (`jwks_file`,
+        /// read again when it changes, see `JWKSKeys`); tokens choose its keys by `kid`.
+        public var jwksJSON: String?
+        public var jwksFile: String?
+        /// A changed `jwks_file` is read again at most this often (a removed key stops
+        /// verifying within it); a `kid` it does not have rechecks the file at most once a second.
+        public var jwksReloadSeconds = 30
 
-        public var isEnabled: Bool { self.hs256Secret != nil || self.es256PublicKeyPEM != nil || self.rs256PublicKeyPEM != nil }
+        public var isEnabled: Bool {
+            self.hs256Secret != nil || self.es256PublicKeyPEM != nil || self.rs256PublicKeyPEM != nil || self.jwksJSON != nil
+                || self.jwksFile != nil
+        }
 
         public init() {}
     }
@@ -122,7 +132,8 @@ public struct ServerConfiguration: Sendable {
     /// "auth": {"required", "roles": {ROLE: [PREFIX]}, "rate_limit_per_s", "rate_limit_burst",
     /// "allowed_origins": [ORIGIN], "protect_metrics", "jwt": {"hs256_secret", "es256_public_key",
     /// "es256_public_key_file", "rs256_public_key", "rs256_public_key_file", "issuer", "audience",
-    /// "leeway_s"}}}`. Unknown keys are refused with their path.
+    /// "leeway_s", "jwks" (a JWKS object), "jwks_file", "jwks_reload_s"}}}`. Unknown keys are refused
+    /// with their path.
     public mutating func apply(configFile path: String) throws(ConfigError) {
         guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError("cannot read the config file \(path)") }
         let json: JSON
@@ -206,6 +217,11 @@ public struct ServerConfiguration: Sendable {
                             case "issuer": self.auth.jwt.issuer = try Self.string(item, itemPath)
                             case "audience": self.auth.jwt.audience = try Self.string(item, itemPath)
                             case "leeway_s": self.auth.jwt.leewaySeconds = try Self.int(item, itemPath, 0...3_600)
+                            case "jwks":
+                                guard case .object = item else { throw ConfigError("\(itemPath) must be a JWKS object ({\"keys\": [...]})") }
+                                self.auth.jwt.jwksJSON = item.rendered()
+                            case "jwks_file": self.auth.jwt.jwksFile = try Self.string(item, itemPath)
+                            case "jwks_reload_s": self.auth.jwt.jwksReloadSeconds = try Self.int(item, itemPath, 0...86_400)
                             default: throw ConfigError("unknown key \(itemPath)")
                             }
                         }
@@ -328,7 +344,8 @@ public struct ServerConfiguration: Sendable {
     /// `CARTRITA_ALLOWED_ORIGINS` (comma-separated), `CARTRITA_PROTECT_METRICS` (true/false),
     /// `CARTRITA_JWT_HS256_SECRET`, `CARTRITA_JWT_ES256_PUBLIC_KEY` and `CARTRITA_JWT_RS256_PUBLIC_KEY`
     /// (PEM text, or `…_FILE` with a path), `CARTRITA_JWT_ISSUER`, `CARTRITA_JWT_AUDIENCE`,
-    /// `CARTRITA_JWT_LEEWAY_S`, `CARTRITA_ROUTING` and `CARTRITA_BUDGETS` (a JSON object, as the
+    /// `CARTRITA_JWT_LEEWAY_S`, `CARTRITA_JWT_JWKS` (JSON text), `CARTRITA_JWT_JWKS_FILE`,
+    /// `CARTRITA_JWT_JWKS_RELOAD_S`, `CARTRITA_ROUTING` and `CARTRITA_BUDGETS` (a JSON object, as the
     /// config file's `routing` and `budgets`, applied after them).
     public mutating func apply(environment: [String: String]) throws(ConfigError) {
         func value(_ name: String) -> JSON? { environment[name].map { Self.scalar($0) } }
@@ -371,6 +388,11 @@ public struct ServerConfiguration: Sendable {
         if let text = environment["CARTRITA_JWT_ISSUER"] { self.auth.jwt.issuer = text }
         if let text = environment["CARTRITA_JWT_AUDIENCE"] { self.auth.jwt.audience = text }
         if let seconds = value("CARTRITA_JWT_LEEWAY_S") { self.auth.jwt.leewaySeconds = try Self.int(seconds, "CARTRITA_JWT_LEEWAY_S", 0...3_600) }
+        if let text = environment["CARTRITA_JWT_JWKS"] { self.auth.jwt.jwksJSON = text }
+        if let path = environment["CARTRITA_JWT_JWKS_FILE"] { self.auth.jwt.jwksFile = path }
+        if let seconds = value("CARTRITA_JWT_JWKS_RELOAD_S") {
+            self.auth.jwt.jwksReloadSeconds = try Self.int(seconds, "CARTRITA_JWT_JWKS_RELOAD_S", 0...86_400)
+        }
         if let rate = value("CARTRITA_RATE_LIMIT_PER_S") { self.auth.rateLimitPerSecond = try Self.positive(rate, "CARTRITA_RATE_LIMIT_PER_S") }
         func object(_ name: String) throws(ConfigError) -> JSON? {
             guard let text = environment[name] else { return nil }
