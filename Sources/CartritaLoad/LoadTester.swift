@@ -104,6 +104,8 @@ public struct LoadReport: Sendable {
     public var maxMilliseconds: Double
     public var connects: Int
     public var flow: FlowCheckReport?
+    /// Tier 0's latency over the run, from the server's own histograms.
+    public var tier0: Tier0Latency?
     /// Up to `maxFlowSample` answered tasks, spread over the run (what the flow check samples).
     var sampledTasks: [(id: String, type: String)] = []
 
@@ -125,6 +127,7 @@ public struct LoadReport: Sendable {
             ("duration_s", rounded(self.durationSeconds)),
             ("connections", .int(Int64(self.connects))),
         ]
+        if let tier0 = self.tier0 { members += tier0.jsonMembers }
         if let flow = self.flow { members += flow.jsonMembers }
         return .object(members)
     }
@@ -168,6 +171,7 @@ public enum LoadTester {
     static func run(_ configuration: LoadConfiguration, target: SocketAddress, group: MultiThreadedEventLoopGroup) async -> LoadReport {
         let templates = Self.templates(configuration)
         let headers = Self.headers(configuration)
+        let tier0Before = await Tier0Latency.scrape(target: target, group: group, configuration: configuration)
         let started = NIODeadline.now()
         let deadline = started + .nanoseconds(Int64(configuration.durationSeconds * 1e9))
         let timeout = TimeAmount.milliseconds(configuration.requestTimeoutMilliseconds)
@@ -193,6 +197,7 @@ public enum LoadTester {
             if let tally = try? await future.get() { tallies.append(tally) }
         }
         let elapsed = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+        let tier0After = await Tier0Latency.scrape(target: target, group: group, configuration: configuration)
 
         var latencies: [UInt32] = []
         var errors: [String: Int] = [:]
@@ -220,6 +225,7 @@ public enum LoadTester {
             clients: configuration.clients, durationSeconds: elapsed, requests: ok + answeredErrors, ok: ok, errors: errors,
             p50Milliseconds: percentile(0.50), p95Milliseconds: percentile(0.95), p99Milliseconds: percentile(0.99),
             maxMilliseconds: latencies.last.map { Double($0) / 1000 } ?? 0, connects: connects, flow: nil)
+        report.tier0 = Tier0Latency.between(tier0Before, tier0After)
         report.sampledTasks = Self.sample(tasks, LoadConfiguration.maxFlowSample)
         if configuration.flowSample > 0 {
             report.flow = await FlowChecker(configuration: configuration, target: target, group: group).check(Self.sample(tasks, configuration.flowSample))

@@ -48,8 +48,8 @@ public struct EventLogConfiguration: Sendable {
     public var snapshotRetentionSpacingSeqs: UInt64
     public var codecLimits: CodecLimits
     /// The writer drops the process's mappings of the log file's pages
-    /// (`LMDBEnvironment.releaseMappedPages`) after committing this many bytes of records, and
-    /// when it is idle after reads or writes: pages touched through LMDB's map stay in RSS
+    /// (`LMDBEnvironment.releaseMappedPages`) after committing this many bytes of records (or
+    /// a quarter of a second of commits), and when it is idle after reads or writes: pages touched through LMDB's map stay in RSS
     /// otherwise, and a server's RSS would grow with its log. 0: never.
     public var releaseMappedPagesEveryBytes: Int
     /// Open without the writer: reads only, no lock taken.

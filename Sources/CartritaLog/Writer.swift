@@ -49,6 +49,9 @@ final class LogWriter: @unchecked Sendable {
     var lastMappedPagesRelease = ContinuousClock.now
     /// When idle, mapped pages (touched by readers too) are released at most this often.
     static let idleMappedPagesReleaseInterval = Duration.seconds(1)
+    /// When busy, at least this often too: the pages a commit touches grow with the indexes
+    /// (each fault maps its neighbours as well), not only with the bytes committed.
+    static let busyMappedPagesReleaseInterval = Duration.milliseconds(250)
     /// How often an idle writer clears reader slots left by dead processes (a dead reader's slot
     /// pins old pages, so the file would grow without bound).
     static let readerCheckInterval = Duration.seconds(30)
@@ -429,8 +432,8 @@ final class LogWriter: @unchecked Sendable {
     }
 
     /// Releases the process's mappings of the log file's pages (see
-    /// `EventLogConfiguration.releaseMappedPagesEveryBytes`): after that many committed bytes, or
-    /// when idle and a second has passed. A failure only leaves pages mapped, so it is counted,
+    /// `EventLogConfiguration.releaseMappedPagesEveryBytes`): after that many committed bytes or
+    /// a quarter of a second of commits, or when idle and a second has passed. A failure only leaves pages mapped, so it is counted,
     /// not thrown.
     func releaseMappedPagesIfDue(idle: Bool) {
         let everyBytes = self.configuration.releaseMappedPagesEveryBytes
@@ -438,7 +441,9 @@ final class LogWriter: @unchecked Sendable {
         if idle {
             guard ContinuousClock.now - self.lastMappedPagesRelease >= Self.idleMappedPagesReleaseInterval else { return }
         } else {
-            guard self.committedBytesSinceRelease >= everyBytes else { return }
+            guard self.committedBytesSinceRelease >= everyBytes
+                || ContinuousClock.now - self.lastMappedPagesRelease >= Self.busyMappedPagesReleaseInterval
+            else { return }
         }
         let released = (try? self.environment.releaseMappedPages()) != nil
         self.committedBytesSinceRelease = 0

@@ -244,6 +244,7 @@ final class FrontDoor: Sendable {
             throw APIError(.tooManyRequests, .tooManyWaiting, "\(self.configuration.maxWaitingRequests) requests are already waiting", retryAfterSeconds: 1)
         }
         if resubmit {
+            self.metrics.tier0.submitted(envelope.id)
             self.node.send(envelope)
             self.metrics.taskSubmitted(envelope)
             self.logger.debug(

@@ -99,7 +99,15 @@ public final class Server: Sendable {
         let frontDoor = FrontDoor(
             configuration: configuration, log: log, store: store, metrics: metrics, logger: logger, jwt: jwt, telemetry: telemetry)
         var nodeConfiguration = NodeConfiguration()
-        if let hops = telemetry?.hops { nodeConfiguration.deliveryTap = { hops.tap($0) } }
+        let tier0 = metrics.tier0
+        if let hops = telemetry?.hops {
+            nodeConfiguration.deliveryTap = { record in
+                tier0.tap(record)
+                hops.tap(record)
+            }
+        } else {
+            nodeConfiguration.deliveryTap = { tier0.tap($0) }
+        }
         // A waiting request is answered as soon as its answer is settled (see `answerTap`),
         // one commit before the answer's record is; the committed record still feeds the
         // event streams and the metrics (`observe`).

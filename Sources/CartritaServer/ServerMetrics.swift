@@ -20,6 +20,10 @@ final class ServerMetrics: Sendable {
     /// Log records counted so far (the tail's position).
     let countedSeq: Mutex<UInt64>
     let maxRecordsPerScrape = 100_000
+    /// A scrape's scan of the log drops the pages it mapped this often (see `countLog`).
+    static let releaseEveryScannedRecords = 8_192
+    /// Tier 0's latency on the monotonic clock, fed by the node's delivery tap.
+    let tier0: Tier0Timing
 
     /// Milliseconds: 1 ms … 60 s, for task and request durations.
     static let durationBucketsMilliseconds: [Double] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000]
@@ -27,6 +31,7 @@ final class ServerMetrics: Sendable {
     init(registry: PrometheusCollectorRegistry, startSeq: UInt64) {
         self.registry = registry
         self.countedSeq = Mutex(startSeq)
+        self.tier0 = Tier0Timing(registry: registry)
         // Families that exist before their first sample, so a fresh server's scrape shows them.
         _ = self.registry.makeCounter(
             descriptor: MetricNameDescriptor(metricName: "mcp_messages", unitName: "total", helpText: "MCP messages committed to the log"),
@@ -143,10 +148,13 @@ final class ServerMetrics: Sendable {
                 guard seen < self.maxRecordsPerScrape else { return false }
                 seen += 1
                 counted = seq
+                // Pages read through LMDB's map stay in RSS: drop them as the scan goes.
+                if seen % Self.releaseEveryScannedRecords == 0 { _ = try? log.releaseMappedPages() }
                 guard let record = try? decoder.decodeRecord(bytes) else { return true }
                 self.count(record.envelope)
                 return true
             }
+            if seen > 0 { _ = try? log.releaseMappedPages() }
         }
     }
 

@@ -51,13 +51,58 @@ final class LoadTests: XCTestCase {
         XCTAssertEqual(flow.checked, 30)
         XCTAssertEqual(flow.failures, 0, "\(flow.examples)")
         XCTAssertEqual(flow.routingMilliseconds.count, 30)
+        // Tier 0's latency from the server's own histograms: every task of the run timed once.
+        let tier0 = try XCTUnwrap(report.tier0)
+        XCTAssertNil(tier0.missing)
+        let routing = try XCTUnwrap(tier0.routing)
+        XCTAssertEqual(Int(routing.total), report.ok, "each routed task is one routing sample")
+        let ingress = try XCTUnwrap(tier0.ingress)
+        XCTAssertEqual(Int(ingress.total), report.ok)
+        let p50 = try XCTUnwrap(routing.quantile(0.5))
+        let p95 = try XCTUnwrap(routing.quantile(0.95))
+        XCTAssertGreaterThan(p50, 0)
+        XCTAssertLessThanOrEqual(p50, p95)
 
         // The report's JSON has the keys the issue names.
         let json = report.json.rendered()
         XCTAssertTrue(json.hasPrefix(#"{"requests_per_s":"#), json)
-        for key in ["p50_ms", "p95_ms", "p99_ms", "errors", "flow_checked", "flow_failures", "routing_ms_p95"] {
+        for key in ["p50_ms", "p95_ms", "p99_ms", "errors", "flow_checked", "flow_failures", "routing_ms_p95", "tier0_routing_ms_p95", "tier0_ingress_ms_p95"] {
             XCTAssertTrue(json.contains("\"\(key)\":"), "\(key) in \(json)")
         }
+    }
+
+    /// The histogram arithmetic `cartrita load` uses on the server's /metrics: parse, subtract
+    /// the scrape before the run, interpolate quantiles as Prometheus's histogram_quantile does.
+    func testTier0HistogramsAreParsedSubtractedAndInterpolated() throws {
+        let before = """
+            # TYPE cartrita_tier0_routing_ms histogram
+            cartrita_tier0_routing_ms_bucket{le="0.5"} 10
+            cartrita_tier0_routing_ms_bucket{le="1.0"} 10
+            cartrita_tier0_routing_ms_bucket{le="2.0"} 10
+            cartrita_tier0_routing_ms_bucket{le="+Inf"} 10
+            cartrita_tier0_routing_ms_sum 3.0
+            cartrita_tier0_routing_ms_count 10
+            """
+        let after = """
+            cartrita_tier0_routing_ms_bucket{le="0.5"} 30
+            cartrita_tier0_routing_ms_bucket{le="1.0"} 90
+            cartrita_tier0_routing_ms_bucket{le="2.0"} 105
+            cartrita_tier0_routing_ms_bucket{le="+Inf"} 110
+            cartrita_tier0_ingress_ms_bucket{le="1.0"} 4
+            """
+        let first = try XCTUnwrap(ScrapedHistogram.parse(before, name: "cartrita_tier0_routing_ms"))
+        let run = try XCTUnwrap(ScrapedHistogram.parse(after, name: "cartrita_tier0_routing_ms")).since(first)
+        XCTAssertEqual(run.buckets.map(\.count), [20, 80, 95, 100])
+        XCTAssertEqual(run.total, 100)
+        // Rank 50 falls in (0.5, 1.0] holding 60: 0.5 + 0.5 × (50 − 20) / 60.
+        XCTAssertEqual(try XCTUnwrap(run.quantile(0.5)), 0.75, accuracy: 1e-9)
+        // Rank 95 is the top of (1.0, 2.0]; rank 99 is past every finite bound: the highest one.
+        XCTAssertEqual(try XCTUnwrap(run.quantile(0.95)), 2.0, accuracy: 1e-9)
+        XCTAssertEqual(try XCTUnwrap(run.quantile(0.99)), 2.0, accuracy: 1e-9)
+        XCTAssertEqual(try XCTUnwrap(run.quantile(0.1)), 0.25, accuracy: 1e-9)
+        XCTAssertNil(ScrapedHistogram.parse(after, name: "cartrita_tier0_missing_ms"))
+        XCTAssertNil(ScrapedHistogram(buckets: [(1, 0), (.infinity, 0)]).quantile(0.5), "nothing observed")
+        XCTAssertEqual(ScrapedHistogram.parse(after, name: "cartrita_tier0_ingress_ms")?.total, 4)
     }
 
     /// The check must be able to fail: against routes the server does not run (text tasks

@@ -1,0 +1,115 @@
+import CartritaEnvelope
+import NIOCore
+import NIOPosix
+
+// MARK: - Tier 0's latency, as the server measured it during the run
+
+/// One Prometheus histogram from a `/metrics` text: cumulative counts by upper bound.
+struct ScrapedHistogram: Equatable {
+    var buckets: [(upperBound: Double, count: Double)]
+
+    static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.buckets.map(\.upperBound) == rhs.buckets.map(\.upperBound) && lhs.buckets.map(\.count) == rhs.buckets.map(\.count)
+    }
+
+    /// The `NAME_bucket{le="…"} COUNT` lines of `name` (a histogram without other labels).
+    static func parse(_ text: String, name: String) -> ScrapedHistogram? {
+        let prefix = name + "_bucket{le=\""
+        var buckets: [(Double, Double)] = []
+        for line in text.split(separator: "\n") where line.hasPrefix(prefix) {
+            let rest = line.dropFirst(prefix.count)
+            guard let quote = rest.firstIndex(of: "\""), let space = rest.lastIndex(of: " ") else { continue }
+            let bound = rest[..<quote] == "+Inf" ? Double.infinity : Double(rest[..<quote])
+            guard let bound, let count = Double(rest[rest.index(after: space)...]) else { continue }
+            buckets.append((bound, count))
+        }
+        guard !buckets.isEmpty else { return nil }
+        return ScrapedHistogram(buckets: buckets.sorted { $0.0 < $1.0 })
+    }
+
+    var total: Double { self.buckets.last?.count ?? 0 }
+
+    /// What was observed between `earlier` and this scrape (same buckets; else all of this one).
+    func since(_ earlier: ScrapedHistogram?) -> ScrapedHistogram {
+        guard let earlier, earlier.buckets.map(\.upperBound) == self.buckets.map(\.upperBound) else { return self }
+        return ScrapedHistogram(buckets: zip(self.buckets, earlier.buckets).map { ($0.upperBound, max(0, $0.count - $1.count)) })
+    }
+
+    /// The q-quantile estimated as Prometheus's `histogram_quantile` does: linear within the
+    /// bucket the rank falls in; the highest finite bound when it falls past them; nil if empty.
+    func quantile(_ q: Double) -> Double? {
+        let total = self.total
+        guard total > 0 else { return nil }
+        let rank = q * total
+        var lower = 0.0
+        var below = 0.0
+        for (upper, count) in self.buckets {
+            if count >= rank {
+                guard upper.isFinite else { return lower }
+                guard count > below else { return upper }
+                return lower + (upper - lower) * (rank - below) / (count - below)
+            }
+            lower = upper.isFinite ? upper : lower
+            below = count
+        }
+        return lower
+    }
+}
+
+/// The server's tier-0 histograms (`cartrita_tier0_ingress_ms`, `cartrita_tier0_routing_ms`,
+/// monotonic clock) over the run: a scrape before and one after, subtracted.
+public struct Tier0Latency: Sendable {
+    /// Scrapes before and after, subtracted; nil members when a scrape failed (`missing` says why).
+    static func between(
+        _ before: Result<(ingress: ScrapedHistogram?, routing: ScrapedHistogram?), Tier0ScrapeError>,
+        _ after: Result<(ingress: ScrapedHistogram?, routing: ScrapedHistogram?), Tier0ScrapeError>
+    ) -> Tier0Latency {
+        switch (before, after) {
+        case (.success(let first), .success(let last)):
+            return Tier0Latency(ingress: last.ingress?.since(first.ingress), routing: last.routing?.since(first.routing))
+        case (.failure(let error), _), (_, .failure(let error)):
+            return Tier0Latency(missing: "GET /metrics: \(error.reason)")
+        }
+    }
+
+    static let names = ["ingress": "cartrita_tier0_ingress_ms", "routing": "cartrita_tier0_routing_ms"]
+
+    var ingress: ScrapedHistogram?
+    var routing: ScrapedHistogram?
+    /// Why there are no figures (the server did not answer /metrics, or has no such series).
+    var missing: String?
+
+    static func scrape(target: SocketAddress, group: MultiThreadedEventLoopGroup, configuration: LoadConfiguration)
+        async -> Result<(ingress: ScrapedHistogram?, routing: ScrapedHistogram?), Tier0ScrapeError>
+    {
+        guard let connection = try? await SimpleHTTPConnection.connect(to: target, group: group) else {
+            return .failure(Tier0ScrapeError(reason: "connection_refused"))
+        }
+        let answer = try? await connection.get("/metrics", headers: LoadTester.headers(configuration))
+        try? await connection.close()
+        guard let answer else { return .failure(Tier0ScrapeError(reason: "http_error")) }
+        guard answer.status == 200 else { return .failure(Tier0ScrapeError(reason: "http_\(answer.status)")) }
+        let text = String(decoding: answer.body, as: UTF8.self)
+        guard text.contains(Self.names["routing"]!) else { return .failure(Tier0ScrapeError(reason: "no_tier0_series")) }
+        return .success((ScrapedHistogram.parse(text, name: Self.names["ingress"]!), ScrapedHistogram.parse(text, name: Self.names["routing"]!)))
+    }
+
+    var jsonMembers: [(String, JSON)] {
+        func figure(_ histogram: ScrapedHistogram?, _ q: Double) -> JSON {
+            histogram?.quantile(q).map { .double(($0 * 1000).rounded() / 1000) } ?? .null
+        }
+        var members: [(String, JSON)] = [
+            ("tier0_ingress_ms_p50", figure(self.ingress, 0.5)),
+            ("tier0_ingress_ms_p95", figure(self.ingress, 0.95)),
+            ("tier0_routing_ms_p50", figure(self.routing, 0.5)),
+            ("tier0_routing_ms_p95", figure(self.routing, 0.95)),
+            ("tier0_timed_tasks", self.routing.map { .int(Int64($0.total)) } ?? .null),
+        ]
+        if let missing = self.missing { members.append(("tier0_missing", .string(missing))) }
+        return members
+    }
+}
+
+struct Tier0ScrapeError: Error {
+    var reason: String
+}
