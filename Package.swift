@@ -196,9 +196,16 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // What several test targets share (running the real `cartrita` binary); not a product.
+        .target(
+            name: "CartritaTestSupport",
+            path: "Tests/CartritaTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "CartritaServerTests",
             dependencies: [
+                "CartritaTestSupport",
                 "CartritaServer", "CartritaTelemetry", "CartritaNode", "CartritaRuntime", "CartritaLog", "CartritaEnvelope",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
@@ -217,6 +224,7 @@ let package = Package(
         .testTarget(
             name: "CartritaLoadTests",
             dependencies: [
+                "CartritaTestSupport",
                 "CartritaLoad", "CartritaServer", "CartritaNode", "CartritaRuntime", "CartritaEnvelope",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

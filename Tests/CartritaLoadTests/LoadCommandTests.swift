@@ -1,33 +1,14 @@
 import CartritaServer
+import CartritaTestSupport
 import Foundation
 import XCTest
 
 /// The real `cartrita load` binary against a server on loopback: one JSON object on stdout with
 /// the issue's keys, and its exit status.
 final class LoadCommandTests: XCTestCase {
-    func binary() throws -> URL {
-        var candidates: [URL] = []
-        if let explicit = ProcessInfo.processInfo.environment["CARTRITA_BIN"] { candidates.append(URL(fileURLWithPath: explicit)) }
-        if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
-            candidates.append(URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("cartrita"))
-        }
-        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-            throw XCTSkip("the cartrita binary is not built next to the tests (set CARTRITA_BIN)")
-        }
-        return found
-    }
-
     func run(_ arguments: [String]) throws -> (status: Int32, stdout: String) {
-        let process = Process()
-        process.executableURL = try self.binary()
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let outcome = try CartritaBinary.run(arguments)
+        return (outcome.status, outcome.out)
     }
 
     func testLoadPrintsOneJSONObjectWithTheIssuesKeys() async throws {

@@ -1,4 +1,5 @@
 import CartritaEnvelope
+import CartritaTestSupport
 import Foundation
 import XCTest
 
@@ -6,29 +7,9 @@ import XCTest
 
 /// The real `cartrita` binary: `keys` and `serve` with a real SIGTERM.
 final class CommandTests: XCTestCase {
-    func binary() throws -> URL {
-        var candidates: [URL] = []
-        if let explicit = ProcessInfo.processInfo.environment["CARTRITA_BIN"] { candidates.append(URL(fileURLWithPath: explicit)) }
-        if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
-            candidates.append(URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("cartrita"))
-        }
-        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-            throw XCTSkip("the cartrita binary is not built next to the tests (set CARTRITA_BIN)")
-        }
-        return found
-    }
-
     func run(_ arguments: [String]) throws -> (status: Int32, stdout: String) {
-        let process = Process()
-        process.executableURL = try self.binary()
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let outcome = try CartritaBinary.run(arguments)
+        return (outcome.status, outcome.out)
     }
 
     func testKeysCreatePrintsTheKeyAloneOnItsLastLineListAndRevoke() throws {
@@ -57,7 +38,7 @@ final class CommandTests: XCTestCase {
     func testServeAnswersAndStopsCleanlyOnSIGTERM() async throws {
         let folder = TemporaryFolder()
         let process = Process()
-        process.executableURL = try self.binary()
+        process.executableURL = try CartritaBinary.required()
         process.arguments = ["serve", "--data", folder.path + "/data", "--port", "0"]
         let output = Pipe()
         process.standardOutput = output

@@ -1,5 +1,6 @@
 import CartritaEnvelope
 import CartritaNode
+import CartritaTestSupport
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -104,22 +105,10 @@ struct ExportedSpan {
 final class TracingTests: XCTestCase {
     static let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
-    func binary() throws -> URL {
-        var candidates: [URL] = []
-        if let explicit = ProcessInfo.processInfo.environment["CARTRITA_BIN"] { candidates.append(URL(fileURLWithPath: explicit)) }
-        if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
-            candidates.append(URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("cartrita"))
-        }
-        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-            throw XCTSkip("the cartrita binary is not built next to the tests (set CARTRITA_BIN)")
-        }
-        return found
-    }
-
     /// Starts `cartrita serve` with `otel` as its only OTEL_* variables; returns it and its port.
     func serve(_ folder: TemporaryFolder, otel: [String: String]) throws -> (Process, Int) {
         let process = Process()
-        process.executableURL = try self.binary()
+        process.executableURL = try CartritaBinary.required()
         process.arguments = ["serve", "--data", folder.path + "/data", "--port", "0"]
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OTEL_") }
         environment.merge(otel) { $1 }
