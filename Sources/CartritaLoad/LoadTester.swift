@@ -106,6 +106,8 @@ public struct LoadReport: Sendable {
     public var flow: FlowCheckReport?
     /// Tier 0's latency over the run, from the server's own histograms.
     public var tier0: Tier0Latency?
+    /// The server process's RSS (peak over samples every 2 s) and CPU time over the run.
+    public var server: ServerProcessReport?
     /// Up to `maxFlowSample` answered tasks, spread over the run (what the flow check samples).
     var sampledTasks: [(id: String, type: String)] = []
 
@@ -128,6 +130,7 @@ public struct LoadReport: Sendable {
             ("connections", .int(Int64(self.connects))),
         ]
         if let tier0 = self.tier0 { members += tier0.jsonMembers }
+        if let server = self.server { members += server.jsonMembers(requests: self.requests) }
         if let flow = self.flow { members += flow.jsonMembers }
         return .object(members)
     }
@@ -173,6 +176,18 @@ public enum LoadTester {
         let headers = Self.headers(configuration)
         let tier0Before = await Tier0Latency.scrape(target: target, group: group, configuration: configuration)
         let started = NIODeadline.now()
+        // The server's RSS while it is loaded: a scrape every few seconds on its own connection.
+        let watcher = Task { () -> [ServerScrape] in
+            var scrapes: [ServerScrape] = []
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(ServerProcessReport.intervalSeconds))
+                if Task.isCancelled { break }
+                if case .success(let scrape) = await Tier0Latency.scrape(target: target, group: group, configuration: configuration) {
+                    scrapes.append(scrape)
+                }
+            }
+            return scrapes
+        }
         let deadline = started + .nanoseconds(Int64(configuration.durationSeconds * 1e9))
         let timeout = TimeAmount.milliseconds(configuration.requestTimeoutMilliseconds)
 
@@ -197,6 +212,8 @@ public enum LoadTester {
             if let tally = try? await future.get() { tallies.append(tally) }
         }
         let elapsed = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+        watcher.cancel()
+        let during = await watcher.value
         let tier0After = await Tier0Latency.scrape(target: target, group: group, configuration: configuration)
 
         var latencies: [UInt32] = []
@@ -226,6 +243,10 @@ public enum LoadTester {
             p50Milliseconds: percentile(0.50), p95Milliseconds: percentile(0.95), p99Milliseconds: percentile(0.99),
             maxMilliseconds: latencies.last.map { Double($0) / 1000 } ?? 0, connects: connects, flow: nil)
         report.tier0 = Tier0Latency.between(tier0Before, tier0After)
+        var server = ServerProcessReport()
+        for scrape in ([try? tier0Before.get()] + during.map(Optional.some) + [try? tier0After.get()]).compactMap({ $0 }) { server.add(scrape) }
+        if let first = try? tier0Before.get().cpuSeconds, let last = try? tier0After.get().cpuSeconds { server.cpuSeconds = last - first }
+        report.server = server
         report.sampledTasks = Self.sample(tasks, LoadConfiguration.maxFlowSample)
         if configuration.flowSample > 0 {
             report.flow = await FlowChecker(configuration: configuration, target: target, group: group).check(Self.sample(tasks, configuration.flowSample))

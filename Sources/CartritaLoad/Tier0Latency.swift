@@ -60,12 +60,10 @@ struct ScrapedHistogram: Equatable {
 /// monotonic clock) over the run: a scrape before and one after, subtracted.
 public struct Tier0Latency: Sendable {
     /// Scrapes before and after, subtracted; nil members when a scrape failed (`missing` says why).
-    static func between(
-        _ before: Result<(ingress: ScrapedHistogram?, routing: ScrapedHistogram?), Tier0ScrapeError>,
-        _ after: Result<(ingress: ScrapedHistogram?, routing: ScrapedHistogram?), Tier0ScrapeError>
-    ) -> Tier0Latency {
+    static func between(_ before: Result<ServerScrape, Tier0ScrapeError>, _ after: Result<ServerScrape, Tier0ScrapeError>) -> Tier0Latency {
         switch (before, after) {
         case (.success(let first), .success(let last)):
+            guard last.routing != nil else { return Tier0Latency(missing: "GET /metrics: no_tier0_series") }
             return Tier0Latency(ingress: last.ingress?.since(first.ingress), routing: last.routing?.since(first.routing))
         case (.failure(let error), _), (_, .failure(let error)):
             return Tier0Latency(missing: "GET /metrics: \(error.reason)")
@@ -80,7 +78,7 @@ public struct Tier0Latency: Sendable {
     var missing: String?
 
     static func scrape(target: SocketAddress, group: MultiThreadedEventLoopGroup, configuration: LoadConfiguration)
-        async -> Result<(ingress: ScrapedHistogram?, routing: ScrapedHistogram?), Tier0ScrapeError>
+        async -> Result<ServerScrape, Tier0ScrapeError>
     {
         guard let connection = try? await SimpleHTTPConnection.connect(to: target, group: group) else {
             return .failure(Tier0ScrapeError(reason: "connection_refused"))
@@ -89,9 +87,7 @@ public struct Tier0Latency: Sendable {
         try? await connection.close()
         guard let answer else { return .failure(Tier0ScrapeError(reason: "http_error")) }
         guard answer.status == 200 else { return .failure(Tier0ScrapeError(reason: "http_\(answer.status)")) }
-        let text = String(decoding: answer.body, as: UTF8.self)
-        guard text.contains(Self.names["routing"]!) else { return .failure(Tier0ScrapeError(reason: "no_tier0_series")) }
-        return .success((ScrapedHistogram.parse(text, name: Self.names["ingress"]!), ScrapedHistogram.parse(text, name: Self.names["routing"]!)))
+        return .success(ServerScrape(String(decoding: answer.body, as: UTF8.self)))
     }
 
     var jsonMembers: [(String, JSON)] {
@@ -112,4 +108,63 @@ public struct Tier0Latency: Sendable {
 
 struct Tier0ScrapeError: Error {
     var reason: String
+}
+
+/// What one scrape of the server's /metrics says that a load run reports.
+struct ServerScrape: Sendable {
+    var ingress: ScrapedHistogram?
+    var routing: ScrapedHistogram?
+    /// `process_resident_memory_bytes`, `cartrita_process_resident_anonymous_bytes`,
+    /// `process_cpu_seconds_total` (nil when the server does not export them).
+    var residentBytes: Double?
+    var anonymousBytes: Double?
+    var cpuSeconds: Double?
+
+    init(_ text: String) {
+        self.ingress = ScrapedHistogram.parse(text, name: Tier0Latency.names["ingress"]!)
+        self.routing = ScrapedHistogram.parse(text, name: Tier0Latency.names["routing"]!)
+        self.residentBytes = Self.sample(text, "process_resident_memory_bytes")
+        self.anonymousBytes = Self.sample(text, "cartrita_process_resident_anonymous_bytes")
+        self.cpuSeconds = Self.sample(text, "process_cpu_seconds_total")
+    }
+
+    /// The value of an unlabelled series `name`.
+    static func sample(_ text: String, _ name: String) -> Double? {
+        for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
+            return Double(line.dropFirst(name.count + 1).trimmingCharacters(in: .whitespaces))
+        }
+        return nil
+    }
+}
+
+/// The server's process over the run: RSS sampled from /metrics every `interval` (and at the
+/// start and end), its peak, and the CPU time the run cost it.
+public struct ServerProcessReport: Sendable {
+    static let intervalSeconds = 2.0
+
+    var residentPeakBytes: Double?
+    var anonymousPeakBytes: Double?
+    var residentEndBytes: Double?
+    var cpuSeconds: Double?
+    var samples = 0
+
+    mutating func add(_ scrape: ServerScrape) {
+        guard let resident = scrape.residentBytes else { return }
+        self.samples += 1
+        self.residentPeakBytes = max(self.residentPeakBytes ?? 0, resident)
+        self.residentEndBytes = resident
+        if let anonymous = scrape.anonymousBytes { self.anonymousPeakBytes = max(self.anonymousPeakBytes ?? 0, anonymous) }
+    }
+
+    func jsonMembers(requests: Int) -> [(String, JSON)] {
+        func megabytes(_ bytes: Double?) -> JSON { bytes.map { .double(($0 / 1_048_576 * 10).rounded() / 10) } ?? .null }
+        return [
+            ("server_rss_mb_peak", megabytes(self.residentPeakBytes)),
+            ("server_rss_anon_mb_peak", megabytes(self.anonymousPeakBytes)),
+            ("server_rss_mb_end", megabytes(self.residentEndBytes)),
+            ("server_rss_samples", .int(Int64(self.samples))),
+            ("server_cpu_s", self.cpuSeconds.map { .double(($0 * 1000).rounded() / 1000) } ?? .null),
+            ("server_cpu_us_per_request", self.cpuSeconds.flatMap { requests > 0 ? .double(($0 * 1e6 / Double(requests)).rounded()) : nil } ?? .null),
+        ]
+    }
 }

@@ -24,6 +24,7 @@ final class ServerMetrics: Sendable {
     static let releaseEveryScannedRecords = 8_192
     /// Tier 0's latency on the monotonic clock, fed by the node's delivery tap.
     let tier0: Tier0Timing
+    let process: ProcessMetrics
 
     /// Milliseconds: 1 ms … 60 s, for task and request durations.
     static let durationBucketsMilliseconds: [Double] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000]
@@ -32,6 +33,7 @@ final class ServerMetrics: Sendable {
         self.registry = registry
         self.countedSeq = Mutex(startSeq)
         self.tier0 = Tier0Timing(registry: registry)
+        self.process = ProcessMetrics(registry: registry)
         // Families that exist before their first sample, so a fresh server's scrape shows them.
         _ = self.registry.makeCounter(
             descriptor: MetricNameDescriptor(metricName: "mcp_messages", unitName: "total", helpText: "MCP messages committed to the log"),
@@ -136,6 +138,7 @@ final class ServerMetrics: Sendable {
         for (name, help, value) in totals {
             self.registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: []).set(value)
         }
+        self.process.update()
         return self.registry.emitToString()
     }
 

@@ -62,11 +62,17 @@ final class LoadTests: XCTestCase {
         let p95 = try XCTUnwrap(routing.quantile(0.95))
         XCTAssertGreaterThan(p50, 0)
         XCTAssertLessThanOrEqual(p50, p95)
+        // The server's RSS and CPU over the run, from its /metrics (before, every 2 s, after).
+        let process = try XCTUnwrap(report.server)
+        XCTAssertGreaterThanOrEqual(process.samples, 2)
+        XCTAssertGreaterThan(try XCTUnwrap(process.residentPeakBytes), 1_048_576)
+        XCTAssertGreaterThanOrEqual(try XCTUnwrap(process.residentPeakBytes), try XCTUnwrap(process.residentEndBytes))
+        XCTAssertGreaterThan(try XCTUnwrap(process.cpuSeconds), 0, "the run cost the server CPU time")
 
         // The report's JSON has the keys the issue names.
         let json = report.json.rendered()
         XCTAssertTrue(json.hasPrefix(#"{"requests_per_s":"#), json)
-        for key in ["p50_ms", "p95_ms", "p99_ms", "errors", "flow_checked", "flow_failures", "routing_ms_p95", "tier0_routing_ms_p95", "tier0_ingress_ms_p95"] {
+        for key in ["p50_ms", "p95_ms", "p99_ms", "errors", "flow_checked", "flow_failures", "routing_ms_p95", "tier0_routing_ms_p95", "tier0_ingress_ms_p95", "server_rss_mb_peak", "server_cpu_s"] {
             XCTAssertTrue(json.contains("\"\(key)\":"), "\(key) in \(json)")
         }
     }
@@ -103,6 +109,10 @@ final class LoadTests: XCTestCase {
         XCTAssertNil(ScrapedHistogram.parse(after, name: "cartrita_tier0_missing_ms"))
         XCTAssertNil(ScrapedHistogram(buckets: [(1, 0), (.infinity, 0)]).quantile(0.5), "nothing observed")
         XCTAssertEqual(ScrapedHistogram.parse(after, name: "cartrita_tier0_ingress_ms")?.total, 4)
+        let scrape = ServerScrape("process_resident_memory_bytes 1.2e+08\nprocess_resident_memory_bytes_other 5\nprocess_cpu_seconds_total 3.5\n")
+        XCTAssertEqual(scrape.residentBytes, 1.2e8)
+        XCTAssertEqual(scrape.cpuSeconds, 3.5)
+        XCTAssertNil(scrape.anonymousBytes)
     }
 
     /// The check must be able to fail: against routes the server does not run (text tasks

@@ -277,6 +277,18 @@ final class TaskRouteTests: XCTestCase {
         XCTAssertTrue(text.contains("mcp_processing_duration_ms_bucket{"), text)
         XCTAssertTrue(text.contains(#"mcp_queue_depth{actor="orchestrator@v1.0"}"#), text)
         XCTAssertTrue(text.contains(#"http_requests_total{method="POST",route="/v3/tasks",status="200"}"#), text)
+        // The process's own figures under the standard names, read from /proc at the scrape.
+        func sample(_ name: String) -> Double? {
+            text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ")[1]) }
+        }
+        let resident = try XCTUnwrap(sample("process_resident_memory_bytes"), text)
+        let anonymous = try XCTUnwrap(sample("cartrita_process_resident_anonymous_bytes"), text)
+        let file = try XCTUnwrap(sample("cartrita_process_resident_file_bytes"), text)
+        XCTAssertGreaterThan(resident, 1_048_576)
+        XCTAssertEqual(anonymous + file, resident, accuracy: resident * 0.05, "RSS is anonymous plus file pages (plus shared memory)")
+        XCTAssertGreaterThan(try XCTUnwrap(sample("process_cpu_seconds_total"), text), 0)
+        XCTAssertGreaterThan(try XCTUnwrap(sample("process_open_fds"), text), 3)
+        XCTAssertGreaterThan(try XCTUnwrap(sample("process_start_time_seconds"), text), 1.7e9)
         try checkPrometheusText(text)
 
         await client.close()
