@@ -87,7 +87,7 @@ public final class Server: Sendable {
             log.close()
             throw StartError(message: "auth.jwt: \(error.message)")
         }
-        let metrics = ServerMetrics(registry: registry, startSeq: log.lastSeq)
+        let metrics = ServerMetrics(registry: registry)
         let telemetry: Telemetry?
         do {
             telemetry = try Telemetry.make(environment: tracingEnvironment, logger: logger, spansDropped: { metrics.spansDropped($0.rawValue, $1) })
@@ -99,14 +99,13 @@ public final class Server: Sendable {
         let frontDoor = FrontDoor(
             configuration: configuration, log: log, store: store, metrics: metrics, logger: logger, jwt: jwt, telemetry: telemetry)
         var nodeConfiguration = NodeConfiguration()
-        let tier0 = metrics.tier0
-        if let hops = telemetry?.hops {
-            nodeConfiguration.deliveryTap = { record in
-                tier0.tap(record)
-                hops.tap(record)
-            }
-        } else {
-            nodeConfiguration.deliveryTap = { tier0.tap($0) }
+        // Every committed delivery: counted (mcp_messages_total, tokens, cost), timed (tier 0),
+        // and traced when tracing is on.
+        let hops = telemetry?.hops
+        nodeConfiguration.deliveryTap = { [metrics] record in
+            metrics.count(record.envelope)
+            metrics.tier0.tap(record)
+            hops?.tap(record)
         }
         // A waiting request is answered as soon as its answer is settled (see `answerTap`),
         // one commit before the answer's record is; the committed record still feeds the
