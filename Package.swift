@@ -287,7 +287,7 @@ let package = Package(
         .testTarget(
             name: "CartritaLogTests",
             dependencies: [
-                "CartritaLog", "CartritaCodec", "CartritaEnvelope", "CartritaLMDB",
+                "CartritaTestSupport", "CartritaLog", "CartritaCodec", "CartritaEnvelope", "CartritaLMDB",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings

@@ -2,6 +2,7 @@ import CartritaCodec
 import CartritaEnvelope
 import CartritaLMDB
 import CartritaLog
+import CartritaTestSupport
 import Crypto
 import Foundation
 import XCTest
@@ -214,29 +215,8 @@ func trailingSeq(_ key: [UInt8]) -> UInt64 {
 
 // MARK: - The `cartrita` executable
 
-/// The `cartrita` binary built next to the test bundle (any scratch path), or `CARTRITA_BIN`.
-func cartritaExecutable() -> URL? {
-    var candidates: [URL] = []
-    if let explicit = ProcessInfo.processInfo.environment["CARTRITA_BIN"] {
-        candidates.append(URL(fileURLWithPath: explicit))
-    }
-    // Linux: the test bundle is an executable `…/debug/cartritaPackageTests.xctest`.
-    if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
-        candidates.append(URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("cartrita"))
-    }
-    // macOS: `…/debug/cartritaPackageTests.xctest/Contents/MacOS/…`; the bundle sits in debug/.
-    for bundle in [Bundle.main] + Bundle.allBundles where bundle.bundleURL.pathExtension == "xctest" {
-        candidates.append(bundle.bundleURL.deletingLastPathComponent().appendingPathComponent("cartrita"))
-    }
-    candidates.append(Bundle.main.bundleURL.appendingPathComponent("cartrita"))
-    candidates.append(Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("cartrita"))
-    return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }
-}
-
-struct TestSetupError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
-}
+/// The `cartrita` binary built next to the test bundle, or `CARTRITA_BIN` (see `CartritaBinary`).
+func cartritaExecutable() -> URL? { CartritaBinary.url() }
 
 struct ProcessOutput {
     var status: Int32
@@ -244,32 +224,10 @@ struct ProcessOutput {
     var stderr: String
 }
 
-/// Runs `cartrita` with `arguments` to the end, draining both pipes concurrently.
+/// Runs `cartrita` with `arguments` to the end (both pipes drained at once).
 func runCartrita(_ arguments: [String]) throws -> ProcessOutput {
-    guard let executable = cartritaExecutable() else {
-        throw TestSetupError("the cartrita executable was not found next to the test bundle; build with --build-tests or set CARTRITA_BIN")
-    }
-    let process = Process()
-    process.executableURL = executable
-    process.arguments = arguments
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    let errData = LockedBox(Data())
-    let errDone = DispatchSemaphore(value: 0)
-    Thread.detachNewThread {
-        let data = err.fileHandleForReading.readDataToEndOfFile()
-        errData.set(data)
-        errDone.signal()
-    }
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    errDone.wait()
-    process.waitUntilExit()
-    return ProcessOutput(
-        status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-        stderr: String(decoding: errData.get(), as: UTF8.self))
+    let outcome = try CartritaBinary.run(arguments)
+    return ProcessOutput(status: outcome.status, stdout: outcome.out, stderr: outcome.err)
 }
 
 /// A value shared between threads under a lock.

@@ -5,12 +5,18 @@ import XCTest
 /// The real `cartrita` executable, run by tests as a child process (the CLI's contract: one
 /// JSON object on stdout, exit statuses, signals). Shared by every test target that runs it.
 public enum CartritaBinary {
-    /// `CARTRITA_BIN`, else the `cartrita` SwiftPM built beside the test bundle; nil if neither.
+    /// `CARTRITA_BIN`, else the `cartrita` SwiftPM built beside the test bundle (any scratch
+    /// path); nil if neither.
     public static func url() -> URL? {
         var candidates: [URL] = []
         if let explicit = ProcessInfo.processInfo.environment["CARTRITA_BIN"] { candidates.append(URL(fileURLWithPath: explicit)) }
+        // Linux: the test bundle is an executable `…/debug/cartritaPackageTests.xctest`.
         if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
             candidates.append(URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("cartrita"))
+        }
+        // macOS: `…/debug/cartritaPackageTests.xctest/Contents/MacOS/…`; the bundle sits in debug/.
+        for bundle in [Bundle.main] + Bundle.allBundles where bundle.bundleURL.pathExtension == "xctest" {
+            candidates.append(bundle.bundleURL.deletingLastPathComponent().appendingPathComponent("cartrita"))
         }
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }
     }
