@@ -8,7 +8,7 @@ import Foundation
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print machine-readable figures.",
-        subcommands: [BenchLog.self, BenchRuntime.self, BenchSim.self, BenchTravel.self]
+        subcommands: [BenchLog.self, BenchRuntime.self, BenchSim.self, BenchTravel.self, BenchServe.self]
     )
 }
 

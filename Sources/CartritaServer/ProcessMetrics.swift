@@ -27,7 +27,8 @@ struct ProcessSample: Equatable {
         guard let status = Self.text("/proc/self/status"), let stat = Self.text("/proc/self/stat") else { return nil }
         func kibibytes(_ field: String) -> Double? {
             guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }) else { return nil }
-            return line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Double($0) }.map { $0 * 1024 }
+            // "VmRSS:\t  1234 kB", "Threads:\t12": a tab, then maybe spaces.
+            return line.split { $0 == " " || $0 == "\t" }.dropFirst().first.flatMap { Double($0) }.map { $0 * 1024 }
         }
         func count(_ field: String) -> Double? { kibibytes(field).map { $0 / 1024 } }
         // /proc/self/stat: "PID (COMM) STATE ..." where COMM may hold spaces: fields after ')'.

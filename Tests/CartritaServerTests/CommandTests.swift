@@ -35,6 +35,24 @@ final class CommandTests: XCTestCase {
         XCTAssertNotEqual(try self.run(["keys", "revoke", "--data", data, "000000000000"]).status, 0)
     }
 
+    /// `cartrita bench serve`: a child server under the load tester, one JSON object with the
+    /// load report's keys and the child's RSS peaks sampled from /proc.
+    func testBenchServePrintsTheFrontDoorsFigures() throws {
+        let run = try self.run(["bench", "serve", "--seconds", "1", "--clients", "4", "--check-flow", "5", "--durability", "fast", "--json"])
+        XCTAssertEqual(run.status, 0, run.stdout)
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], run.stdout)
+        XCTAssertEqual(object["durability"] as? String, "fast")
+        XCTAssertGreaterThan(object["requests_per_s"] as? Double ?? 0, 0, run.stdout)
+        XCTAssertEqual(object["errors"] as? [String: Int], [:], run.stdout)
+        XCTAssertEqual(object["flow_failures"] as? Int, 0, run.stdout)
+        XCTAssertGreaterThan(object["rss_mb_peak"] as? Double ?? 0, 1, run.stdout)
+        XCTAssertGreaterThan(object["rss_samples"] as? Int ?? 0, 2, run.stdout)
+        XCTAssertNotNil(object["tier0_routing_ms_p95"] as? Double, run.stdout)
+        XCTAssertNotNil(object["server_cpu_s"] as? Double, run.stdout)
+        // Bad arguments are named, before anything starts.
+        XCTAssertNotEqual(try self.run(["bench", "serve", "--durability", "maybe"]).status, 0)
+    }
+
     func testServeAnswersAndStopsCleanlyOnSIGTERM() async throws {
         let folder = TemporaryFolder()
         let process = Process()

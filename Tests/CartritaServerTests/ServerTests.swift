@@ -288,6 +288,7 @@ final class TaskRouteTests: XCTestCase {
         XCTAssertEqual(anonymous + file, resident, accuracy: resident * 0.05, "RSS is anonymous plus file pages (plus shared memory)")
         XCTAssertGreaterThan(try XCTUnwrap(sample("process_cpu_seconds_total"), text), 0)
         XCTAssertGreaterThan(try XCTUnwrap(sample("process_open_fds"), text), 3)
+        XCTAssertGreaterThan(try XCTUnwrap(sample("process_threads"), text), 1)
         XCTAssertGreaterThan(try XCTUnwrap(sample("process_start_time_seconds"), text), 1.7e9)
         try checkPrometheusText(text)
 

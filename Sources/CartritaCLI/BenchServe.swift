@@ -1,0 +1,179 @@
+import ArgumentParser
+import CartritaEnvelope
+import CartritaLoad
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: - cartrita bench serve
+
+/// The front door's figures in one command: a real `cartrita serve` child process on a fresh
+/// data folder and a free port, loaded by `cartrita load`'s tester from this process, with the
+/// child's RSS sampled from /proc every 100 ms. Prints the load report's keys (requests/s,
+/// latency, errors, tier-0 latency, the message-flow check) and the child's RSS peaks.
+struct BenchServe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Benchmark the HTTP front door: a child `cartrita serve` under `cartrita load`.",
+        discussion: """
+            Issue 5's aims on this machine: 100 clients, durable log: 5,000 requests/s or more, 0 errors, \
+            tier-0 routing p95 under 1 ms, server RSS under 200 MB.
+            """)
+
+    @Option(help: "Concurrent clients.") var clients: Int = 100
+    @Option(help: "Seconds of load.") var seconds: Double = 20
+    @Option(help: "The server's log durability: durable, relaxed or fast.") var durability: String = "durable"
+    @Option(name: .customLong("check-flow"), help: "Check the message flow of this many answered tasks.") var checkFlow: Int = 300
+    @Option(help: "Keep the server's data folder here (it must not exist yet); default a temporary one, removed.") var data: String?
+    @Flag(help: "Print one JSON object.") var json = false
+
+    static let samplingInterval = Duration.milliseconds(100)
+
+    func run() async throws {
+        guard ["durable", "relaxed", "fast"].contains(self.durability) else { throw ValidationError("--durability is durable, relaxed or fast") }
+        guard self.clients > 0, self.seconds > 0 else { throw ValidationError("--clients and --seconds must be positive") }
+        let folder = self.data ?? NSTemporaryDirectory() + "cartrita-bench-serve-\(getpid())"
+        if self.data != nil, FileManager.default.fileExists(atPath: folder) { throw ValidationError("\(folder) exists already") }
+        defer { if self.data == nil { try? FileManager.default.removeItem(atPath: folder) } }
+
+        let server = try ServerChild.start(data: folder, durability: self.durability)
+        defer { server.stop() }
+        let sampler = RSSSampler(pid: server.process.processIdentifier)
+        let sampling = Task.detached {
+            while !Task.isCancelled {
+                sampler.sample()
+                try? await Task.sleep(for: Self.samplingInterval)
+            }
+        }
+        var configuration = LoadConfiguration()
+        configuration.port = server.port
+        configuration.clients = self.clients
+        configuration.durationSeconds = self.seconds
+        configuration.flowSample = self.checkFlow
+        let report: LoadReport
+        do {
+            report = try await LoadTester.run(configuration)
+        } catch {
+            sampling.cancel()
+            fail("\(error)")
+        }
+        sampling.cancel()
+        sampler.sample()
+        let stopped = ContinuousClock.now
+        server.stop()
+        let stopSeconds = Self.seconds(ContinuousClock.now - stopped)
+        let peaks = sampler.peaks
+
+        guard case .object(var members) = report.json else { preconditionFailure("a load report is an object") }
+        func megabytes(_ kibibytes: Int) -> JSON { .double((Double(kibibytes) / 1024 * 10).rounded() / 10) }
+        members.insert(("durability", .string(self.durability)), at: 0)
+        members += [
+            ("rss_mb_peak", megabytes(peaks.total)),
+            ("rss_anon_mb_peak", megabytes(peaks.anonymous)),
+            ("rss_file_mb_peak", megabytes(peaks.file)),
+            ("rss_samples", .int(Int64(peaks.samples))),
+            ("shutdown_s", .double((stopSeconds * 1000).rounded() / 1000)),
+        ]
+        if self.json {
+            printJSON(.object(members))
+        } else {
+            print("\(self.durability), \(self.clients) clients, \(self.seconds) s: \(String(format: "%.0f", report.requestsPerSecond)) requests/s, p95 \(report.p95Milliseconds) ms, errors \(report.errorCount)")
+            print("server RSS peak \(peaks.total / 1024) MB (anonymous \(peaks.anonymous / 1024) MB, mapped files \(peaks.file / 1024) MB); stopped in \(String(format: "%.2f", stopSeconds)) s")
+        }
+        if let flow = report.flow, flow.failures > 0 { throw ExitCode(2) }
+        if report.ok == 0 { throw ExitCode(1) }
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+}
+
+/// `cartrita serve` as a child of this process, on a free port.
+final class ServerChild: @unchecked Sendable {
+    let process: Process
+    let port: Int
+    private let lock = NSLock()
+    private var stopped = false
+
+    init(process: Process, port: Int) {
+        self.process = process
+        self.port = port
+    }
+
+    static func start(data: String, durability: String) throws -> ServerChild {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+        process.arguments = ["serve", "--data", data, "--port", "0", "--durability", durability]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // The first line names the bound port: "listening on http://HOST:PORT (data …)".
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line += chunk
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        guard let range = text.range(of: #"http://[^:]+:(\d+)"#, options: .regularExpression),
+            let port = Int(text[range].split(separator: ":").last ?? "")
+        else {
+            process.terminate()
+            throw ValidationError("cartrita serve did not start: \(text)")
+        }
+        return ServerChild(process: process, port: port)
+    }
+
+    /// SIGTERM (graceful: drain, flush the log), then wait. Once.
+    func stop() {
+        let first = self.lock.withLock { () -> Bool in
+            defer { self.stopped = true }
+            return !self.stopped
+        }
+        guard first, self.process.isRunning else { return }
+        kill(self.process.processIdentifier, SIGTERM)
+        self.process.waitUntilExit()
+    }
+}
+
+/// Peaks of a process's RSS from /proc/PID/status, in KiB.
+final class RSSSampler: @unchecked Sendable {
+    struct Peaks {
+        var total = 0
+        var anonymous = 0
+        var file = 0
+        var samples = 0
+    }
+
+    let path: String
+    private let lock = NSLock()
+    private var current = Peaks()
+
+    init(pid: Int32) {
+        self.path = "/proc/\(pid)/status"
+    }
+
+    var peaks: Peaks { self.lock.withLock { self.current } }
+
+    func sample() {
+        guard let data = FileManager.default.contents(atPath: self.path) ?? (try? FileHandle(forReadingFrom: URL(fileURLWithPath: self.path)).readToEnd()),
+            !data.isEmpty
+        else { return }
+        var values: [String: Int] = [:]
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+            let fields = line.split { $0 == " " || $0 == "\t" }  // "VmRSS:\t  1234 kB"
+            guard fields.count >= 2, let value = Int(fields[1]) else { continue }
+            values[String(fields[0].dropLast())] = value
+        }
+        self.lock.withLock {
+            self.current.samples += 1
+            self.current.total = max(self.current.total, values["VmRSS"] ?? 0)
+            self.current.anonymous = max(self.current.anonymous, values["RssAnon"] ?? 0)
+            self.current.file = max(self.current.file, values["RssFile"] ?? 0)
+        }
+    }
+}
