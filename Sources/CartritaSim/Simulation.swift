@@ -108,8 +108,7 @@ public final class Simulation {
     var now: Int64
     var arrivals = ArrivalQueue()
     let log: any SimulationLog
-    var trace = TraceDigest()
-    let encoder = EnvelopeEncoder()
+    let trace = TraceDigest()
     var client: Address
 
     /// Messages each actor sent that the log does not hold yet (by cell position): its
@@ -747,7 +746,7 @@ public final class Simulation {
     func traceDelivery(seq: UInt64, envelope: Envelope, delivery: Delivery) {
         self.trace.add(seq)
         self.trace.add(UInt64(bitPattern: self.now))
-        self.encoder.withEncoded(envelope) { self.trace.add($0) }
+        self.trace.add(envelope)
         for message in delivery.messages { self.trace.add(message.id) }
     }
 

@@ -1,3 +1,4 @@
+import CartritaCodec
 import CartritaEnvelope
 import CartritaRuntime
 import Crypto
@@ -75,10 +76,16 @@ final class SimulationTablesTests: XCTestCase {
     /// Buffering the trace changes no digest: SHA-256 over the same bytes, fed whole.
     func testTheBufferedTraceDigestIsTheStreamsSHA256() {
         var random = SplitMix64(seed: 3)
-        var trace = TraceDigest()
+        let trace = TraceDigest()
+        let encoder = EnvelopeEncoder()
         var stream: [UInt8] = []
-        for _ in 0..<2_000 {
-            switch random.next64() % 3 {
+        for step in 0..<2_000 {
+            switch random.next64() % 4 {
+            case 3:
+                // An envelope, encoded in place: `encode`'s bytes.
+                let envelope = Self.envelope(number: UInt64(step), priority: .normal)
+                trace.add(envelope)
+                stream += try! encoder.encode(envelope)
             case 0:
                 let value = random.next64()
                 trace.add(value)
