@@ -355,7 +355,10 @@ public final class Simulation {
     /// entropy it was delivered with (so seqs, ids and replay are the same), then the snapshots
     /// the run kept. For the time-travel tools and `cartrita recover` after a run in memory.
     public func writeLog(to target: EventLog) throws(EventLogError) {
-        if let onDisk = self.log as? LMDBSimulationLog, onDisk.log === target { return }
+        if let onDisk = self.log as? LMDBSimulationLog, onDisk.log === target {
+            onDisk.flush()
+            return
+        }
         for record in self.log.records {
             _ = try target.appendAndWait(record.envelope, clockMilliseconds: record.header.clockMilliseconds, entropy: record.header.entropy)
         }
