@@ -92,6 +92,24 @@ final class NativeWriterTests: XCTestCase {
         }
     }
 
+    /// Every length of the short-copy path (1 to 32 bytes) and just past it, for strings and
+    /// binaries, after a one-byte prefix so the stores are unaligned.
+    func testShortCopiesAtEveryLength() {
+        for length in 0...40 {
+            let bytes = [UInt8]((0..<length).map { UInt8(truncatingIfNeeded: 0x41 + $0 * 7 % 26) })
+            let text = String(decoding: bytes, as: UTF8.self)
+            self.check("string of \(length) bytes", {
+                $0.write(true)
+                $0.write(text)
+                $0.writeBinary(bytes)
+            }) { packer in
+                _ = msgpack_pack_true(packer)
+                _ = msgpack_pack_str_with_body(packer, bytes, bytes.count)
+                _ = msgpack_pack_bin_with_body(packer, bytes, bytes.count)
+            }
+        }
+    }
+
     /// Ids are written with plain stores (no memmove): the same bytes as msgpack-c's 16-byte bin,
     /// and the raw forms (no marker) are the id's and the integer's big-endian bytes.
     func testIdsAndRawWritesMatchThePlainBytes() {
