@@ -164,17 +164,18 @@ final class LMDBSimulationLog: SimulationLog {
 /// append's recipient by position, so the per-append work is array reads, not hashing the
 /// address text. An append without a position (the I/O gateway's records) looks the name up.
 final class MemoryLog: SimulationLog {
-    private(set) var records: [LogRecord] = []
+    // Unchecked: one thread appends (see `Simulation`); the dynamic check cost more than the append.
+    @exclusivity(unchecked) private(set) var records: [LogRecord] = []
     /// Each record's actor slot, parallel to `records`.
-    private var recordActors: [Int32] = []
-    private var ids = MessageSeqTable()
+    @exclusivity(unchecked) private var recordActors: [Int32] = []
+    @exclusivity(unchecked) private var ids = MessageSeqTable()
     /// The task index, built on demand: only recovery asks, so appends do not pay for it. It
     /// covers `records[0..<correlationIndexed]`.
     private var byCorrelation: [MessageID: [UInt64]] = [:]
     private var correlationIndexed = 0
     /// Slot → actor name and its head (0: no record yet); name → slot. Never iterated by hash.
     private var actorNames: [String] = []
-    private var headOf: [UInt64] = []
+    @exclusivity(unchecked) private var headOf: [UInt64] = []
     private var slotOf: [String: Int] = [:]
     private var snapshotStore: [String: [Snapshot]] = [:]
 
