@@ -23,8 +23,8 @@ import Crypto
 /// (swift_beginAccess, a thread-local access set) cost more than the work it guarded. A
 /// simulation runs on one thread, and no access to one of them overlaps another to the same
 /// one: the closures the simulation passes (snapshot lookups, I/O services) touch other
-/// properties than the one being modified, and the whole suite ran clean with the checks on
-/// before they were turned off. A change that passes `&self.x` to code that reaches back into
+/// properties than the one being modified, and the simulator's tests ran clean with the
+/// checks on before they were turned off. A change that passes `&self.x` to code that reaches back into
 /// `self.x` must not be made.
 public final class Simulation {
     /// The faults a run can inject, each derived from the seed (see `Configuration.faults`).
