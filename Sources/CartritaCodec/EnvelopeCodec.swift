@@ -40,8 +40,10 @@ public final class EnvelopeEncoder {
     public let writer: MsgPackWriter
     public let limits: CodecLimits
 
-    public init(limits: CodecLimits = .default) {
-        self.writer = MsgPackWriter()
+    /// `initialCapacityBytes`: the writer's first buffer (it grows as needed); a caller that
+    /// gathers many envelopes in it (`append`) starts it at the size it flushes at.
+    public init(limits: CodecLimits = .default, initialCapacityBytes: Int = 4096) {
+        self.writer = MsgPackWriter(initialCapacityBytes: initialCapacityBytes)
         self.limits = limits
     }
 
@@ -61,6 +63,16 @@ public final class EnvelopeEncoder {
         self.writer.writeMapHeader(Self.fieldCount(envelope))
         self.writeFields(envelope)
         return try self.writer.withBytes(body)
+    }
+
+    /// Appends the envelope's canonical bytes (what `encode` returns) after whatever the writer
+    /// holds, without resetting it: the simulator's trace digest gathers many deliveries, with
+    /// its own framing between them (`MsgPackWriter.writeRaw`), and hashes them in large chunks
+    /// straight from this buffer instead of copying each envelope out. No size check: nothing
+    /// is stored. The caller resets the writer.
+    public func append(_ envelope: Envelope) {
+        self.writer.writeMapHeader(Self.fieldCount(envelope))
+        self.writeFields(envelope)
     }
 
     /// The envelope's pairs exactly as `encodeBody` writes them, and their count, handed to

@@ -109,7 +109,83 @@ public struct Workload: Sendable {
         "durable", "commit", "latency", "mailbox", "priority", "deterministic", "recovery", "digest", "timer", "batch",
     ]
 
+    /// The words as bytes, each with its first letter upper-cased (for a sentence's first word):
+    /// the words are lower-case ASCII letters, so upper-casing is subtracting 32.
+    static let wordBytes: [[UInt8]] = Self.words.map { Array($0.utf8) }
+    static let capitalizedWordBytes: [[UInt8]] = Self.wordBytes.map { [$0[0] - 32] + $0.dropFirst() }
+
+    /// The task's request: `plainRequest`'s, byte for byte and with the same draws, built on
+    /// bytes instead of through string interpolation, `joined` and `uppercased` (the simulator
+    /// builds one per task, and again for each by-URL file read). Tests compare the two.
     static func request(for taskType: String, index: Int, random: inout SplitMix64) -> TaskRequest {
+        if taskType.hasPrefix("data.") {
+            // About 30 bytes a row, at most 11 rows.
+            var csv: [UInt8] = []
+            csv.reserveCapacity(400)
+            csv.append(contentsOf: "region,units,price\n".utf8)
+            for row in 0..<(4 + Int(random.next64() % 8)) {
+                csv.append(UInt8(ascii: "r"))
+                csv.append(UInt8(ascii: "0") + UInt8(row % 3))
+                csv.append(UInt8(ascii: ","))
+                Self.appendDecimal(random.next64() % 1000, to: &csv)
+                csv.append(UInt8(ascii: ","))
+                Self.appendHundredths(random.next64() % 10_000, to: &csv)
+                csv.append(UInt8(ascii: "\n"))
+            }
+            return TaskRequest(task: TaskSpec(type: taskType), input: TaskInput(data: .string(String(decoding: csv, as: UTF8.self))))
+        }
+        switch taskType {
+        case "tasks.create", "tasks.list":
+            return Self.plainRequest(for: taskType, index: index, random: &random)
+        default:
+            // At most 6 sentences of 13 words of 13 letters.
+            var text: [UInt8] = []
+            text.reserveCapacity(1_200)
+            for sentence in 0..<(3 + Int(random.next64() % 4)) {
+                if sentence > 0 { text.append(UInt8(ascii: " ")) }
+                for word in 0..<(6 + Int(random.next64() % 8)) {
+                    let pick = Int(random.next64() % 20)
+                    if word > 0 {
+                        text.append(UInt8(ascii: " "))
+                        text.append(contentsOf: Self.wordBytes[pick])
+                    } else {
+                        text.append(contentsOf: Self.capitalizedWordBytes[pick])
+                    }
+                }
+                text.append(UInt8(ascii: "."))
+            }
+            return TaskRequest(task: TaskSpec(type: taskType), input: TaskInput(data: .string(String(decoding: text, as: UTF8.self))))
+        }
+    }
+
+    /// `value` in decimal, as `"\(value)"` writes it: the digits least significant first, then
+    /// turned around in place.
+    static func appendDecimal(_ value: UInt64, to bytes: inout [UInt8]) {
+        let start = bytes.count
+        var rest = value
+        repeat {
+            bytes.append(UInt8(ascii: "0") + UInt8(rest % 10))
+            rest /= 10
+        } while rest > 0
+        bytes[start...].reverse()
+    }
+
+    /// `Double(hundredths) / 100` as `"\(…)"` writes it, for 0 ≤ hundredths < 1,000,000: the
+    /// shortest digits that round-trip, which for these values are the exact decimal with its
+    /// trailing zeros dropped, keeping one digit after the point ("12.0", "0.5", "0.05").
+    /// A test checks every value the workload draws (0 to 9,999).
+    static func appendHundredths(_ hundredths: UInt64, to bytes: inout [UInt8]) {
+        precondition(hundredths < 1_000_000, "larger values print with an exponent")
+        Self.appendDecimal(hundredths / 100, to: &bytes)
+        bytes.append(UInt8(ascii: "."))
+        let fraction = hundredths % 100
+        bytes.append(UInt8(ascii: "0") + UInt8(fraction / 10))
+        if fraction % 10 != 0 { bytes.append(UInt8(ascii: "0") + UInt8(fraction % 10)) }
+    }
+
+    /// The plain form of `request` (interpolation and joins): the definition the fast one must
+    /// match, and the path for the task types it does not specialise.
+    static func plainRequest(for taskType: String, index: Int, random: inout SplitMix64) -> TaskRequest {
         switch taskType {
         case let type where type.hasPrefix("data."):
             var csv = "region,units,price\n"

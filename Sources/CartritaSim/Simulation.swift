@@ -17,6 +17,15 @@ import Crypto
 /// actor among those with mail and delivers the head of its mailbox (priority order, FIFO within
 /// one); the delivery is appended to the log with the virtual clock reading and fresh entropy
 /// before the handler runs.
+///
+/// The run's state is stored properties of this class, which every delivery reads and writes
+/// dozens of times; the hot ones are `@exclusivity(unchecked)`: the dynamic exclusivity check
+/// (swift_beginAccess, a thread-local access set) cost more than the work it guarded. A
+/// simulation runs on one thread, and no access to one of them overlaps another to the same
+/// one: the closures the simulation passes (snapshot lookups, I/O services) touch other
+/// properties than the one being modified, and the simulator's tests ran clean with the
+/// checks on before they were turned off. A change that passes `&self.x` to code that reaches back into
+/// `self.x` must not be made.
 public final class Simulation {
     /// The faults a run can inject, each derived from the seed (see `Configuration.faults`).
     public enum Fault: String, CaseIterable, Sendable {
@@ -94,27 +103,26 @@ public final class Simulation {
     public let configuration: Configuration
     let hierarchy: Hierarchy
     let workload: Workload
-    var cells: [any ActorCell]
-    var index: [Address: Int] = [:]
+    @exclusivity(unchecked) var cells: [any ActorCell]
+    @exclusivity(unchecked) var index: [Address: Int] = [:]
     /// What the hot path asks of each cell, by position, read once instead of through the cell's
     /// existential `address` (a copy of its text) on every delivery.
-    var cellIsClient: [Bool] = []
-    var cellIsAgent: [Bool] = []
+    @exclusivity(unchecked) var cellIsClient: [Bool] = []
+    @exclusivity(unchecked) var cellIsAgent: [Bool] = []
     /// The log numbered the actors as the cells are numbered (see `SimulationLog.register`).
-    var logKnowsPositions = false
-    var mailboxes: [SimMailbox]
-    var random: SplitMix64
+    @exclusivity(unchecked) var logKnowsPositions = false
+    @exclusivity(unchecked) var mailboxes: [SimMailbox]
+    @exclusivity(unchecked) var random: SplitMix64
     /// The virtual clock, in Unix milliseconds.
-    var now: Int64
-    var arrivals = ArrivalQueue()
+    @exclusivity(unchecked) var now: Int64
+    @exclusivity(unchecked) var arrivals = ArrivalQueue()
     let log: any SimulationLog
-    var trace = TraceDigest()
-    let encoder = EnvelopeEncoder()
+    let trace = TraceDigest()
     var client: Address
 
     /// Messages each actor sent that the log does not hold yet (by cell position): its
     /// snapshots carry them, as production's do.
-    var sent: [SentMessages]
+    @exclusivity(unchecked) var sent: [SentMessages]
     var crashPoints: [Int] = []
     var plannedCrashes: [Int] = []
     public private(set) var crashCount = 0
@@ -124,31 +132,31 @@ public final class Simulation {
     // What the oracles watch.
     var planned: [(envelope: Envelope, at: Int64)] = []
     var submitted: [MessageID] = []
-    var answers: [MessageID: Int] = [:]
+    @exclusivity(unchecked) var answers: [MessageID: Int] = [:]
     var submittedModes: [MessageID: DeliveryMode] = [:]
 
     /// The run's start on the virtual clock: fixed, so runs compare across machines and days.
     public static let epochMilliseconds: Int64 = 1_800_000_000_000
 
     /// Per-actor clock skew (the `clock` fault), by cell position.
-    var skew: [Int64]
+    @exclusivity(unchecked) var skew: [Int64]
     /// Appends still to fail in a log-full episode (the `storage` fault).
-    var logFullFor = 0
+    @exclusivity(unchecked) var logFullFor = 0
     /// The faults in force now: the configured ones in the safety phase, none after.
-    var activeFaults = FaultSet()
+    @exclusivity(unchecked) var activeFaults = FaultSet()
     /// The configured faults (`configuration.faults`), as bits for the hot path.
     let configuredFaults: FaultSet
     var safetyEndedAt: Int64?
-    var lastAnswerAt: Int64 = 0
+    @exclusivity(unchecked) var lastAnswerAt: Int64 = 0
     /// The run ended because nothing was left to deliver (not at `maxDeliveries`).
     var ranToQuiescence = false
     /// Injected faults by kind, by `Fault.ordinal` (nil: never injected, not reported).
-    var faultCounts = [Int?](repeating: nil, count: Fault.allCases.count)
+    @exclusivity(unchecked) var faultCounts = [Int?](repeating: nil, count: Fault.allCases.count)
 
     /// A restart's backoff (by cell position, on the global virtual clock): nothing is delivered
     /// to the actor before it. `stopped`: its supervisor gave up; new work is refused.
-    var heldUntil: [Int64]
-    var stopped: [Bool]
+    @exclusivity(unchecked) var heldUntil: [Int64]
+    @exclusivity(unchecked) var stopped: [Bool]
     /// The run's BUGGIFY sites (the `buggify` fault), shared with every delivery's context.
     public let buggify: Buggify?
     /// Restart storms: an agent (by position), the delivery count at which the storm starts
@@ -158,14 +166,14 @@ public final class Simulation {
     let crashesPerMillion: UInt64
     /// Each supervisor's restart decisions (the delivery's seq and clock reading), by cell
     /// position (the oracle). A power loss takes back those in the lost tail.
-    var restartDecisions: [[(seq: UInt64, clock: Int64)]]
+    @exclusivity(unchecked) var restartDecisions: [[(seq: UInt64, clock: Int64)]]
     public let durability: Durability
     /// What a power loss keeps: the log up to here is on disk.
-    var syncedSeq: UInt64 = 0
-    var lastSyncAt: Int64
+    @exclusivity(unchecked) var syncedSeq: UInt64 = 0
+    @exclusivity(unchecked) var lastSyncAt: Int64
     var tailRecordsLost = 0
     /// I/O requests the gateway logged: deliveries too, though to no actor.
-    var gatewayDeliveries = 0
+    @exclusivity(unchecked) var gatewayDeliveries = 0
 
     /// The standard mix plus at_most_once tasks, which only the `drop` fault may lose.
     /// The standard mix plus at_most_once tasks, which only the `drop` fault may lose, and tasks
@@ -356,7 +364,10 @@ public final class Simulation {
     /// entropy it was delivered with (so seqs, ids and replay are the same), then the snapshots
     /// the run kept. For the time-travel tools and `cartrita recover` after a run in memory.
     public func writeLog(to target: EventLog) throws(EventLogError) {
-        if let onDisk = self.log as? LMDBSimulationLog, onDisk.log === target { return }
+        if let onDisk = self.log as? LMDBSimulationLog, onDisk.log === target {
+            onDisk.flush()
+            return
+        }
         for record in self.log.records {
             _ = try target.appendAndWait(record.envelope, clockMilliseconds: record.header.clockMilliseconds, entropy: record.header.entropy)
         }
@@ -747,7 +758,7 @@ public final class Simulation {
     func traceDelivery(seq: UInt64, envelope: Envelope, delivery: Delivery) {
         self.trace.add(seq)
         self.trace.add(UInt64(bitPattern: self.now))
-        self.encoder.withEncoded(envelope) { self.trace.add($0) }
+        self.trace.add(envelope)
         for message in delivery.messages { self.trace.add(message.id) }
     }
 

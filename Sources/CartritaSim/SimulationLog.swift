@@ -28,22 +28,54 @@ protocol SimulationLog: ReplayableLog {
     func verify() -> String?
 }
 
-/// The simulator on the real event log: every delivery is appended and committed (one commit
-/// each, `fast` durability: a simulated crash is not a real one, so nothing needs to reach the
-/// disk before the next step), snapshots go to the LMDB snapshot store, and recovery reads it
-/// through the production pipeline. Storage errors the simulator did not inject are a failed
-/// run, reported by the `log_verifies` oracle.
+/// The simulator on the real event log: every delivery is appended (`fast` durability: a
+/// simulated crash is not a real one, so nothing needs to reach the disk before the next step),
+/// snapshots go to the LMDB snapshot store, and recovery reads it through the production
+/// pipeline. Storage errors the simulator did not inject are a failed run, reported by the
+/// `log_verifies` oracle.
+///
+/// Appends are gathered and committed together (`appendInOrderAndWait`), at most
+/// `maxPendingRecords` at a time and before anything reads the log or saves a snapshot: one
+/// commit and one thread hand-off per record made the LMDB run ten times slower than the
+/// in-memory one. The simulator needs each append's answer at once, and has it without the
+/// disk: the log started empty (the initialiser's caller checks), so the seq is the count so
+/// far, and a refused id is one appended before, which `ids` knows. Each commit checks that the
+/// log gave the seqs predicted; a difference is a problem `verify` reports.
 final class LMDBSimulationLog: SimulationLog {
+    /// Records waiting for their commit: bounded, so a crash point or a snapshot never waits on
+    /// a long queue, and well under the writer's own queue limit.
+    static let maxPendingRecords = 256
+
     let log: EventLog
     private(set) var lastSeq: UInt64
     var problems: [String] = []
+    /// Every id appended (committed or pending), by seq: the duplicate check.
+    private var ids = MessageSeqTable()
+    private var pending: [(envelope: Envelope, clockMilliseconds: Int64, entropy: UInt64)] = []
 
     init(_ log: EventLog) throws(EventLogError) {
         self.log = log
         self.lastSeq = try log.stat().lastSeq
+        self.pending.reserveCapacity(Self.maxPendingRecords)
+    }
+
+    /// Commits the pending records: before every read, snapshot and verify.
+    func flush() {
+        guard !self.pending.isEmpty else { return }
+        let first = self.lastSeq - UInt64(self.pending.count) + 1
+        do {
+            let seqs = try self.log.appendInOrderAndWait(self.pending)
+            if seqs != Array(first...self.lastSeq) {
+                self.problems.append("the log gave seqs \(seqs.first ?? 0)…\(seqs.last ?? 0), the simulation predicted \(first)…\(self.lastSeq)")
+            }
+        } catch {
+            self.problems.append("appending seqs \(first)…\(self.lastSeq): \(error)")
+        }
+        self.pending.removeAll(keepingCapacity: true)
     }
 
     var records: [LogRecord] {
+        self.flush()
         do {
             return try self.log.records()
         } catch {
@@ -56,21 +88,18 @@ final class LMDBSimulationLog: SimulationLog {
     func register(actors: [Address]) -> Bool { true }
 
     func append(_ envelope: Envelope, actor: Int?, clockMilliseconds: Int64, entropy: UInt64) -> UInt64? {
-        do {
-            let seq = try self.log.appendAndWait(envelope, clockMilliseconds: clockMilliseconds, entropy: entropy)
-            self.lastSeq = seq
-            return seq
-        } catch where error.code == .duplicateID {
-            return nil
-        } catch {
-            self.problems.append("appending \(envelope.id): \(error)")
-            return nil
-        }
+        let seq = self.lastSeq + 1
+        guard self.ids.insert(envelope.id, seq: seq) else { return nil }  // the log would refuse it: duplicate id
+        self.lastSeq = seq
+        self.pending.append((envelope, clockMilliseconds, entropy))
+        if self.pending.count >= Self.maxPendingRecords { self.flush() }
+        return seq
     }
 
-    func contains(_ id: MessageID) -> Bool { ((try? self.log.seq(ofMessage: id)) ?? nil) != nil }
+    func contains(_ id: MessageID) -> Bool { self.ids.seq(of: id) != nil }
 
     func save(_ snapshot: Snapshot) {
+        self.flush()  // the snapshot covers records up to its seq: they are in the log first
         do {
             try self.log.saveSnapshotAndWait(snapshot)
         } catch {
@@ -84,6 +113,7 @@ final class LMDBSimulationLog: SimulationLog {
     }
 
     func verify() -> String? {
+        self.flush()
         if let problem = self.problems.first { return problem }
         do {
             return try self.log.verify().firstProblem.map(\.description)
@@ -93,18 +123,34 @@ final class LMDBSimulationLog: SimulationLog {
     }
 
     func latestSnapshot(of actor: String, atOrBefore seq: UInt64, accepting: (UInt32) -> Bool) throws(EventLogError) -> Snapshot? {
-        try self.log.latestSnapshot(of: actor, atOrBefore: seq, accepting: accepting)
+        self.flush()
+        return try self.log.latestSnapshot(of: actor, atOrBefore: seq, accepting: accepting)
     }
 
-    func heads() throws(EventLogError) -> [(actor: String, seq: UInt64)] { try self.log.heads() }
+    func heads() throws(EventLogError) -> [(actor: String, seq: UInt64)] {
+        self.flush()
+        return try self.log.heads()
+    }
 
-    func seqs(ofMessages ids: [MessageID]) throws(EventLogError) -> [UInt64?] { try self.log.seqs(ofMessages: ids) }
+    func seqs(ofMessages ids: [MessageID]) throws(EventLogError) -> [UInt64?] {
+        self.flush()
+        return try self.log.seqs(ofMessages: ids)
+    }
 
-    func record(_ seq: UInt64) throws(EventLogError) -> LogRecord? { try self.log.record(seq) }
+    func record(_ seq: UInt64) throws(EventLogError) -> LogRecord? {
+        self.flush()
+        return try self.log.record(seq)
+    }
 
-    func seqs(correlation: MessageID) throws(EventLogError) -> [UInt64] { try self.log.seqs(correlation: correlation) }
+    func seqs(correlation: MessageID) throws(EventLogError) -> [UInt64] {
+        self.flush()
+        return try self.log.seqs(correlation: correlation)
+    }
 
-    func replay(from seq: UInt64, _ body: (RecordBatch) -> Bool) throws(EventLogError) { try self.log.replay(from: seq, body) }
+    func replay(from seq: UInt64, _ body: (RecordBatch) -> Bool) throws(EventLogError) {
+        self.flush()
+        try self.log.replay(from: seq, body)
+    }
 }
 
 // MARK: - The in-memory log
@@ -118,17 +164,18 @@ final class LMDBSimulationLog: SimulationLog {
 /// append's recipient by position, so the per-append work is array reads, not hashing the
 /// address text. An append without a position (the I/O gateway's records) looks the name up.
 final class MemoryLog: SimulationLog {
-    private(set) var records: [LogRecord] = []
+    // Unchecked: one thread appends (see `Simulation`); the dynamic check cost more than the append.
+    @exclusivity(unchecked) private(set) var records: [LogRecord] = []
     /// Each record's actor slot, parallel to `records`.
-    private var recordActors: [Int32] = []
-    private var ids = MessageSeqTable()
+    @exclusivity(unchecked) private var recordActors: [Int32] = []
+    @exclusivity(unchecked) private var ids = MessageSeqTable()
     /// The task index, built on demand: only recovery asks, so appends do not pay for it. It
     /// covers `records[0..<correlationIndexed]`.
     private var byCorrelation: [MessageID: [UInt64]] = [:]
     private var correlationIndexed = 0
     /// Slot → actor name and its head (0: no record yet); name → slot. Never iterated by hash.
     private var actorNames: [String] = []
-    private var headOf: [UInt64] = []
+    @exclusivity(unchecked) private var headOf: [UInt64] = []
     private var slotOf: [String: Int] = [:]
     private var snapshotStore: [String: [Snapshot]] = [:]
 

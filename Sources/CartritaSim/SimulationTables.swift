@@ -1,3 +1,4 @@
+import CartritaCodec
 import CartritaEnvelope
 import Crypto
 
@@ -203,42 +204,64 @@ struct FaultSet {
 /// (seq, clock, the envelope's bytes, the ids it sent), and each `update` call has a fixed cost
 /// of its own. SHA-256 is a stream, so the digest of the concatenation is the same whatever the
 /// chunking: buffering changes no digest.
-struct TraceDigest {
-    /// Flushed past this: small enough to stay in cache, large enough to amortise each call.
+///
+/// The buffer is the envelope encoder's own: envelopes are encoded straight into it, after the
+/// framing before them, instead of being encoded into a scratch buffer and copied here. A class
+/// (one per simulation, never copied): the encoder is shared state, and a struct holding it
+/// would only look like a value.
+final class TraceDigest {
+    /// Hashed and emptied once it holds this much: small enough to stay in cache, large enough
+    /// to amortise each call. It holds at most this plus one piece (one envelope).
     static let bufferBytes = 16 * 1_024
 
-    private var hash = SHA256()
-    private var buffer: [UInt8] = []
+    // Unchecked: a class's stored property otherwise pays a dynamic exclusivity check on every
+    // access, several per delivery. The simulation runs on one thread, and nothing hands out an
+    // inout reference to it.
+    @exclusivity(unchecked) private var hash = SHA256()
+    private let encoder = EnvelopeEncoder(initialCapacityBytes: TraceDigest.bufferBytes + 4_096)
+    private var writer: MsgPackWriter { self.encoder.writer }
 
-    init() {
-        self.buffer.reserveCapacity(Self.bufferBytes + 64)
+    init() {}
+
+    func add(_ value: UInt64) {
+        self.writer.writeRawBigEndian(value)
+        self.flushIfFull()
     }
 
-    mutating func add(_ value: UInt64) {
-        withUnsafeBytes(of: value.bigEndian) { self.add($0) }
+    func add(_ id: MessageID) {
+        self.writer.writeRaw(id)
+        self.flushIfFull()
     }
 
-    mutating func add(_ id: MessageID) {
-        id.withBytes { self.add($0) }
+    /// The envelope's canonical bytes (`EnvelopeEncoder.encode`), encoded in place.
+    func add(_ envelope: Envelope) {
+        self.encoder.append(envelope)
+        self.flushIfFull()
     }
 
-    mutating func add(_ bytes: UnsafeRawBufferPointer) {
-        if self.buffer.count + bytes.count > Self.bufferBytes { self.flush() }
+    func add(_ bytes: UnsafeRawBufferPointer) {
         if bytes.count > Self.bufferBytes {
-            self.hash.update(bufferPointer: bytes)  // a large envelope: no copy
+            self.flush()
+            self.hash.update(bufferPointer: bytes)  // a large piece: no copy
         } else {
-            self.buffer.append(contentsOf: bytes)
+            self.writer.writeRaw(bytes)
+            self.flushIfFull()
         }
     }
 
-    private mutating func flush() {
-        guard !self.buffer.isEmpty else { return }
-        self.buffer.withUnsafeBytes { self.hash.update(bufferPointer: $0) }
-        self.buffer.removeAll(keepingCapacity: true)
+    @inline(__always)
+    private func flushIfFull() {
+        if self.writer.count >= Self.bufferBytes { self.flush() }
+    }
+
+    private func flush() {
+        guard self.writer.count > 0 else { return }
+        self.writer.withBytes { self.hash.update(bufferPointer: $0) }
+        self.writer.reset()
     }
 
     /// The digest of everything added so far, in hex.
-    mutating func finalize() -> String {
+    func finalize() -> String {
         self.flush()
         return Hex.encode(Array(self.hash.finalize()))
     }

@@ -92,6 +92,43 @@ final class NativeWriterTests: XCTestCase {
         }
     }
 
+    /// Every length of the short-copy path (1 to 32 bytes) and just past it, for strings and
+    /// binaries, after a one-byte prefix so the stores are unaligned.
+    func testShortCopiesAtEveryLength() {
+        for length in 0...40 {
+            let bytes = [UInt8]((0..<length).map { UInt8(truncatingIfNeeded: 0x41 + $0 * 7 % 26) })
+            let text = String(decoding: bytes, as: UTF8.self)
+            self.check("string of \(length) bytes", {
+                $0.write(true)
+                $0.write(text)
+                $0.writeBinary(bytes)
+            }) { packer in
+                _ = msgpack_pack_true(packer)
+                _ = msgpack_pack_str_with_body(packer, bytes, bytes.count)
+                _ = msgpack_pack_bin_with_body(packer, bytes, bytes.count)
+            }
+        }
+    }
+
+    /// Ids are written with plain stores (no memmove): the same bytes as msgpack-c's 16-byte bin,
+    /// and the raw forms (no marker) are the id's and the integer's big-endian bytes.
+    func testIdsAndRawWritesMatchThePlainBytes() {
+        var random = SplitMix64(seed: 11)
+        let samples = [MessageID(high: 0, low: 0), MessageID(high: .max, low: .max), MessageID(high: 0x0102_0304_0506_0708, low: 0x090A_0B0C_0D0E_0F10)]
+            + (0..<200).map { _ in MessageID(high: random.next64(), low: random.next64()) }
+        for id in samples {
+            let bytes = id.bytes
+            self.check("id \(id)", { $0.write(id) }) { packer in
+                _ = msgpack_pack_bin_with_body(packer, bytes, bytes.count)
+            }
+            let writer = MsgPackWriter(initialCapacityBytes: 8)
+            writer.write(true)  // unaligned from here on
+            writer.writeRaw(id)
+            writer.writeRawBigEndian(id.low)
+            XCTAssertEqual(writer.bytes, [0xc3] + bytes + bytes.suffix(8), "raw \(id)")
+        }
+    }
+
     /// A mixed stream after a reset: reset keeps the memory but forgets the bytes.
     func testResetAndAMixedStream() {
         let writer = MsgPackWriter(initialCapacityBytes: 16)

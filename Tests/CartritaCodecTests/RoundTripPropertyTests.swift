@@ -53,6 +53,27 @@ final class RoundTripPropertyTests: XCTestCase {
     }
 
     /// With NaN allowed in free-form values `==` cannot hold, but the bytes must.
+    /// `append` writes exactly `encode`'s bytes after whatever the writer holds, envelope after
+    /// envelope (the simulator's trace digest hashes them that way).
+    func testAppendedEnvelopesAreTheEncodedBytes() throws {
+        let encoder = EnvelopeEncoder()
+        let gatherer = EnvelopeEncoder(initialCapacityBytes: 64)  // small: growth is exercised too
+        gatherer.writer.writeRawBigEndian(0xAB)
+        var expected: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0xAB]
+        var generator = EnvelopeGenerator(seed: 0xA99E_4D)
+        for index in 0..<800 {
+            let envelope = generator.envelope(type: MessageType.allCases[index % MessageType.allCases.count])
+            expected += try encoder.encode(envelope)
+            gatherer.append(envelope)
+            if index % 100 == 99 {
+                XCTAssertEqual(gatherer.writer.bytes, expected, "after \(index + 1) envelopes")
+                gatherer.writer.reset()
+                expected = []
+            }
+        }
+        XCTAssertEqual(gatherer.writer.bytes, expected)
+    }
+
     func testRoundTripWithNaNIsByteExact() throws {
         let encoder = EnvelopeEncoder()
         let decoder = EnvelopeDecoder()

@@ -2,7 +2,7 @@ import CartritaEnvelope
 import CartritaLog
 import CartritaNode
 import CartritaRuntime
-import CartritaSim
+@testable import CartritaSim
 import XCTest
 
 /// The faults that exercise supervision, durability modes and the runtime's rare paths.
@@ -171,6 +171,41 @@ final class LMDBSimulationTests: XCTestCase {
         XCTAssertNil(recovered.report.divergence)
         XCTAssertEqual(try log.stat().lastSeq, UInt64(memory.deliveries))
         log.close()
+    }
+
+    /// The LMDB log commits appends in batches and answers them (seq, or refusal of a known id)
+    /// before the commit: the log it leaves holds exactly the in-memory log's records, with the
+    /// same clock readings and entropy, through duplicates, crashes and recoveries, and batches
+    /// longer than `maxPendingRecords`.
+    func testTheBatchedLMDBLogHoldsTheInMemoryRecords() throws {
+        var configuration = Simulation.Configuration(seed: 11)
+        configuration.tasks = 250
+        configuration.crashes = 2
+        configuration.snapshotEveryDeliveries = 1_000  // long stretches without a snapshot: full batches
+        configuration.faults = [.crash, .duplicate, .delay, .io, .buggify, .agentCrash]
+        let memory = Simulation(configuration)
+        let memoryReport = memory.run()
+        XCTAssertTrue(memoryReport.passed, "\(memoryReport.oracles)")
+        XCTAssertGreaterThan(memoryReport.deliveries, 4 * LMDBSimulationLog.maxPendingRecords)
+
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sim-lmdb-batch-\(UInt64.random(in: 0...UInt64.max))").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = try EventLog(path: directory, configuration: EventLogConfiguration(durability: .fast))
+        defer { log.close() }
+        let onDisk = try Simulation(configuration, eventLog: log)
+        let onDiskReport = onDisk.run()
+        XCTAssertTrue(onDiskReport.passed, "\(onDiskReport.oracles)")
+        XCTAssertEqual(onDiskReport.digest, memoryReport.digest)
+        let expected = memory.records
+        let stored = try log.records()
+        XCTAssertEqual(stored.count, expected.count)
+        for (written, wanted) in zip(stored, expected) {
+            XCTAssertEqual(written.header.seq, wanted.header.seq)
+            XCTAssertEqual(written.header.clockMilliseconds, wanted.header.clockMilliseconds, "seq \(wanted.header.seq)")
+            XCTAssertEqual(written.header.entropy, wanted.header.entropy, "seq \(wanted.header.seq)")
+            XCTAssertEqual(written.header.actorPrevSeq, wanted.header.actorPrevSeq, "seq \(wanted.header.seq)")
+            XCTAssertEqual(written.envelope, wanted.envelope, "seq \(wanted.header.seq)")
+        }
     }
 
     func testTheLMDBLogRefusesTailLossAndALogInUse() throws {

@@ -1,8 +1,10 @@
+import CartritaCodec
 import CartritaEnvelope
 import CartritaRuntime
 import Crypto
 import XCTest
 
+@testable import CartritaNode
 @testable import CartritaSim
 
 /// The simulator's hot-path tables against the plain structures they replace: the same answers,
@@ -75,10 +77,16 @@ final class SimulationTablesTests: XCTestCase {
     /// Buffering the trace changes no digest: SHA-256 over the same bytes, fed whole.
     func testTheBufferedTraceDigestIsTheStreamsSHA256() {
         var random = SplitMix64(seed: 3)
-        var trace = TraceDigest()
+        let trace = TraceDigest()
+        let encoder = EnvelopeEncoder()
         var stream: [UInt8] = []
-        for _ in 0..<2_000 {
-            switch random.next64() % 3 {
+        for step in 0..<2_000 {
+            switch random.next64() % 4 {
+            case 3:
+                // An envelope, encoded in place: `encode`'s bytes.
+                let envelope = Self.envelope(number: UInt64(step), priority: .normal)
+                trace.add(envelope)
+                stream += try! encoder.encode(envelope)
             case 0:
                 let value = random.next64()
                 trace.add(value)
@@ -95,6 +103,39 @@ final class SimulationTablesTests: XCTestCase {
             }
         }
         XCTAssertEqual(trace.finalize(), Hex.encode(Array(SHA256.hash(data: stream))))
+    }
+
+    /// The workload's byte-built requests are the plain ones (interpolation, joins, upper-casing),
+    /// with the same draws from the seed, for every task type and many indexes and seeds.
+    func testTheWorkloadsFastRequestsAreThePlainOnes() {
+        let types = Simulation.workload.entries.map(\.taskType) + ["tasks.list", "data.other", "text.other", "other"]
+        for seed in [UInt64(1), 7, 0xDEAD_BEEF] {
+            for index in 0..<400 {
+                for type in types {
+                    var fast = SplitMix64(seed: seed ^ UInt64(index))
+                    var plain = fast
+                    XCTAssertEqual(
+                        Workload.request(for: type, index: index, random: &fast), Workload.plainRequest(for: type, index: index, random: &plain),
+                        "\(type) seed \(seed) index \(index)")
+                    XCTAssertEqual(fast.next64(), plain.next64(), "draws: \(type) seed \(seed) index \(index)")
+                }
+            }
+        }
+    }
+
+    /// Prices print as `Double(hundredths) / 100` does: every value the workload draws, and a
+    /// stride beyond.
+    func testHundredthsPrintAsDoublesDo() {
+        for hundredths in Array(0..<UInt64(10_000)) + Array(stride(from: UInt64(10_000), to: 1_000_000, by: 997)) + [999_999] {
+            var bytes: [UInt8] = []
+            Workload.appendHundredths(hundredths, to: &bytes)
+            XCTAssertEqual(String(decoding: bytes, as: UTF8.self), "\(Double(hundredths) / 100)")
+        }
+        for value in [UInt64(0), 9, 10, 99, 100, 12_345, .max] {
+            var bytes: [UInt8] = [UInt8(ascii: "x")]
+            Workload.appendDecimal(value, to: &bytes)
+            XCTAssertEqual(String(decoding: bytes, as: UTF8.self), "x\(value)")
+        }
     }
 
     /// The in-memory log after appends, refusals and power losses: its heads, id and task
