@@ -2,6 +2,7 @@ import CartritaCodec
 import CartritaEnvelope
 import CartritaLMDB
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -39,6 +40,13 @@ public final class EventLog: @unchecked Sendable {
     /// Held while the log is open for writing; nil when read-only.
     let writerLock: WriterLock?
     let encoders: EncoderPool
+    /// Records read at random (by seq) since the mapped pages were last released by a reader:
+    /// each maps its page and up to 15 cached neighbours (the kernel's fault-around, 64 KiB),
+    /// so a burst of lookups (a client reading tasks' flows) would fill RSS between the
+    /// writer's releases. See `noteReads`.
+    let readsSinceRelease = Atomic<Int>(0)
+    /// Random record reads between two releases by readers: at most about 16 MiB mapped.
+    static let releaseMappedPagesEveryReads = 256
 
     struct Databases: Sendable {
         var log: LMDBDatabase

@@ -65,6 +65,17 @@ extension EventLog {
         }
     }
 
+    /// Counts `count` records read at random; past `releaseMappedPagesEveryReads`, this reader
+    /// releases the log's mapped pages itself (when releases are on at all).
+    func noteReads(_ count: Int) {
+        guard self.configuration.releaseMappedPagesEveryBytes > 0 else { return }
+        let total = self.readsSinceRelease.add(count, ordering: .relaxed).newValue
+        guard total >= Self.releaseMappedPagesEveryReads else { return }
+        // One reader wins the reset and releases; the others go on.
+        guard self.readsSinceRelease.compareExchange(expected: total, desired: 0, ordering: .relaxed).exchanged else { return }
+        _ = try? self.environment.releaseMappedPages()
+    }
+
     /// The first seq still in this file (1 unless retention moved older segments out).
     public var firstSeq: UInt64 {
         (try? self.environment.read { txn in
@@ -76,6 +87,7 @@ extension EventLog {
 
     /// The stored bytes of record `seq`, copied out.
     public func rawRecord(_ seq: UInt64) throws(EventLogError) -> [UInt8]? {
+        self.noteReads(1)
         do {
             return try self.environment.read { txn in
                 try txn.get(self.databases.log, key: EventLog.bigEndian(seq)).map { [UInt8]($0) }
@@ -189,6 +201,7 @@ extension EventLog {
     /// The stored bytes of each of `seqs`, copied out, in one read snapshot (nil: not in the log).
     public func rawRecords(_ seqs: [UInt64]) throws(EventLogError) -> [[UInt8]?] {
         guard !seqs.isEmpty else { return [] }
+        self.noteReads(seqs.count)
         do {
             return try self.environment.read { txn in
                 try seqs.map { seq in try txn.get(self.databases.log, key: EventLog.bigEndian(seq)).map { [UInt8]($0) } }

@@ -1,8 +1,9 @@
 import CartritaCodec
 import CartritaEnvelope
-import CartritaLog
 import Foundation
 import XCTest
+
+@testable import CartritaLog
 
 /// Appending and reading back: seqs, the record header (hash chain, back-pointers, recorded
 /// clock and entropy), group commit under many producers, and the durability modes.
@@ -236,6 +237,48 @@ final class AppendReadTests: XCTestCase {
             XCTAssertEqual(try XCTUnwrap(try log.record(1_234)).envelope, envelopes[1_233])
             try assertVerifies(log, records: envelopes.count)
         }
+    }
+
+    /// A burst of lookups (records read by seq) releases the pages it mapped every
+    /// `releaseMappedPagesEveryReads`, without waiting for the writer.
+    func testRandomReadsReleaseTheirMappedPages() async throws {
+        let directory = TemporaryDirectory("mapped-reads")
+        let envelopes = sampleEnvelopes(seed: 43, count: 3_000, payloadBytes: 1_500)  // about 5 MiB of records
+        do {
+            let writing = try EventLog(path: directory.path)
+            for start in stride(from: 0, to: envelopes.count, by: 500) {
+                _ = await writing.append(contentsOf: Array(envelopes[start..<start + 500]), clockMilliseconds: 5_000, entropy: UInt64(start))
+            }
+            writing.close()
+        }
+        // Read-only: no writer that could release pages on its own while this test counts them.
+        let log = try EventLog(path: directory.path, configuration: EventLogConfiguration(readOnly: true))
+        defer { log.close() }
+        func resident() throws -> Int {
+            let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/self/smaps"))
+            defer { try? handle.close() }
+            var inFile = false
+            var kib = 0
+            for line in String(decoding: try handle.readToEnd() ?? Data(), as: UTF8.self).split(separator: "\n") {
+                let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+                if let first = fields.first, first.contains("-"), first.first?.isHexDigit == true {
+                    inFile = fields.last.map(String.init) == directory.path + "/data.mdb"
+                } else if inFile, fields.first == "Rss:", fields.count >= 2 {
+                    kib += Int(fields[1]) ?? 0
+                }
+            }
+            return kib
+        }
+        log.readsSinceRelease.store(0, ordering: .relaxed)
+        // Reads spread over the log: each maps its page and the cached pages around it.
+        for index in 0..<(EventLog.releaseMappedPagesEveryReads - 1) {
+            XCTAssertNotNil(try log.record(UInt64(index * 11 % envelopes.count + 1)))
+        }
+        let before = try resident()
+        XCTAssertGreaterThan(before, 1_024, "the reads mapped pages")
+        XCTAssertNotNil(try log.record(7))  // the 256th read releases
+        XCTAssertLessThan(try resident(), before / 4, "released by the reader")
+        XCTAssertEqual(try XCTUnwrap(try log.record(2_999)).envelope, envelopes[2_998])
     }
 
     // MARK: Durability modes
