@@ -61,9 +61,10 @@ public struct LanguageMaestro: Agent {
         guard document.wordCount > 0 else {
             throw .invalid(text.isEmpty ? "the text is empty" : "the text contains no words")
         }
+        // Statistics need no word counts: counting them (a dictionary of every word) is skipped.
+        if type == "text.stats" { return Self.stats(document) }
         let frequencies = Self.frequencies(document)
         switch type {
-        case "text.stats": return Self.stats(document)
         case "text.keywords": return Self.keywords(frequencies, count: keywordCount)
         case "text.summarize": return Self.summary(document, frequencies, sentences: summaryLength)
         default:

@@ -18,6 +18,11 @@ struct BenchRuntime: AsyncParsableCommand {
     @Option(help: "durable, relaxed or fast.") var durability: Durability = .durable
     @Option(help: "Messages in the log built for the recovery figures (0: skip them).") var messages: Int = 1_000_000
     @Option(help: "Keep the recovery log in this folder (it must not exist yet).") var data: String?
+    @Option(help: "Measure replay and recovery only, on this existing log (kept as it is; recovery only reads it): a quick loop for replay work.")
+    var log: String?
+    @Option(help: "With --log: replay it this many times without snapshots, running these handlers (all or stateful), and print each rate (a loop to profile).")
+    var replayOnly: Recovery.Handlers?
+    @Option(help: "With --replay-only: how many replays.") var repeats: Int = 1
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() async throws {
@@ -26,6 +31,42 @@ struct BenchRuntime: AsyncParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let levels = self.concurrencies.split(separator: ",").compactMap { Int($0) }.filter { $0 > 0 }
         guard !levels.isEmpty else { throw ValidationError("--concurrencies needs at least one positive number") }
+
+        if let existing = self.log, let handlers = self.replayOnly {
+            let log = try EventLog(path: existing, configuration: EventLogConfiguration(durability: .durable))
+            defer { log.close() }
+            for _ in 0..<max(1, self.repeats) {
+                // CPU time as well as wall time: on a shared machine the wall time says more
+                // about the neighbours than about the change. The scan runs on this thread.
+                let threadCPU = Self.cpuSeconds(CLOCK_THREAD_CPUTIME_ID)
+                let processCPU = Self.cpuSeconds(CLOCK_PROCESS_CPUTIME_ID)
+                let started = ContinuousClock.now
+                let (cells, report) = try Recovery(log: log, hierarchy: .standard(), useSnapshots: false, handlers: handlers).run()
+                let seconds = (ContinuousClock.now - started).seconds
+                let replayThreadCPU = Self.cpuSeconds(CLOCK_THREAD_CPUTIME_ID) - threadCPU
+                let allThreadsCPU = Self.cpuSeconds(CLOCK_PROCESS_CPUTIME_ID) - processCPU
+                // The digests `recover --json` prints, to check a change to replay against.
+                let actors: [(String, JSON)] = cells.sorted { $0.address < $1.address }.map { cell in
+                    (cell.address.rawValue, .object([("last_seq", .uint(cell.lastSeq)), ("digest", .string(Recovery.digest(of: cell)))]))
+                }
+                printJSON(.object([
+                    ("handlers", .string(handlers.rawValue)), ("replay_messages_per_s", .double((Double(report.recordsReplayed) / seconds).rounded())),
+                    ("seconds", .double(seconds)), ("replay_thread_cpu_s", .double(replayThreadCPU)), ("process_cpu_s", .double(allThreadsCPU)),
+                    ("divergence", .bool(report.divergence != nil)), ("owed", .int(Int64(report.pending.count))),
+                    ("actors", .object(actors)),
+                ]))
+            }
+            return
+        }
+        if let existing = self.log {
+            let figures = try Self.recoveryFigures(path: existing)
+            if self.json {
+                printJSON(.object(figures))
+            } else {
+                for (key, value) in figures { print("\(key): \(value.rendered())") }
+            }
+            return
+        }
 
         // Throughput and latency, a fresh log per concurrency.
         var byConcurrency: [(String, JSON)] = []
@@ -51,29 +92,7 @@ struct BenchRuntime: AsyncParsableCommand {
             // periodic ones, so recovery replays each actor's tail as it would after a crash.
             let built = try await Self.measure(
                 path: path, durability: .fast, concurrency: levels.max()!, seconds: nil, tasks: tasks, snapshotAtEnd: false)
-            let log = try EventLog(path: path, configuration: EventLogConfiguration(durability: .durable))
-            let started = ContinuousClock.now
-            let (_, withSnapshots) = try Recovery(log: log, hierarchy: .standard()).run()
-            let withSnapshotsSeconds = (ContinuousClock.now - started).seconds
-            let startedFull = ContinuousClock.now
-            let (_, full) = try Recovery(log: log, hierarchy: .standard(), useSnapshots: false, handlers: .stateful).run()
-            let fullSeconds = (ContinuousClock.now - startedFull).seconds
-            let startedAll = ContinuousClock.now
-            let (_, all) = try Recovery(log: log, hierarchy: .standard(), useSnapshots: false, handlers: .all).run()
-            let allSeconds = (ContinuousClock.now - startedAll).seconds
-            log.close()
-            recovery = [
-                ("replay_messages_per_s", .double((Double(full.recordsReplayed) / fullSeconds).rounded())),
-                ("recovery_s_1m_snapshots", .double(withSnapshotsSeconds)),
-                ("recovery_s_1m_no_snapshots", .double(fullSeconds)),
-                ("replay_messages_per_s_all_handlers", .double((Double(all.recordsReplayed) / allSeconds).rounded())),
-                ("recovery_log_messages", .uint(full.lastSeq)),
-                ("recovery_records_replayed_with_snapshots", .int(Int64(withSnapshots.recordsReplayed))),
-                ("recovery_scan_from_seq_with_snapshots", .uint(withSnapshots.scanFromSeq)),
-                ("recovery_owed_messages", .int(Int64(withSnapshots.pending.count))),
-                ("recovery_divergence", .bool(full.divergence != nil || withSnapshots.divergence != nil || all.divergence != nil)),
-                ("build_tasks_per_s_fast", .double(built.rate.rounded())),
-            ]
+            recovery = try Self.recoveryFigures(path: path) + [("build_tasks_per_s_fast", .double(built.rate.rounded()))]
         }
 
         let figures: [(String, JSON)] = [
@@ -86,6 +105,39 @@ struct BenchRuntime: AsyncParsableCommand {
         } else {
             for (key, value) in figures { print("\(key): \(value.rendered())") }
         }
+    }
+
+    /// Recovery of the log at `path` with snapshots, then replay of all of it without them: the
+    /// stateful actors' handlers, then every handler.
+    static func recoveryFigures(path: String) throws -> [(String, JSON)] {
+        let log = try EventLog(path: path, configuration: EventLogConfiguration(durability: .durable))
+        defer { log.close() }
+        let started = ContinuousClock.now
+        let (_, withSnapshots) = try Recovery(log: log, hierarchy: .standard()).run()
+        let withSnapshotsSeconds = (ContinuousClock.now - started).seconds
+        let startedFull = ContinuousClock.now
+        let (_, full) = try Recovery(log: log, hierarchy: .standard(), useSnapshots: false, handlers: .stateful).run()
+        let fullSeconds = (ContinuousClock.now - startedFull).seconds
+        let startedAll = ContinuousClock.now
+        let (_, all) = try Recovery(log: log, hierarchy: .standard(), useSnapshots: false, handlers: .all).run()
+        let allSeconds = (ContinuousClock.now - startedAll).seconds
+        return [
+            ("replay_messages_per_s", .double((Double(full.recordsReplayed) / fullSeconds).rounded())),
+            ("recovery_s_1m_snapshots", .double(withSnapshotsSeconds)),
+            ("recovery_s_1m_no_snapshots", .double(fullSeconds)),
+            ("replay_messages_per_s_all_handlers", .double((Double(all.recordsReplayed) / allSeconds).rounded())),
+            ("recovery_log_messages", .uint(full.lastSeq)),
+            ("recovery_records_replayed_with_snapshots", .int(Int64(withSnapshots.recordsReplayed))),
+            ("recovery_scan_from_seq_with_snapshots", .uint(withSnapshots.scanFromSeq)),
+            ("recovery_owed_messages", .int(Int64(withSnapshots.pending.count))),
+            ("recovery_divergence", .bool(full.divergence != nil || withSnapshots.divergence != nil || all.divergence != nil)),
+        ]
+    }
+
+    static func cpuSeconds(_ clock: clockid_t) -> Double {
+        var time = timespec()
+        clock_gettime(clock, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
     }
 
     struct Result {

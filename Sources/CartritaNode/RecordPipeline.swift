@@ -8,8 +8,11 @@ import Synchronization
 /// that consumes them: decoding is more than half of replay's work.
 ///
 /// With `readers` threads, batch `i` (records `from + i·batchRecords` …, seqs being gap-free)
-/// is decoded by reader `i mod readers`; each reader walks the whole range but decodes only its
-/// batches, and the consumer takes the batches back in order. Bounded: each reader keeps at most
+/// is read and decoded by reader `i mod readers`; each reader seeks to its own batches (a read
+/// transaction each: cheap in LMDB) rather than walking the whole range, so it touches only its
+/// share of the log's pages, and the consumer takes the batches back in order. The range ends
+/// at the log's last committed seq when the pipeline starts (recovery runs before anything
+/// appends, so that is the end of the log). Bounded: each reader keeps at most
 /// `maxQueuedBatches` batches waiting. The consumer must call `finish()` (also after an early
 /// stop) before the log may close.
 final class RecordPipeline: @unchecked Sendable {
@@ -38,45 +41,53 @@ final class RecordPipeline: @unchecked Sendable {
         let count = max(1, readers)
         self.lanes = (0..<count).map { _ in Lane() }
         let senders = storedSenders.map { Array($0.rawValue.utf8) }
+        let end = log.lastSeq
         for (index, lane) in self.lanes.enumerated() {
             let thread = Thread { [self] in
                 Thread.current.name = "cartrita-reader"  // set from inside, so the OS thread gets it
-                self.read(log: log, from: seq, storedSenders: senders, lane: lane, index: UInt64(index), of: UInt64(count))
+                self.read(log: log, from: seq, through: end, storedSenders: senders, lane: lane, index: UInt64(index), of: UInt64(count))
                 self.finished.signal()
             }
             thread.start()
         }
     }
 
-    private func read(log: EventLog, from start: UInt64, storedSenders: [[UInt8]], lane: Lane, index: UInt64, of count: UInt64) {
+    private func read(
+        log: EventLog, from start: UInt64, through end: UInt64, storedSenders: [[UInt8]], lane: Lane, index: UInt64, of count: UInt64
+    ) {
         // Records the log wrote were validated on the way in; see `validatesEnvelopes`.
         let decoder = EnvelopeDecoder(limits: log.configuration.codecLimits, validatesEnvelopes: false)
-        var batch: Batch = []
         var failure: EventLogError?
+        var number = index  // this reader's batches: index, index + count, …
         do {
-            try log.scanRaw(from: start) { seq, bytes in
-                let position = seq &- start
-                guard (position / Self.batchRecords) % count == index else { return !self.stopping.load(ordering: .relaxed) }
-                if !storedSenders.isEmpty, let peek = RecordPeek(bytes), peek.header.seq == seq,
-                    peek.sender(in: bytes, isOneOf: storedSenders)
-                {
-                    batch.append((seq, .stored(bytes: [UInt8](bytes), peek: peek)))
-                } else {
-                    do {
-                        batch.append((seq, .decoded(try decoder.decodeRecord(bytes))))
-                    } catch {
-                        throw EventLogError(.corrupted, "record \(seq): \(error)")
+            while !self.stopping.load(ordering: .relaxed) {
+                let (offset, overflow) = number.multipliedReportingOverflow(by: Self.batchRecords)
+                guard !overflow, offset <= end &- start, start <= end else { break }
+                let first = start + offset
+                let last = first + min(Self.batchRecords - 1, end - first)
+                var batch: Batch = []
+                batch.reserveCapacity(Int(last - first + 1))
+                try log.scanRaw(from: first) { seq, bytes in
+                    guard seq <= last else { return false }
+                    if !storedSenders.isEmpty, let peek = RecordPeek(bytes), peek.header.seq == seq,
+                        peek.sender(in: bytes, isOneOf: storedSenders)
+                    {
+                        batch.append((seq, .stored(bytes: [UInt8](bytes), peek: peek)))
+                    } else {
+                        do {
+                            batch.append((seq, .decoded(try decoder.decodeRecord(bytes))))
+                        } catch {
+                            throw EventLogError(.corrupted, "record \(seq): \(error)")
+                        }
                     }
+                    return seq < last
                 }
-                guard position % Self.batchRecords == Self.batchRecords - 1 else { return true }
-                let go = self.push(batch, lane)
-                batch = []
-                return go
+                guard self.push(batch, lane) else { break }
+                number += count
             }
         } catch {
             failure = error  // scanRaw throws EventLogError only
         }
-        if !batch.isEmpty && failure == nil { _ = self.push(batch, lane) }
         lane.condition.lock()
         lane.failure = failure
         lane.done = true

@@ -88,23 +88,32 @@ public struct Recovery {
 
     /// What replay made and the scan has not met yet, by id. One id may be made twice: an
     /// exactly_once retry is sent under the id of its first attempt (the log keeps one).
+    ///
+    /// Invariant: an id has an entry in `more` only while it has one in `first` (every change
+    /// below keeps it), so the common case, one copy, costs one hash per operation: `more` is
+    /// nearly always empty and is asked only when it is not.
     struct ExpectedMessages {
         var first: [MessageID: Expected] = [:]
         var more: [MessageID: [Expected]] = [:]
 
         mutating func insert(_ expected: Expected) {
             let id = expected.envelope.id
-            if self.first[id] == nil && self.more[id] == nil {
-                self.first[id] = expected
-            } else {
+            if let previous = self.first.updateValue(expected, forKey: id) {
+                self.first[id] = previous  // a second copy: the first stays first
                 self.more[id, default: []].append(expected)
             }
         }
 
-        /// The copy under `id` when replay made exactly one.
-        func only(_ id: MessageID) -> Expected? { self.more[id] == nil ? self.first[id] : nil }
+        /// Whether replay made more than one copy under `id`.
+        func hasMore(_ id: MessageID) -> Bool { !self.more.isEmpty && self.more[id] != nil }
 
-        mutating func removeOnly(_ id: MessageID) { self.first[id] = nil }
+        /// Takes the copy under `id` when replay made exactly one.
+        mutating func takeOnly(_ id: MessageID) -> Expected? {
+            self.hasMore(id) ? nil : self.first.removeValue(forKey: id)
+        }
+
+        /// Puts back a copy `takeOnly` took.
+        mutating func putBack(_ expected: Expected) { self.first[expected.envelope.id] = expected }
 
         func copies(of id: MessageID) -> [Expected] {
             (self.first[id].map { [$0] } ?? []) + (self.more[id] ?? [])
@@ -113,11 +122,13 @@ public struct Recovery {
         /// Takes the copy equal to the logged `envelope`. Nil when replay made none under its id;
         /// `.failure` with the first copy when it made one that differs.
         mutating func take(_ envelope: Envelope) -> Result<Void, DivergentCopy>? {
-            if self.more[envelope.id] == nil {
+            if !self.hasMore(envelope.id) {
                 // One copy or none: every message but an exactly_once retry.
-                guard let only = self.first[envelope.id] else { return nil }
-                guard only.envelope == envelope else { return .failure(DivergentCopy(expected: only)) }
-                self.first[envelope.id] = nil
+                guard let only = self.first.removeValue(forKey: envelope.id) else { return nil }
+                guard only.envelope == envelope else {
+                    self.first[envelope.id] = only
+                    return .failure(DivergentCopy(expected: only))
+                }
                 return .success(())
             }
             let copies = self.copies(of: envelope.id)
@@ -134,6 +145,11 @@ public struct Recovery {
 
         /// Forgets the copies of timer `id` due after `clock`. True when there was one.
         mutating func cancelTimer(_ id: MessageID, dueAfter clock: Int64) -> Bool {
+            if !self.hasMore(id) {
+                guard let only = self.first[id], only.envelope.timestampMilliseconds > clock else { return false }
+                self.first[id] = nil
+                return true
+            }
             let copies = self.copies(of: id)
             let kept = copies.filter { $0.envelope.timestampMilliseconds <= clock }
             guard kept.count < copies.count else { return false }
@@ -201,6 +217,14 @@ public struct Recovery {
             if head > covered { start = min(start, covered + 1) }
         }
         report.scanFromSeq = start
+        // Each actor once, by address: its cell, where its snapshot left it, whether it is a
+        // client. One lookup per address instead of three: a lookup hashes the address's text,
+        // and the scan asks for a record's sender and its recipient.
+        var actors: [Address: ReplayedActor] = [:]
+        actors.reserveCapacity(cells.count)
+        for cell in cells where actors[cell.address] == nil {
+            actors[cell.address] = ReplayedActor(cell: cell, coveredSeq: snapshotSeq[cell.address] ?? 0, isClient: cell.address.isClient)
+        }
         var cancelled: Set<MessageID> = []
         var deferred: [MessageID: Deferred] = [:]
         var divergence: Divergence?
@@ -210,28 +234,29 @@ public struct Recovery {
             let envelope = record.envelope
             // Was this message made by a handler that is being replayed? Then replay must
             // have made it too, identically.
-            if !matched, let sender = byAddress[envelope.sender], !sender.address.isClient, seq > (snapshotSeq[sender.address] ?? 0) {
+            if !matched, let sender = actors[envelope.sender], !sender.isClient, seq > sender.coveredSeq {
                 if let parent = envelope.parentID, envelope.id == parent.derived(tag: Node.refusalTag) {
                     // The runtime's own refusal on the sender's behalf: an input.
-                } else if let parent = envelope.parentID, let skipped = deferred[parent], skipped.cell === sender {
+                } else if let parent = envelope.parentID, let skipped = deferred[parent], skipped.cell === sender.cell {
                     deferred[parent] = nil  // answered in the log: the skipped handler owes nothing
                 } else if let taken = expected.take(envelope) {
                     if case .failure(let copy) = taken {
                         divergence = Divergence(
-                            seq: copy.expected.producedAt, actor: sender.address,
+                            seq: copy.expected.producedAt, actor: sender.cell.address,
                             message: "replay made message \(envelope.id) differently",
                             logged: envelope.jsonString(), replayed: copy.expected.envelope.jsonString())
                         return false
                     }
                 } else if !cancelled.contains(envelope.id) {
                     divergence = Divergence(
-                        seq: seq, actor: sender.address,
-                        message: "the log has message \(envelope.id) from \(sender.address) that replay did not make",
+                        seq: seq, actor: sender.cell.address,
+                        message: "the log has message \(envelope.id) from \(sender.cell.address) that replay did not make",
                         logged: envelope.jsonString(), replayed: "")
                     return false
                 }
             }
-            guard let cell = byAddress[envelope.recipient], seq > (snapshotSeq[envelope.recipient] ?? 0) else { return true }
+            guard let recipient = actors[envelope.recipient], seq > recipient.coveredSeq else { return true }
+            let cell = recipient.cell
             let context = DeliveryContext(
                 seq: seq, clockMilliseconds: record.header.clockMilliseconds, entropy: record.header.entropy, buggify: self.buggify)
             report.recordsReplayed += 1
@@ -269,14 +294,17 @@ public struct Recovery {
         var unreadable: EventLogError?
         var divergenceRecordSeq = UInt64.max
         var checkerFoundIt = false
-        func replay(_ seq: UInt64, stored bytes: [UInt8], _ peek: RecordPeek) -> Bool {
-            if let copy = expected.only(peek.id), let sender = byAddress[copy.envelope.sender], !sender.address.isClient,
-                seq > (snapshotSeq[sender.address] ?? 0)
-            {
-                expected.removeOnly(peek.id)
-                checks.append(StoredCheck(seq: seq, bytes: bytes, peek: peek, copy: copy))
-                return replay(seq, LogRecord(header: peek.header, envelope: copy.envelope), matched: true)
+        // Record `index` of `batch`, stored. Its bytes are not touched here (not even retained):
+        // the checker reads them from the batch, which it is handed whole.
+        func replay(_ seq: UInt64, storedAt index: Int, of batch: ReplayBatch, _ peek: RecordPeek) -> Bool {
+            if let copy = expected.takeOnly(peek.id) {
+                if let sender = actors[copy.envelope.sender], !sender.isClient, seq > sender.coveredSeq {
+                    checks.append(StoredCheck(index: index, copy: copy))
+                    return replay(seq, LogRecord(header: peek.header, envelope: copy.envelope), matched: true)
+                }
+                expected.putBack(copy)
             }
+            guard case .stored(let bytes, _) = batch[index].entry else { preconditionFailure("record \(seq) is not stored") }
             do {
                 return replay(seq, try decoder.decodeRecord(bytes), matched: false)
             } catch {
@@ -288,35 +316,42 @@ public struct Recovery {
         /// A mismatch the checker found becomes the divergence if it comes before any the
         /// replay found itself (the replay ran ahead of the checker: its own may be later).
         func judge(_ mismatch: StoredChecker.Mismatch?) {
-            guard let mismatch, mismatch.check.seq < divergenceRecordSeq else { return }
-            let copy = mismatch.check.copy
+            guard let mismatch, mismatch.seq < divergenceRecordSeq else { return }
+            let copy = mismatch.copy
             switch mismatch.logged {
             case .failure(let error):
-                unreadable = EventLogError(.corrupted, "record \(mismatch.check.seq) does not decode: \(error)")
-                unreadable?.recordSeq = mismatch.check.seq
+                unreadable = EventLogError(.corrupted, "record \(mismatch.seq) does not decode: \(error)")
+                unreadable?.recordSeq = mismatch.seq
             case .success(let logged):
                 divergence = Divergence(
                     seq: copy.producedAt, actor: copy.envelope.sender, message: "replay made message \(logged.envelope.id) differently",
                     logged: logged.envelope.jsonString(), replayed: copy.envelope.jsonString())
-                divergenceRecordSeq = mismatch.check.seq
+                divergenceRecordSeq = mismatch.seq
                 checkerFoundIt = true
             }
         }
         if start <= report.lastSeq {
             do {
                 try self.log.replayEntries(from: start, storedSenders: storedSenders) { batch in
-                    for (seq, entry) in batch {
+                    // By index, not `for entry in batch`: that would copy (retain and release)
+                    // every entry's bytes, made on a reader thread, on this one.
+                    for index in batch.indices {
+                        let seq = batch[index].seq
                         let going: Bool
-                        switch entry {
+                        switch batch[index].entry {
                         case .decoded(let record): going = replay(seq, record, matched: false)
-                        case .stored(let bytes, let peek): going = replay(seq, stored: bytes, peek)
+                        case .stored(_, let peek): going = replay(seq, storedAt: index, of: batch, peek)
                         }
                         if !going {
                             if divergence != nil { divergenceRecordSeq = seq }
+                            // What was delivered before the stop is checked all the same: the
+                            // checker may find an earlier divergence.
+                            checker.submit(checks, of: batch)
+                            checks.removeAll()
                             return false
                         }
                     }
-                    checker.submit(checks)
+                    checker.submit(checks, of: batch)
                     checks.removeAll(keepingCapacity: true)
                     return checker.mismatch == nil
                 }
@@ -328,7 +363,6 @@ public struct Recovery {
                 throw error
             }
         }
-        checker.submit(checks)
         judge(checker.finish())
         if let unreadable { throw unreadable }
         if checkerFoundIt {
@@ -410,11 +444,18 @@ extension Envelope {
 
 // MARK: - Checking optimistic deliveries
 
-/// A stored record whose replayed copy was delivered in its place, to be checked.
+/// One actor as the replay scan sees it.
+struct ReplayedActor {
+    var cell: any ActorCell
+    /// The seq its snapshot covers (0: none): records up to it are not delivered to it again.
+    var coveredSeq: UInt64
+    var isClient: Bool
+}
+
+/// A stored record whose replayed copy was delivered in its place, to be checked: the record
+/// is entry `index` of the batch it is submitted with.
 struct StoredCheck: @unchecked Sendable {
-    var seq: UInt64
-    var bytes: [UInt8]
-    var peek: RecordPeek
+    var index: Int
     var copy: Recovery.Expected
 }
 
@@ -423,19 +464,28 @@ struct StoredCheck: @unchecked Sendable {
 /// differ is decoded; if its values differ too (not merely its encoding, as a record written by
 /// a build that encoded differently may), that is the mismatch, and checking stops.
 ///
+/// Each batch of checks comes with the replay batch its records are in, handed over whole: the
+/// replay thread never copies (retains) a record's bytes, only this thread reads them.
+///
 /// Bounded: at most `maxQueuedBatches` batches wait; `submit` blocks past that. `finish()` must
 /// be called (it stops the thread).
 final class StoredChecker: @unchecked Sendable {
     struct Mismatch {
-        var check: StoredCheck
+        var seq: UInt64
+        var copy: Recovery.Expected
         /// The record as decoded, or why it does not decode.
         var logged: Result<LogRecord, CodecError>
+    }
+
+    struct Work {
+        var checks: [StoredCheck]
+        var batch: ReplayBatch
     }
 
     static let maxQueuedBatches = 8
 
     private let condition = NSCondition()
-    private var queue: [[StoredCheck]] = []
+    private var queue: [Work] = []
     private var checking = false
     private var closed = false
     private var found: Mismatch?
@@ -460,17 +510,22 @@ final class StoredChecker: @unchecked Sendable {
                 self.condition.unlock()
                 return
             }
-            let batch = self.queue.removeFirst()
+            let work = self.queue.removeFirst()
             self.checking = true
             let stop = self.found != nil
             self.condition.broadcast()
             self.condition.unlock()
             var mismatch: Mismatch?
             if !stop {
-                for check in batch where !Self.same(check, encoder) {
-                    let logged = Result { () throws(CodecError) in try decoder.decodeRecord(check.bytes) }
+                for check in work.checks {
+                    let seq = work.batch[check.index].seq
+                    guard case .stored(let bytes, let peek) = work.batch[check.index].entry else {
+                        preconditionFailure("record \(seq) was checked but is not stored")
+                    }
+                    if Self.same(bytes, peek, check.copy.envelope, encoder) { continue }
+                    let logged = Result { () throws(CodecError) in try decoder.decodeRecord(bytes) }
                     if case .success(let record) = logged, record.envelope == check.copy.envelope { continue }
-                    mismatch = Mismatch(check: check, logged: logged)
+                    mismatch = Mismatch(seq: seq, copy: check.copy, logged: logged)
                     break
                 }
             }
@@ -482,23 +537,24 @@ final class StoredChecker: @unchecked Sendable {
         }
     }
 
-    static func same(_ check: StoredCheck, _ encoder: EnvelopeEncoder) -> Bool {
-        check.bytes.withUnsafeBytes { stored in
-            encoder.withEncodedBody(check.copy.envelope) { body, fields in
-                fields == check.peek.envelopeFieldCount && body.count == stored.count - check.peek.envelopeBodyStart
-                    && memcmp(body.baseAddress!, stored.baseAddress! + check.peek.envelopeBodyStart, body.count) == 0
+    static func same(_ stored: [UInt8], _ peek: RecordPeek, _ copy: Envelope, _ encoder: EnvelopeEncoder) -> Bool {
+        stored.withUnsafeBytes { stored in
+            encoder.withEncodedBody(copy) { body, fields in
+                fields == peek.envelopeFieldCount && body.count == stored.count - peek.envelopeBodyStart
+                    && memcmp(body.baseAddress!, stored.baseAddress! + peek.envelopeBodyStart, body.count) == 0
             }
         }
     }
 
-    /// Queues one batch's checks, in log order after the previous ones.
-    func submit(_ checks: [StoredCheck]) {
+    /// Queues one batch's checks, in log order after the previous ones. `batch` is the replay
+    /// batch the checked records are in.
+    func submit(_ checks: [StoredCheck], of batch: ReplayBatch) {
         guard !checks.isEmpty else { return }
         self.condition.lock()
         defer { self.condition.unlock() }
         while self.queue.count >= Self.maxQueuedBatches && self.found == nil { self.condition.wait() }
         guard self.found == nil else { return }  // past a mismatch nothing more is checked
-        self.queue.append(checks)
+        self.queue.append(Work(checks: checks, batch: batch))
         self.condition.broadcast()
     }
 

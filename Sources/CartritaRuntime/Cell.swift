@@ -120,10 +120,13 @@ public let defaultSnapshotBytesPerDelivery = 256
 /// The cell of any `StateMachine`.
 public final class MachineCell<Machine: StateMachine>: ActorCell {
     public let machine: Machine
-    public private(set) var state: Machine.State
-    public private(set) var lastSeq: UInt64 = 0
-    public private(set) var deliveriesSinceSnapshot = 0
-    public private(set) var lastSnapshotBytes = 0
+    // Unchecked: a cell is owned by one driver thread or Swift actor (see `ActorCell`), so no
+    // two accesses can overlap, and the dynamic check costs several times what a delivery's
+    // bookkeeping does.
+    @exclusivity(unchecked) public private(set) var state: Machine.State
+    @exclusivity(unchecked) public private(set) var lastSeq: UInt64 = 0
+    @exclusivity(unchecked) public private(set) var deliveriesSinceSnapshot = 0
+    @exclusivity(unchecked) public private(set) var lastSnapshotBytes = 0
 
     public init(_ machine: Machine) {
         self.machine = machine
