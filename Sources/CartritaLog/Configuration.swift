@@ -68,7 +68,7 @@ public struct EventLogConfiguration: Sendable {
         snapshotsKeptPerActor: Int = 3,
         snapshotRetentionSpacingSeqs: UInt64 = 8_192,
         codecLimits: CodecLimits = .default,
-        releaseMappedPagesEveryBytes: Int = 4 << 20,
+        releaseMappedPagesEveryBytes: Int = 1 << 20,
         readOnly: Bool = false
     ) {
         self.durability = durability

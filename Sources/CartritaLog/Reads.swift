@@ -159,7 +159,12 @@ extension EventLog {
         guard !ids.isEmpty else { return [] }
         do {
             return try self.environment.read { txn in
-                try ids.map { id in try id.withBytes { key in try txn.get(self.databases.ids, key: key)?.bigEndianUInt64() } }
+                try ids.map { id in
+                    // Counted one by one: a snapshot looks up thousands of ids at once, and the
+                    // pages they map are released during the lookup, not after it.
+                    self.noteReads(1)
+                    return try id.withBytes { key in try txn.get(self.databases.ids, key: key)?.bigEndianUInt64() }
+                }
             }
         } catch {
             throw EventLogError.wrap(error, "looking up \(ids.count) message ids")
