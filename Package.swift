@@ -255,13 +255,14 @@ let package = Package(
         .testTarget(
             name: "CartritaNodeTests",
             dependencies: [
+                "CartritaTestSupport",
                 "CartritaNode", "CartritaRuntime", "CartritaAgents", "CartritaLog", "CartritaCodec", "CartritaEnvelope",
             ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "CartritaSimTests",
-            dependencies: ["CartritaSim", "CartritaNode", "CartritaRuntime", "CartritaEnvelope", "CartritaLog"],
+            dependencies: ["CartritaTestSupport", "CartritaSim", "CartritaNode", "CartritaRuntime", "CartritaEnvelope", "CartritaLog"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -272,6 +273,7 @@ let package = Package(
         .testTarget(
             name: "CartritaTravelTests",
             dependencies: [
+                "CartritaTestSupport",
                 "CartritaTravel", "CartritaNode", "CartritaRuntime", "CartritaAgents", "CartritaLog", "CartritaCodec",
                 "CartritaEnvelope", .product(name: "Crypto", package: "swift-crypto"),
             ],

@@ -2,6 +2,7 @@ import CartritaCodec
 import CartritaEnvelope
 import CartritaLog
 import CartritaNode
+import CartritaTestSupport
 import Foundation
 import XCTest
 
@@ -129,13 +130,4 @@ final class RunCrashTests: XCTestCase {
 }
 
 /// The `cartrita` executable built next to the test bundle (or `CARTRITA_BIN`).
-func cartritaExecutable() -> URL? {
-    var candidates: [URL] = []
-    if let explicit = ProcessInfo.processInfo.environment["CARTRITA_BIN"] {
-        candidates.append(URL(fileURLWithPath: explicit))
-    }
-    if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
-        candidates.append(URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("cartrita"))
-    }
-    return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }
-}
+func cartritaExecutable() -> URL? { CartritaBinary.url() }

@@ -1,6 +1,7 @@
 import CartritaEnvelope
 import CartritaNode
 import CartritaSim
+import CartritaTestSupport
 import Foundation
 import XCTest
 
@@ -176,23 +177,11 @@ final class SimulationTests: XCTestCase {
         XCTAssertNotNil(bare.json["divergence"])
     }
 
-    /// Runs the executable; its exit status and standard output (standard error is dropped).
+    /// Runs the executable; its exit status and standard output.
     static func run(_ executable: URL, _ arguments: [String]) throws -> (status: Int32, stdout: Data) {
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, data)
+        let outcome = try CartritaBinary.run(arguments, executable: executable)
+        return (outcome.status, outcome.stdout)
     }
 
-    static func cartrita() -> URL? {
-        guard let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return nil }
-        let url = URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("cartrita")
-        return FileManager.default.isExecutableFile(atPath: url.path) ? url : nil
-    }
+    static func cartrita() -> URL? { CartritaBinary.url() }
 }

@@ -3,6 +3,7 @@ import CartritaEnvelope
 import CartritaLog
 import CartritaNode
 import CartritaRuntime
+import CartritaTestSupport
 @testable import CartritaTravel
 import XCTest
 
@@ -243,18 +244,8 @@ final class ForkTests: XCTestCase {
         try Data(#"{"version": 1, "type": "task_error", "payload": {"code": "timeout", "message": "too slow", "retryable": false}}"#.utf8).write(to: URL(fileURLWithPath: good))
         try Data("{".utf8).write(to: URL(fileURLWithPath: bad))
         func run(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-            let process = Process()
-            process.executableURL = executable
-            process.arguments = arguments
-            let out = Pipe()
-            let err = Pipe()
-            process.standardOutput = out
-            process.standardError = err
-            try process.run()
-            let output = out.fileHandleForReading.readDataToEndOfFile()
-            let errors = err.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: errors, as: UTF8.self))
+            let outcome = try CartritaBinary.run(arguments, executable: executable)
+            return (outcome.status, outcome.out, outcome.err)
         }
         let seq = answer.header.seq
         let ok = try run(["fork", "--data", recording.directory.path, "--at", "\(seq)", "--replace", "\(seq)=\(good)", "-o", work.path + "/fork", "--json"])

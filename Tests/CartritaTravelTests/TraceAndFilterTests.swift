@@ -3,6 +3,7 @@ import CartritaEnvelope
 import CartritaLog
 import CartritaNode
 import CartritaRuntime
+import CartritaTestSupport
 @testable import CartritaTravel
 import Foundation
 import XCTest
@@ -212,13 +213,4 @@ final class UncheckedBox<Value>: @unchecked Sendable {
 }
 
 /// The `cartrita` executable built next to the test bundle (or `CARTRITA_BIN`).
-func cartritaExecutable() -> URL? {
-    var candidates: [URL] = []
-    if let explicit = ProcessInfo.processInfo.environment["CARTRITA_BIN"] {
-        candidates.append(URL(fileURLWithPath: explicit))
-    }
-    if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
-        candidates.append(URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("cartrita"))
-    }
-    return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }
-}
+func cartritaExecutable() -> URL? { CartritaBinary.url() }
