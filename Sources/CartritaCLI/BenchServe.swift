@@ -1,6 +1,7 @@
 import ArgumentParser
 import CartritaEnvelope
 import CartritaLoad
+import CartritaServer
 import Foundation
 
 #if canImport(Glibc)
@@ -67,7 +68,7 @@ struct BenchServe: AsyncParsableCommand {
         let peaks = sampler.peaks
 
         guard case .object(var members) = report.json else { preconditionFailure("a load report is an object") }
-        func megabytes(_ kibibytes: Int) -> JSON { .double((Double(kibibytes) / 1024 * 10).rounded() / 10) }
+        func megabytes(_ bytes: Double) -> JSON { .double((bytes / 1_048_576 * 10).rounded() / 10) }
         members.insert(("durability", .string(self.durability)), at: 0)
         members += [
             ("rss_mb_peak", megabytes(peaks.total)),
@@ -80,7 +81,7 @@ struct BenchServe: AsyncParsableCommand {
             printJSON(.object(members))
         } else {
             print("\(self.durability), \(self.clients) clients, \(self.seconds) s: \(String(format: "%.0f", report.requestsPerSecond)) requests/s, p95 \(report.p95Milliseconds) ms, errors \(report.errorCount)")
-            print("server RSS peak \(peaks.total / 1024) MB (anonymous \(peaks.anonymous / 1024) MB, mapped files \(peaks.file / 1024) MB); stopped in \(String(format: "%.2f", stopSeconds)) s")
+            print("server RSS peak \(Int(peaks.total) >> 20) MB (anonymous \(Int(peaks.anonymous) >> 20) MB, mapped files \(Int(peaks.file) >> 20) MB); stopped in \(String(format: "%.2f", stopSeconds)) s")
         }
         if let flow = report.flow, flow.failures > 0 { throw ExitCode(2) }
         if report.ok == 0 { throw ExitCode(1) }
@@ -140,40 +141,32 @@ final class ServerChild: @unchecked Sendable {
     }
 }
 
-/// Peaks of a process's RSS from /proc/PID/status, in KiB.
+/// Peaks of a process's RSS, in bytes (`ProcessSample`, the figures the server's /metrics shows).
 final class RSSSampler: @unchecked Sendable {
     struct Peaks {
-        var total = 0
-        var anonymous = 0
-        var file = 0
+        var total = 0.0
+        var anonymous = 0.0
+        var file = 0.0
         var samples = 0
     }
 
-    let path: String
+    let process: String
     private let lock = NSLock()
     private var current = Peaks()
 
     init(pid: Int32) {
-        self.path = "/proc/\(pid)/status"
+        self.process = String(pid)
     }
 
     var peaks: Peaks { self.lock.withLock { self.current } }
 
     func sample() {
-        guard let data = FileManager.default.contents(atPath: self.path) ?? (try? FileHandle(forReadingFrom: URL(fileURLWithPath: self.path)).readToEnd()),
-            !data.isEmpty
-        else { return }
-        var values: [String: Int] = [:]
-        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
-            let fields = line.split { $0 == " " || $0 == "\t" }  // "VmRSS:\t  1234 kB"
-            guard fields.count >= 2, let value = Int(fields[1]) else { continue }
-            values[String(fields[0].dropLast())] = value
-        }
+        guard let sample = ProcessSample.read(process: self.process) else { return }
         self.lock.withLock {
             self.current.samples += 1
-            self.current.total = max(self.current.total, values["VmRSS"] ?? 0)
-            self.current.anonymous = max(self.current.anonymous, values["RssAnon"] ?? 0)
-            self.current.file = max(self.current.file, values["RssFile"] ?? 0)
+            self.current.total = max(self.current.total, sample.residentBytes)
+            self.current.anonymous = max(self.current.anonymous, sample.residentAnonymousBytes)
+            self.current.file = max(self.current.file, sample.residentFileBytes)
         }
     }
 }

@@ -5,12 +5,8 @@ import NIOPosix
 // MARK: - Tier 0's latency, as the server measured it during the run
 
 /// One Prometheus histogram from a `/metrics` text: cumulative counts by upper bound.
-struct ScrapedHistogram: Equatable {
+struct ScrapedHistogram {
     var buckets: [(upperBound: Double, count: Double)]
-
-    static func == (lhs: Self, rhs: Self) -> Bool {
-        lhs.buckets.map(\.upperBound) == rhs.buckets.map(\.upperBound) && lhs.buckets.map(\.count) == rhs.buckets.map(\.count)
-    }
 
     /// The `NAME_bucket{le="…"} COUNT` lines of `name` (a histogram without other labels).
     static func parse(_ text: String, name: String) -> ScrapedHistogram? {

@@ -12,26 +12,28 @@ import Glibc
 /// library exports under these names (`process_resident_memory_bytes`, …), so stock dashboards
 /// and `cartrita load` find them, plus RSS split into anonymous memory and mapped files (the
 /// log's pages, which the log writer keeps bounded: `EventLogConfiguration.releaseMappedPagesEveryBytes`).
-struct ProcessSample: Equatable {
-    var residentBytes: Double
-    var residentAnonymousBytes: Double
-    var residentFileBytes: Double
-    var virtualBytes: Double
-    var cpuSeconds: Double
-    var threads: Double
-    var openFileDescriptors: Double
-    var startTimeSeconds: Double
+public struct ProcessSample: Equatable, Sendable {
+    public var residentBytes: Double
+    public var residentAnonymousBytes: Double
+    public var residentFileBytes: Double
+    public var virtualBytes: Double
+    public var cpuSeconds: Double
+    public var threads: Double
+    public var openFileDescriptors: Double
+    public var startTimeSeconds: Double
 
-    /// nil where there is no /proc (the metrics are then absent, not zero).
-    static func read() -> ProcessSample? {
-        guard let status = Self.text("/proc/self/status"), let stat = Self.text("/proc/self/stat") else { return nil }
+    /// This process (`self`) or another one by pid (`bench serve` samples its child). nil where
+    /// there is no /proc or the process is gone (the metrics are then absent, not zero).
+    public static func read(process: String = "self") -> ProcessSample? {
+        let proc = "/proc/\(process)"
+        guard let status = Self.text(proc + "/status"), let stat = Self.text(proc + "/stat") else { return nil }
         func kibibytes(_ field: String) -> Double? {
             guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }) else { return nil }
             // "VmRSS:\t  1234 kB", "Threads:\t12": a tab, then maybe spaces.
             return line.split { $0 == " " || $0 == "\t" }.dropFirst().first.flatMap { Double($0) }.map { $0 * 1024 }
         }
         func count(_ field: String) -> Double? { kibibytes(field).map { $0 / 1024 } }
-        // /proc/self/stat: "PID (COMM) STATE ..." where COMM may hold spaces: fields after ')'.
+        // /proc/PID/stat: "PID (COMM) STATE ..." where COMM may hold spaces: fields after ')'.
         guard let close = stat.lastIndex(of: ")") else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ", omittingEmptySubsequences: true)
         // After the name: state is field 3, so field N is at index N - 3.
@@ -40,7 +42,7 @@ struct ProcessSample: Equatable {
         else { return nil }
         let bootSeconds = Self.text("/proc/stat")?.split(separator: "\n").first { $0.hasPrefix("btime ") }
             .flatMap { Double($0.dropFirst(6).trimmingCharacters(in: .whitespaces)) } ?? 0
-        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count).map(Double.init) ?? 0
+        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: proc + "/fd").count).map(Double.init) ?? 0
         return ProcessSample(
             residentBytes: kibibytes("VmRSS") ?? 0, residentAnonymousBytes: kibibytes("RssAnon") ?? 0,
             residentFileBytes: kibibytes("RssFile") ?? 0, virtualBytes: kibibytes("VmSize") ?? 0,
