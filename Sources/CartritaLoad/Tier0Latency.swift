@@ -7,6 +7,8 @@ import NIOPosix
 /// One Prometheus histogram from a `/metrics` text: cumulative counts by upper bound.
 struct ScrapedHistogram {
     var buckets: [(upperBound: Double, count: Double)]
+    /// `NAME_sum`: the observations added up (0 when the text has no such line).
+    var sum = 0.0
 
     /// The `NAME_bucket{le="…"} COUNT` lines of `name` (a histogram without other labels).
     static func parse(_ text: String, name: String) -> ScrapedHistogram? {
@@ -20,7 +22,8 @@ struct ScrapedHistogram {
             buckets.append((bound, count))
         }
         guard !buckets.isEmpty else { return nil }
-        return ScrapedHistogram(buckets: buckets.sorted { $0.0 < $1.0 })
+        let sum = ServerScrape.sample(text, name + "_sum") ?? 0
+        return ScrapedHistogram(buckets: buckets.sorted { $0.0 < $1.0 }, sum: sum)
     }
 
     var total: Double { self.buckets.last?.count ?? 0 }
@@ -28,7 +31,8 @@ struct ScrapedHistogram {
     /// What was observed between `earlier` and this scrape (same buckets; else all of this one).
     func since(_ earlier: ScrapedHistogram?) -> ScrapedHistogram {
         guard let earlier, earlier.buckets.map(\.upperBound) == self.buckets.map(\.upperBound) else { return self }
-        return ScrapedHistogram(buckets: zip(self.buckets, earlier.buckets).map { ($0.upperBound, max(0, $0.count - $1.count)) })
+        return ScrapedHistogram(
+            buckets: zip(self.buckets, earlier.buckets).map { ($0.upperBound, max(0, $0.count - $1.count)) }, sum: self.sum - earlier.sum)
     }
 
     /// The q-quantile estimated as Prometheus's `histogram_quantile` does: linear within the
@@ -53,23 +57,30 @@ struct ScrapedHistogram {
 }
 
 /// The server's tier-0 histograms (`cartrita_tier0_ingress_ms`, `cartrita_tier0_routing_ms`,
-/// monotonic clock) over the run: a scrape before and one after, subtracted.
+/// `cartrita_tier0_routing_overhead_ms`, monotonic clock) over the run: a scrape before and one
+/// after, subtracted.
 public struct Tier0Latency: Sendable {
     /// Scrapes before and after, subtracted; nil members when a scrape failed (`missing` says why).
     static func between(_ before: Result<ServerScrape, Tier0ScrapeError>, _ after: Result<ServerScrape, Tier0ScrapeError>) -> Tier0Latency {
         switch (before, after) {
         case (.success(let first), .success(let last)):
             guard last.routing != nil else { return Tier0Latency(missing: "GET /metrics: no_tier0_series") }
-            return Tier0Latency(ingress: last.ingress?.since(first.ingress), routing: last.routing?.since(first.routing))
+            return Tier0Latency(
+                ingress: last.ingress?.since(first.ingress), routing: last.routing?.since(first.routing),
+                routingOverhead: last.routingOverhead?.since(first.routingOverhead))
         case (.failure(let error), _), (_, .failure(let error)):
             return Tier0Latency(missing: "GET /metrics: \(error.reason)")
         }
     }
 
-    static let names = ["ingress": "cartrita_tier0_ingress_ms", "routing": "cartrita_tier0_routing_ms"]
+    static let names = [
+        "ingress": "cartrita_tier0_ingress_ms", "routing": "cartrita_tier0_routing_ms",
+        "routing_overhead": "cartrita_tier0_routing_overhead_ms",
+    ]
 
     var ingress: ScrapedHistogram?
     var routing: ScrapedHistogram?
+    var routingOverhead: ScrapedHistogram?
     /// Why there are no figures (the server did not answer /metrics, or has no such series).
     var missing: String?
 
@@ -95,6 +106,9 @@ public struct Tier0Latency: Sendable {
             ("tier0_ingress_ms_p95", figure(self.ingress, 0.95)),
             ("tier0_routing_ms_p50", figure(self.routing, 0.5)),
             ("tier0_routing_ms_p95", figure(self.routing, 0.95)),
+            ("tier0_routing_overhead_ms_p50", figure(self.routingOverhead, 0.5)),
+            ("tier0_routing_overhead_ms_p95", figure(self.routingOverhead, 0.95)),
+            ("tier0_routing_overhead_ms_p99", figure(self.routingOverhead, 0.99)),
             ("tier0_timed_tasks", self.routing.map { .int(Int64($0.total)) } ?? .null),
         ]
         if let missing = self.missing { members.append(("tier0_missing", .string(missing))) }
@@ -110,6 +124,7 @@ struct Tier0ScrapeError: Error {
 struct ServerScrape: Sendable {
     var ingress: ScrapedHistogram?
     var routing: ScrapedHistogram?
+    var routingOverhead: ScrapedHistogram?
     /// `process_resident_memory_bytes`, `cartrita_process_resident_anonymous_bytes`,
     /// `process_cpu_seconds_total` (nil when the server does not export them).
     var residentBytes: Double?
@@ -119,6 +134,7 @@ struct ServerScrape: Sendable {
     init(_ text: String) {
         self.ingress = ScrapedHistogram.parse(text, name: Tier0Latency.names["ingress"]!)
         self.routing = ScrapedHistogram.parse(text, name: Tier0Latency.names["routing"]!)
+        self.routingOverhead = ScrapedHistogram.parse(text, name: Tier0Latency.names["routing_overhead"]!)
         self.residentBytes = Self.sample(text, "process_resident_memory_bytes")
         self.anonymousBytes = Self.sample(text, "cartrita_process_resident_anonymous_bytes")
         self.cpuSeconds = Self.sample(text, "process_cpu_seconds_total")

@@ -40,6 +40,8 @@ actor CellHost {
     nonisolated(unsafe) weak var node: Node?
     /// Messages this actor sent that may not be in the log yet (see `SentMessages`).
     var sent: SentMessages
+    /// This actor's latest waits for the log, for `StepTiming` (kept only with a step tap).
+    var recentLogWaits: [Range<ContinuousClock.Instant>] = []
 
     init(cell handOff: CellHandOff, sent: [Envelope], configuration: NodeConfiguration) {
         self.address = handOff.cell.address
@@ -161,14 +163,19 @@ actor CellHost {
                 return
             }
             if batch.isEmpty { return }
-            await self.deliver(batch, node)
+            await self.deliver(batch, node, taken: self.configuration.stepTap == nil ? nil : ContinuousClock.now)
         }
     }
 
-    func deliver(_ batch: [Envelope], _ node: Node) async {
+    /// `taken`: when the batch left the mailbox, read only when there is a step tap.
+    func deliver(_ batch: [Envelope], _ node: Node, taken: ContinuousClock.Instant? = nil) async {
         let clock = node.clock.now()
         let entropy = UInt64.random(in: .min ... .max)
+        let stepTap = taken == nil ? nil : self.configuration.stepTap
+        let commitStarted: ContinuousClock.Instant? = stepTap == nil ? nil : .now
         let results = await node.log.append(contentsOf: batch, clockMilliseconds: clock, entropy: entropy)
+        var commit: Range<ContinuousClock.Instant>?
+        if let commitStarted { commit = commitStarted..<ContinuousClock.now }
         var handled = 0
         var retry: [Envelope] = []
         for (index, envelope) in batch.enumerated() {
@@ -183,6 +190,11 @@ actor CellHost {
                 self.sent.record(delivery, clock: clock)
                 node.route(delivery, from: self.address, clock: clock)
                 if self.isClient { node.delivered(envelope, seq: seq, to: self.address) }
+                if let stepTap, let taken, let commit {
+                    stepTap(StepTiming(
+                        actor: self.address, envelope: envelope, taken: taken, commit: commit, handedOn: .now,
+                        recentLogWaits: self.recentLogWaits))
+                }
                 handled += 1
             case .failure(let error) where error.code == .duplicateID:
                 handled += 1  // delivered before under this id: the exactly_once dedupe
@@ -206,11 +218,19 @@ actor CellHost {
             if node.storageFailure == nil { try? await Task.sleep(nanoseconds: 200_000) }
         }
         node.outstanding.subtract(handled, ordering: .releasing)
+        if let commit { self.noteLogWait(commit) }
         if self.cell.snapshotDue(
             everyDeliveries: self.configuration.snapshotEveryDeliveries, bytesPerDelivery: self.configuration.snapshotBytesPerDelivery)
         {
+            let started: ContinuousClock.Instant? = stepTap == nil ? nil : .now
             await self.snapshot(node)
+            if let started { self.noteLogWait(started..<ContinuousClock.now) }
         }
+    }
+
+    func noteLogWait(_ wait: Range<ContinuousClock.Instant>) {
+        if self.recentLogWaits.count >= StepTiming.recentLogWaitsLimit { self.recentLogWaits.removeFirst() }
+        self.recentLogWaits.append(wait)
     }
 
     // MARK: Snapshots

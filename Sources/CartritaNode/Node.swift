@@ -35,8 +35,52 @@ public struct NodeConfiguration: Sendable {
     /// reply on it and save one commit of latency. An at_most_once answer is not tapped:
     /// recovery does not resend those. Cheap and non-blocking, as `deliveryTap`.
     public var answerTap: (@Sendable (Envelope) -> Void)?
+    /// Sees each delivery once its handler has run and what it sent is queued at the
+    /// recipients, with where the time went on the monotonic clock (see `StepTiming`). A
+    /// reading for outer layers (the front door's tier-0 histograms), never an input. Cheap
+    /// and non-blocking, as `deliveryTap`; with no tap set the clock is not read at all.
+    public var stepTap: (@Sendable (StepTiming) -> Void)?
 
     public init() {}
+}
+
+/// Where one delivery's time went inside its actor, on the monotonic clock (the log's clock
+/// readings are whole milliseconds, too coarse for this): see `NodeConfiguration.stepTap`.
+///
+/// An actor takes a batch from its mailbox, waits for the batch's group commit, then handles the
+/// batch's messages in order. So a message's time in the actor splits into what the log costs
+/// (commits, and snapshot writes, which the actor waits for) and what the actor itself costs
+/// (waiting for a thread, waiting behind the handling of earlier messages, its own step).
+public struct StepTiming: Sendable {
+    public var actor: Address
+    public var envelope: Envelope
+    /// When the actor took the batch holding this message from its mailbox.
+    public var taken: ContinuousClock.Instant
+    /// The batch's commit: from the append to the log's answer.
+    public var commit: Range<ContinuousClock.Instant>
+    /// When the handler had run and what it sent was queued at its recipients.
+    public var handedOn: ContinuousClock.Instant
+    /// The actor's latest waits for the log before this batch (commits and snapshot writes,
+    /// oldest first, at most `StepTiming.recentLogWaitsLimit`): the share of a mailbox wait
+    /// that was the log's, not the actor's.
+    public var recentLogWaits: [Range<ContinuousClock.Instant>]
+
+    /// Log waits an actor remembers: a message waits in the mailbox at most one batch unless
+    /// the mailbox holds more than `maxDeliveryBatch` messages.
+    public static let recentLogWaitsLimit = 8
+
+    /// The time from `queued` (when the message entered the mailbox) to `handedOn`, less the
+    /// log's share: the waits for the log while it queued, and the batch's own commit. What
+    /// is left is the actor's own overhead: scheduling, earlier messages, its step.
+    public func actorOverhead(queuedAt queued: ContinuousClock.Instant) -> Duration {
+        var logWaits = self.commit.upperBound - self.commit.lowerBound
+        for wait in self.recentLogWaits {
+            let start = max(wait.lowerBound, queued)
+            let end = min(wait.upperBound, self.taken)
+            if start < end { logWaits += end - start }
+        }
+        return max(.zero, (self.handedOn - queued) - logWaits)
+    }
 }
 
 /// One committed delivery, as the log holds it: the record's seq and clock reading, and the

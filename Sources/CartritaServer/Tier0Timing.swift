@@ -12,7 +12,14 @@ import Synchronization
 ///   the orchestrator's mailbox and the write-ahead commit of the request;
 /// - `cartrita_tier0_routing_ms`: from the orchestrator's delivery of the request to the
 ///   delivery of its forward to the supervisor it routes to: the orchestrator's step, then the
-///   supervisor's mailbox and the forward's commit.
+///   supervisor's mailbox and the forward's commit;
+/// - `cartrita_tier0_routing_overhead_ms`: what the orchestrator itself adds to a task, from
+///   the front door's submission to the forward queued at its supervisor, less the time the
+///   orchestrator waited for the log meanwhile (the request's group commit, and earlier commits
+///   and snapshot writes while the request queued; see `StepTiming.actorOverhead`). It is
+///   waiting for a thread, behind earlier messages of the batch, and the routing step itself.
+///   The log's share is the durability every hop pays, measured on its own
+///   (`cartrita_log_commit_seconds` / `cartrita_log_batches`).
 /// A reading for operators and for `cartrita load`, never an input of the hierarchy.
 final class Tier0Timing: Sendable {
     /// Tasks followed at once, at most (see `Generations`).
@@ -43,11 +50,14 @@ final class Tier0Timing: Sendable {
     struct State {
         var submitted = Generations()
         var delivered = Generations()
+        /// Submission instants of tasks the orchestrator has been delivered and not yet stepped.
+        var stepping = Generations()
     }
 
     let state = Mutex(State())
     let ingress: ValueHistogram
     let routing: ValueHistogram
+    let routingOverhead: ValueHistogram
 
     init(registry: PrometheusCollectorRegistry) {
         self.ingress = registry.makeValueHistogram(
@@ -59,6 +69,11 @@ final class Tier0Timing: Sendable {
             descriptor: MetricNameDescriptor(
                 metricName: "cartrita_tier0_routing", unitName: "ms",
                 helpText: "From the orchestrator's delivery of a task to its supervisor's delivery of the forward (routing, the supervisor's mailbox, the forward's commit), in milliseconds"),
+            labels: [], buckets: Self.bucketsMilliseconds)
+        self.routingOverhead = registry.makeValueHistogram(
+            descriptor: MetricNameDescriptor(
+                metricName: "cartrita_tier0_routing_overhead", unitName: "ms",
+                helpText: "What the orchestrator adds to a task: from the front door's submission to the forward queued at its supervisor, less the orchestrator's waits for the log, in milliseconds"),
             labels: [], buckets: Self.bucketsMilliseconds)
     }
 
@@ -76,7 +91,10 @@ final class Tier0Timing: Sendable {
         if envelope.recipient == .orchestrator, envelope.sender.isClient {
             let started = self.state.withLock { state -> ContinuousClock.Instant? in
                 let started = state.submitted.remove(envelope.id)
-                if started != nil { state.delivered.insert(envelope.id, now) }
+                if let started {
+                    state.delivered.insert(envelope.id, now)
+                    state.stepping.insert(envelope.id, started)
+                }
                 return started
             }
             if let started { self.ingress.record(Self.milliseconds(now - started)) }
@@ -86,6 +104,14 @@ final class Tier0Timing: Sendable {
             let started = self.state.withLock { $0.delivered.remove(parent) }
             if let started, envelope.recipient.isSupervisor { self.routing.record(Self.milliseconds(now - started)) }
         }
+    }
+
+    /// The node's step tap: the orchestrator has routed a task (forwarded it, or answered it
+    /// when it could not be routed) and the message is queued at its recipient.
+    func step(_ timing: StepTiming) {
+        guard timing.actor == .orchestrator, timing.envelope.type == .taskRequest, timing.envelope.sender.isClient else { return }
+        guard let submitted = self.state.withLock({ $0.stepping.remove(timing.envelope.id) }) else { return }
+        self.routingOverhead.record(Self.milliseconds(timing.actorOverhead(queuedAt: submitted)))
     }
 
     static func milliseconds(_ duration: Duration) -> Double {

@@ -62,6 +62,11 @@ final class LoadTests: XCTestCase {
         let p95 = try XCTUnwrap(routing.quantile(0.95))
         XCTAssertGreaterThan(p50, 0)
         XCTAssertLessThanOrEqual(p50, p95)
+        // The orchestrator's own share: one sample per task, never more than the whole of
+        // tier 0 (submission to the supervisor's delivery), which also counts the log's commits.
+        let overhead = try XCTUnwrap(tier0.routingOverhead)
+        XCTAssertEqual(Int(overhead.total), report.ok)
+        XCTAssertLessThanOrEqual(overhead.sum, ingress.sum + routing.sum)
         // The server's RSS and CPU over the run, from its /metrics (before, every 2 s, after).
         let process = try XCTUnwrap(report.server)
         XCTAssertGreaterThanOrEqual(process.samples, 2)
@@ -72,7 +77,7 @@ final class LoadTests: XCTestCase {
         // The report's JSON has the keys the issue names.
         let json = report.json.rendered()
         XCTAssertTrue(json.hasPrefix(#"{"requests_per_s":"#), json)
-        for key in ["p50_ms", "p95_ms", "p99_ms", "errors", "flow_checked", "flow_failures", "routing_ms_p95", "tier0_routing_ms_p95", "tier0_ingress_ms_p95", "server_rss_mb_peak", "server_cpu_s"] {
+        for key in ["p50_ms", "p95_ms", "p99_ms", "errors", "flow_checked", "flow_failures", "routing_ms_p95", "tier0_routing_ms_p95", "tier0_ingress_ms_p95", "tier0_routing_overhead_ms_p95", "server_rss_mb_peak", "server_cpu_s"] {
             XCTAssertTrue(json.contains("\"\(key)\":"), "\(key) in \(json)")
         }
     }
@@ -94,12 +99,14 @@ final class LoadTests: XCTestCase {
             cartrita_tier0_routing_ms_bucket{le="1.0"} 90
             cartrita_tier0_routing_ms_bucket{le="2.0"} 105
             cartrita_tier0_routing_ms_bucket{le="+Inf"} 110
+            cartrita_tier0_routing_ms_sum 93.5
             cartrita_tier0_ingress_ms_bucket{le="1.0"} 4
             """
         let first = try XCTUnwrap(ScrapedHistogram.parse(before, name: "cartrita_tier0_routing_ms"))
         let run = try XCTUnwrap(ScrapedHistogram.parse(after, name: "cartrita_tier0_routing_ms")).since(first)
         XCTAssertEqual(run.buckets.map(\.count), [20, 80, 95, 100])
         XCTAssertEqual(run.total, 100)
+        XCTAssertEqual(run.sum, 90.5, accuracy: 1e-9, "the sums subtract too")
         // Rank 50 falls in (0.5, 1.0] holding 60: 0.5 + 0.5 × (50 − 20) / 60.
         XCTAssertEqual(try XCTUnwrap(run.quantile(0.5)), 0.75, accuracy: 1e-9)
         // Rank 95 is the top of (1.0, 2.0]; rank 99 is past every finite bound: the highest one.

@@ -63,6 +63,67 @@ final class NodeTests: XCTestCase {
     }
 }
 
+/// The step tap's timings: where a delivery's time went inside its actor.
+final class StepTimingTests: XCTestCase {
+    /// The arithmetic: the log's waits while the message queued (clipped to that span) and the
+    /// batch's commit are taken out; what is left is the actor's.
+    func testTheActorsOverheadLeavesOutTheLogsWaits() {
+        let zero = ContinuousClock.now
+        func at(_ milliseconds: Int) -> ContinuousClock.Instant { zero + .milliseconds(milliseconds) }
+        var traffic = SampleTraffic(seed: 1)
+        let envelope = traffic.request()
+        var timing = StepTiming(
+            actor: .orchestrator, envelope: envelope, taken: at(10), commit: at(11)..<at(14), handedOn: at(15),
+            recentLogWaits: [at(0)..<at(2), at(4)..<at(7), at(8)..<at(9)])
+        // Queued at 5: of 5..10, the waits 5..7 and 8..9 were the log's (3 ms), then the commit
+        // (3 ms): 10 ms in the actor, 4 of them its own.
+        XCTAssertEqual(timing.actorOverhead(queuedAt: at(5)), .milliseconds(4))
+        // Queued at 9.5, after every earlier wait: only the commit is taken out.
+        XCTAssertEqual(timing.actorOverhead(queuedAt: at(9) + .microseconds(500)), .microseconds(2_500))
+        // Never negative, whatever the readings.
+        timing.commit = at(0)..<at(30)
+        XCTAssertEqual(timing.actorOverhead(queuedAt: at(5)), .zero)
+    }
+
+    /// Live: each delivery is tapped once, after its handler, with readings in order, and the
+    /// orchestrator's overhead of a task is below its whole time in the orchestrator.
+    func testEveryDeliveryIsTappedOnceWithReadingsInOrder() async throws {
+        let directory = TemporaryDirectory()
+        let timings = Mutex<[StepTiming]>([])
+        var configuration = NodeConfiguration()
+        configuration.stepTap = { timing in timings.withLock { $0.append(timing) } }
+        let log = try openLog(directory, durability: .durable)
+        defer { log.close() }
+        let (node, _) = try Node.recover(log: log, hierarchy: .standard(), configuration: configuration)
+        var submitted: [MessageID: ContinuousClock.Instant] = [:]
+        for index in 0..<50 {
+            let (request, mode) = Workload.standard.task(seed: 3, index: index)
+            let before = ContinuousClock.now
+            submitted[node.submit(request, from: Hierarchy.runClient, deliveryMode: mode)] = before
+        }
+        let failure = await node.waitUntilIdle()
+        XCTAssertNil(failure)
+        await node.shutdown()
+
+        let all = timings.withLock { $0 }
+        XCTAssertEqual(all.count, Int(log.lastSeq), "one timing per committed delivery")
+        XCTAssertEqual(Set(all.map(\.envelope.id)).count, all.count, "each delivery once")
+        for timing in all {
+            XCTAssertLessThanOrEqual(timing.taken, timing.commit.lowerBound)
+            XCTAssertLessThanOrEqual(timing.commit.upperBound, timing.handedOn)
+            XCTAssertLessThanOrEqual(timing.recentLogWaits.count, StepTiming.recentLogWaitsLimit)
+            XCTAssertTrue(timing.recentLogWaits.allSatisfy { $0.upperBound <= timing.taken }, "earlier waits only")
+        }
+        let routed = all.filter { $0.actor == .orchestrator && $0.envelope.type == .taskRequest }
+        XCTAssertEqual(routed.count, 50)
+        for timing in routed {
+            let queued = try XCTUnwrap(submitted[timing.envelope.id])
+            let overhead = timing.actorOverhead(queuedAt: queued)
+            XCTAssertLessThan(overhead, timing.handedOn - queued, "a durable commit is never the actor's")
+        }
+    }
+}
+
 final class ControlMessageTests: XCTestCase {
     func testAHealthProbeReachesEverySupervisorAndTheOrchestratorKeepsTheirHeartbeats() async throws {
         let directory = TemporaryDirectory("health")
