@@ -202,6 +202,23 @@ public final class EventLog: @unchecked Sendable {
     public func append(contentsOf envelopes: [Envelope], clockMilliseconds: Int64, entropy: UInt64) async
         -> [Result<UInt64, EventLogError>]
     {
+        await self.append(contentsOf: envelopes, clockMilliseconds: clockMilliseconds, entropy: entropy, timed: false).results
+    }
+
+    /// `append(contentsOf:)`, also saying when the log had answered on the monotonic clock (read
+    /// by the writer's thread as the batch's last record was committed): the caller resumes some
+    /// time after that, once a thread is free for it, and that wait is the caller's, not the
+    /// log's. For timing only (`StepTiming`).
+    public func appendTimed(contentsOf envelopes: [Envelope], clockMilliseconds: Int64, entropy: UInt64) async
+        -> (results: [Result<UInt64, EventLogError>], answered: ContinuousClock.Instant)
+    {
+        let (results, answered) = await self.append(contentsOf: envelopes, clockMilliseconds: clockMilliseconds, entropy: entropy, timed: true)
+        return (results, answered ?? .now)
+    }
+
+    func append(contentsOf envelopes: [Envelope], clockMilliseconds: Int64, entropy: UInt64, timed: Bool) async
+        -> (results: [Result<UInt64, EventLogError>], answered: ContinuousClock.Instant?)
+    {
         var results = [Result<UInt64, EventLogError>?](repeating: nil, count: envelopes.count)
         var pending: [PendingRecord] = []
         var positions: [Int] = []
@@ -213,9 +230,9 @@ public final class EventLog: @unchecked Sendable {
                 results[index] = .failure(error)
             }
         }
-        let committed = await self.submitAll(pending)
+        let (committed, answered) = await self.submitAll(pending, timed: timed)
         for (position, result) in zip(positions, committed) { results[position] = result }
-        return results.map { $0! }
+        return (results.map { $0! }, answered)
     }
 
     /// The blocking form of `append`, for callers outside Swift concurrency (tools, C callbacks).
@@ -320,14 +337,15 @@ public final class EventLog: @unchecked Sendable {
         return try result.get()
     }
 
-    func submitAll(_ pending: [PendingRecord]) async -> [Result<UInt64, EventLogError>] {
-        guard !pending.isEmpty else { return [] }
+    /// `timed`: also read the monotonic clock when the last record is answered.
+    func submitAll(_ pending: [PendingRecord], timed: Bool) async -> ([Result<UInt64, EventLogError>], ContinuousClock.Instant?) {
+        guard !pending.isEmpty else { return ([], nil) }
         guard let writer = self.writer else {
-            return pending.map { _ in .failure(EventLogError(.readOnly, "the log was opened read-only")) }
+            return (pending.map { _ in .failure(EventLogError(.readOnly, "the log was opened read-only")) }, nil)
         }
         let collector = BatchCollector(count: pending.count)
         return await withCheckedContinuation { continuation in
-            collector.onDone = { continuation.resume(returning: $0) }
+            collector.onDone = { continuation.resume(returning: ($0, timed ? ContinuousClock.now : nil)) }
             let records = pending.enumerated().map { index, record in
                 record.with { collector.set(index, $0) }
             }

@@ -86,7 +86,7 @@ actor CellHost {
         }
         if purged > 0 { self.node?.outstanding.subtract(purged, ordering: .relaxed) }
         if let refusal { return refusal }
-        if start { Task { await self.drain() } }
+        if start { self.startDrain() }
         return .queued
     }
 
@@ -129,10 +129,18 @@ actor CellHost {
             }
             node.outstanding.subtract(dropped.count, ordering: .releasing)
         }
-        if start { Task { await self.drain() } }
+        if start { self.startDrain() }
     }
 
     // MARK: Draining
+
+    /// The drain's task priority (the orchestrator's drains run above the rest by default: see
+    /// `NodeConfiguration.drainPriority`).
+    nonisolated var drainPriority: TaskPriority { self.configuration.drainPriority(self.address) }
+
+    nonisolated func startDrain() {
+        Task(priority: self.drainPriority) { await self.drain() }
+    }
 
     func drain() async {
         guard let node = self.node else { return }
@@ -159,7 +167,7 @@ actor CellHost {
                 return batch
             }
             if let heldUntil {
-                node.timers.wake(at: heldUntil) { Task { await self.drain() } }
+                node.timers.wake(at: heldUntil) { self.startDrain() }
                 return
             }
             if batch.isEmpty { return }
@@ -172,10 +180,16 @@ actor CellHost {
         let clock = node.clock.now()
         let entropy = UInt64.random(in: .min ... .max)
         let stepTap = taken == nil ? nil : self.configuration.stepTap
-        let commitStarted: ContinuousClock.Instant? = stepTap == nil ? nil : .now
-        let results = await node.log.append(contentsOf: batch, clockMilliseconds: clock, entropy: entropy)
+        let results: [Result<UInt64, EventLogError>]
         var commit: Range<ContinuousClock.Instant>?
-        if let commitStarted { commit = commitStarted..<ContinuousClock.now }
+        if stepTap != nil {
+            let started = ContinuousClock.now
+            let answered: ContinuousClock.Instant
+            (results, answered) = await node.log.appendTimed(contentsOf: batch, clockMilliseconds: clock, entropy: entropy)
+            commit = started..<max(started, answered)
+        } else {
+            results = await node.log.append(contentsOf: batch, clockMilliseconds: clock, entropy: entropy)
+        }
         var handled = 0
         var retry: [Envelope] = []
         for (index, envelope) in batch.enumerated() {

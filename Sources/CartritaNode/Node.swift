@@ -40,6 +40,16 @@ public struct NodeConfiguration: Sendable {
     /// reading for outer layers (the front door's tier-0 histograms), never an input. Cheap
     /// and non-blocking, as `deliveryTap`; with no tap set the clock is not read at all.
     public var stepTap: (@Sendable (StepTiming) -> Void)?
+    /// The task priority of each actor's drains. By default the orchestrator's run at `.high`
+    /// and every other actor's at `.medium`: every task passes through the orchestrator twice
+    /// (the request and its answer), so each moment it waits for a thread behind tier-2 work
+    /// delays every task in flight, while its steps are short (route, answer). On Linux the
+    /// priorities are dispatch's root queues, each with its own threads, and the higher one's
+    /// threads also run at a lower nice value where the process may set it. Each actor's
+    /// priority is explicit: a drain started from another actor's drain would otherwise inherit
+    /// that one's. Priority decides which runnable drain gets a thread first, never what a
+    /// handler does: the log's order is still the mailboxes' and the commits'.
+    public var drainPriority: @Sendable (Address) -> TaskPriority = { $0 == .orchestrator ? .high : .medium }
 
     public init() {}
 }
@@ -56,7 +66,8 @@ public struct StepTiming: Sendable {
     public var envelope: Envelope
     /// When the actor took the batch holding this message from its mailbox.
     public var taken: ContinuousClock.Instant
-    /// The batch's commit: from the append to the log's answer.
+    /// The batch's commit: from the append to the log's answer (read on the writer's thread:
+    /// the wait for a thread to resume the actor after it is the actor's, not the log's).
     public var commit: Range<ContinuousClock.Instant>
     /// When the handler had run and what it sent was queued at its recipients.
     public var handedOn: ContinuousClock.Instant

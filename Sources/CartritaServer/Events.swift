@@ -93,7 +93,10 @@ extension FrontDoor {
         let lastEventID = HTTPField.Name("Last-Event-ID").flatMap { request.headers[$0] }.flatMap { UInt64($0) } ?? 0
         let past = view.flow.filter { $0.envelope.recipient == Self.httpClient && $0.header.seq > lastEventID }
             .map { EventHub.Event(seq: $0.header.seq, envelope: $0.envelope) }
-        let finished = view.answer != nil
+        // Finished once the answer is in the log. A settled answer can be one commit ahead of
+        // its record (the waiting request was answered on it, see `answerTap`): the stream
+        // then follows until the record is committed, so it always ends with the answer.
+        let finished = view.answerLogged
         let limit = self.configuration.maxEventStreamMilliseconds
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream"

@@ -332,6 +332,8 @@ final class FrontDoor: Sendable {
         var requestLogged: Bool
         var answer: Envelope?
         var flow: [LogRecord]
+        /// The answer is a committed record of the log, not only settled (see `view(of:)`).
+        var answerLogged = false
 
         var status: String {
             guard let answer else { return "pending" }
@@ -432,7 +434,10 @@ final class FrontDoor: Sendable {
                 view.request = envelope
                 view.requestLogged = true
             }
-            if envelope.recipient.isClient, view.answer == nil, ClientMachine.outcome(envelope) != nil { view.answer = envelope }
+            if envelope.recipient.isClient, view.answer == nil, ClientMachine.outcome(envelope) != nil {
+                view.answer = envelope
+                view.answerLogged = true
+            }
             if view.flow.count < flowLimit { view.flow.append(record) }
         }
         // Settled but not committed yet: the answer its client may already have been given.

@@ -32,6 +32,12 @@ final class ServerMetrics: Sendable {
     }
 
     let pending = Mutex(Pending())
+    /// The series recorded on every request or answer, by their label values. swift-prometheus's
+    /// `make*` builds the series' name and takes the registry's lock on each call; these run on
+    /// the orchestrator's deliveries and the HTTP threads, so each series is made once. Bounded:
+    /// every label value comes from a fixed set (routes, statuses, supervisors, modes).
+    let counters = SeriesCache<Counter>()
+    let histograms = SeriesCache<ValueHistogram>()
     /// Tier 0's latency on the monotonic clock, fed by the node's delivery tap.
     let tier0: Tier0Timing
     let process: ProcessMetrics
@@ -80,10 +86,12 @@ final class ServerMetrics: Sendable {
     // MARK: Tasks seen by the front door
 
     func taskSubmitted(_ envelope: Envelope) {
-        self.registry.makeCounter(
-            descriptor: MetricNameDescriptor(metricName: "cartrita_http_tasks_submitted", unitName: "total", helpText: "Tasks submitted through the HTTP API"),
-            labels: [("delivery_mode", envelope.deliveryMode.rawValue)]
-        ).increment()
+        let mode = envelope.deliveryMode.rawValue
+        self.counters.series(["cartrita_http_tasks_submitted", mode]) {
+            self.registry.makeCounter(
+                descriptor: MetricNameDescriptor(metricName: "cartrita_http_tasks_submitted", unitName: "total", helpText: "Tasks submitted through the HTTP API"),
+                labels: [("delivery_mode", mode)])
+        }.increment()
     }
 
     func taskAnswered(_ envelope: Envelope) {
@@ -93,28 +101,33 @@ final class ServerMetrics: Sendable {
         case .taskError(let error): status = error.code == .cancelled ? "cancelled" : "failed"
         default: return
         }
-        self.registry.makeCounter(
-            descriptor: MetricNameDescriptor(metricName: "cartrita_http_tasks_answered", unitName: "total", helpText: "HTTP tasks answered, by status"),
-            labels: [("status", status)]
-        ).increment()
+        self.counters.series(["cartrita_http_tasks_answered", status]) {
+            self.registry.makeCounter(
+                descriptor: MetricNameDescriptor(metricName: "cartrita_http_tasks_answered", unitName: "total", helpText: "HTTP tasks answered, by status"),
+                labels: [("status", status)])
+        }.increment()
         let milliseconds = envelope.timestampMilliseconds - envelope.correlationID.unixMilliseconds
-        self.registry.makeValueHistogram(
-            descriptor: MetricNameDescriptor(metricName: "cartrita_task_duration", unitName: "ms", helpText: "From submission to the terminal answer, in milliseconds"),
-            labels: [], buckets: Self.durationBucketsMilliseconds
-        ).record(Double(max(0, milliseconds)))
+        self.histograms.series(["cartrita_task_duration"]) {
+            self.registry.makeValueHistogram(
+                descriptor: MetricNameDescriptor(metricName: "cartrita_task_duration", unitName: "ms", helpText: "From submission to the terminal answer, in milliseconds"),
+                labels: [], buckets: Self.durationBucketsMilliseconds)
+        }.record(Double(max(0, milliseconds)))
     }
 
     // MARK: HTTP
 
     func httpRequest(method: String, route: String, status: Int, milliseconds: Double) {
-        self.registry.makeCounter(
-            descriptor: MetricNameDescriptor(metricName: "http_requests", unitName: "total", helpText: "HTTP requests, by method, route and status"),
-            labels: [("method", method), ("route", route), ("status", String(status))]
-        ).increment()
-        self.registry.makeValueHistogram(
-            descriptor: MetricNameDescriptor(metricName: "http_request_duration", unitName: "ms", helpText: "HTTP request duration in milliseconds"),
-            labels: [("route", route)], buckets: Self.durationBucketsMilliseconds
-        ).record(milliseconds)
+        let statusLabel = String(status)
+        self.counters.series(["http_requests", method, route, statusLabel]) {
+            self.registry.makeCounter(
+                descriptor: MetricNameDescriptor(metricName: "http_requests", unitName: "total", helpText: "HTTP requests, by method, route and status"),
+                labels: [("method", method), ("route", route), ("status", statusLabel)])
+        }.increment()
+        self.histograms.series(["http_request_duration", route]) {
+            self.registry.makeValueHistogram(
+                descriptor: MetricNameDescriptor(metricName: "http_request_duration", unitName: "ms", helpText: "HTTP request duration in milliseconds"),
+                labels: [("route", route)], buckets: Self.durationBucketsMilliseconds)
+        }.record(milliseconds)
     }
 
     // MARK: Scrape
@@ -214,11 +227,27 @@ final class ServerMetrics: Sendable {
         // duration runs from the task's submission (the UUIDv7 correlation id's milliseconds).
         if envelope.sender.isSupervisor, envelope.recipient == .orchestrator, ClientMachine.outcome(envelope) != nil {
             let milliseconds = envelope.timestampMilliseconds - envelope.correlationID.unixMilliseconds
-            self.registry.makeValueHistogram(
-                descriptor: MetricNameDescriptor(
-                    metricName: "mcp_processing_duration", unitName: "ms", helpText: "Task processing time up to the supervisor's answer, in milliseconds"),
-                labels: [("supervisor", supervisor)], buckets: Self.durationBucketsMilliseconds
-            ).record(Double(max(0, milliseconds)))
+            self.histograms.series(["mcp_processing_duration", supervisor]) {
+                self.registry.makeValueHistogram(
+                    descriptor: MetricNameDescriptor(
+                        metricName: "mcp_processing_duration", unitName: "ms", helpText: "Task processing time up to the supervisor's answer, in milliseconds"),
+                    labels: [("supervisor", supervisor)], buckets: Self.durationBucketsMilliseconds)
+            }.record(Double(max(0, milliseconds)))
         }
+    }
+}
+
+/// Series of one kind by their family and label values, each made once (see
+/// `ServerMetrics.counters`).
+final class SeriesCache<Series: AnyObject & Sendable>: Sendable {
+    let made = Mutex<[[String]: Series]>([:])
+
+    func series(_ key: [String], make: () -> Series) -> Series {
+        if let series = self.made.withLock({ $0[key] }) { return series }
+        // Made outside the lock: the registry returns the same series for the same name and
+        // labels, so two threads racing here get one series.
+        let series = make()
+        self.made.withLock { $0[key] = series }
+        return series
     }
 }

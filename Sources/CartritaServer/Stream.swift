@@ -107,7 +107,9 @@ enum StreamSocket {
             sink.yield(JSON.object([("event", .string("subscribed")), ("task_id", .string(id.description))]).rendered())
             let past = view.flow.filter { $0.envelope.recipient == FrontDoor.httpClient }
                 .map { EventHub.Event(seq: $0.header.seq, envelope: $0.envelope) }
-            if view.answer != nil { continuation.finish() }
+            // Done once the answer's record is in the log; a settled answer one commit ahead
+            // of its record is followed live until the record comes (as the SSE stream does).
+            if view.answerLogged { continuation.finish() }
             group.addTask {
                 var sent: UInt64 = 0
                 var status = view.status

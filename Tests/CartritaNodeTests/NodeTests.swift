@@ -90,8 +90,13 @@ final class StepTimingTests: XCTestCase {
     func testEveryDeliveryIsTappedOnceWithReadingsInOrder() async throws {
         let directory = TemporaryDirectory()
         let timings = Mutex<[StepTiming]>([])
+        let priorities = Mutex<[Address: Set<UInt8>]>([:])  // TaskPriority.rawValue
         var configuration = NodeConfiguration()
-        configuration.stepTap = { timing in timings.withLock { $0.append(timing) } }
+        configuration.stepTap = { timing in
+            timings.withLock { $0.append(timing) }
+            let priority = Task.currentPriority  // the tap runs on the delivering actor's drain
+            priorities.withLock { _ = $0[timing.actor, default: []].insert(priority.rawValue) }
+        }
         let log = try openLog(directory, durability: .durable)
         defer { log.close() }
         let (node, _) = try Node.recover(log: log, hierarchy: .standard(), configuration: configuration)
@@ -114,6 +119,12 @@ final class StepTimingTests: XCTestCase {
             XCTAssertLessThanOrEqual(timing.recentLogWaits.count, StepTiming.recentLogWaitsLimit)
             XCTAssertTrue(timing.recentLogWaits.allSatisfy { $0.upperBound <= timing.taken }, "earlier waits only")
         }
+        // The orchestrator's drains run at high priority, every other actor's at medium, even
+        // when the orchestrator's drain is what started them (no inherited priority).
+        let seen = priorities.withLock { $0 }
+        XCTAssertEqual(seen[.orchestrator], [TaskPriority.high.rawValue])
+        XCTAssertGreaterThan(seen.count, 3)
+        for (actor, values) in seen where actor != .orchestrator { XCTAssertEqual(values, [TaskPriority.medium.rawValue], "\(actor)") }
         let routed = all.filter { $0.actor == .orchestrator && $0.envelope.type == .taskRequest }
         XCTAssertEqual(routed.count, 50)
         for timing in routed {

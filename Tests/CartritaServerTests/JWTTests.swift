@@ -120,7 +120,7 @@ final class JWTTests: XCTestCase {
         let server = try await Server.start(configuration: configuration)
         let client = Client(port: server.port)
 
-        let rsaPublicAsSecret = try await JWTKeyCollection().add(hmac: HMACKey(from: issuer.rs256PublicPEM), digestAlgorithm: .sha256)
+        let rsaPublicAsSecret = await JWTKeyCollection().add(hmac: HMACKey(from: issuer.rs256PublicPEM), digestAlgorithm: .sha256)
         let now = Int(Date().timeIntervalSince1970)
         let cases: [(String, String, Int, String)] = [
             ("expired", try await issuer.hs256.sign(TokenIssuer.claims(expiresIn: -60)), 401, "token_expired"),
