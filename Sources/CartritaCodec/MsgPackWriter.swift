@@ -8,7 +8,7 @@ import CartritaEnvelope
 /// Writes msgpack into a growable buffer that is reused between messages (reset keeps the
 /// memory), so a steady stream of encodes allocates nothing.
 ///
-/// Why not msgpack-c's packer (which the decoder still uses): the packer writes every token
+/// Why not msgpack-c's packer (the tests' reference): the packer writes every token
 /// through a callback function pointer (`msgpack_sbuffer_write`), so nothing inlines and an
 /// envelope of ~40 tokens pays ~40 indirect calls, each re-checking the buffer. That was the
 /// largest single cost of encoding, and encoding runs for every message the runtime appends and
