@@ -435,6 +435,14 @@ public final class EnvelopeDecoder {
         try withBytes(bytes) { (raw) throws(CodecError) in try self.decodeRecord(raw) }
     }
 
+    /// A record inside a larger buffer (replay's readers gather a batch's records in one).
+    public func decodeRecord(_ bytes: ArraySlice<UInt8>) throws(CodecError) -> LogRecord {
+        let result: Result<LogRecord, CodecError> = bytes.withUnsafeBytes { raw in
+            do throws(CodecError) { return .success(try self.decodeRecord(raw)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
     /// A log record: the header keys and the envelope keys of one flat map.
     public func decodeRecord(_ bytes: UnsafeRawBufferPointer) throws(CodecError) -> LogRecord {
         let root = try self.parse(bytes, maxBytes: self.limits.maxRecordBytes)

@@ -537,7 +537,7 @@ final class StoredChecker: @unchecked Sendable {
         }
     }
 
-    static func same(_ stored: [UInt8], _ peek: RecordPeek, _ copy: Envelope, _ encoder: EnvelopeEncoder) -> Bool {
+    static func same(_ stored: ArraySlice<UInt8>, _ peek: RecordPeek, _ copy: Envelope, _ encoder: EnvelopeEncoder) -> Bool {
         stored.withUnsafeBytes { stored in
             encoder.withEncodedBody(copy) { body, fields in
                 fields == peek.envelopeFieldCount && body.count == stored.count - peek.envelopeBodyStart

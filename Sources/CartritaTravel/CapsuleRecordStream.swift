@@ -60,7 +60,7 @@ struct CapsuleRecordVerifier {
             entry.bytes.withUnsafeBytes({ RecordPeek.isWhole($0) })
         {
             try self.check(index, peek.header)
-            return .stored(bytes: entry.bytes, peek: peek)
+            return .stored(bytes: entry.bytes[...], peek: peek)
         }
         return .decoded(try self.verify(index))
     }
