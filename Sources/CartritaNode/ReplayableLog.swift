@@ -41,6 +41,17 @@ public enum ReplayEntry: Sendable {
     case stored(bytes: ArraySlice<UInt8>, peek: RecordPeek)
 }
 
+extension ReplayEntry {
+    /// A stored record's peek; nil for a decoded one. Read in place: matching the whole entry
+    /// (`case .stored(_, let peek)`) copies it, a retain and a release of the record's bytes
+    /// on the replay thread for every record.
+    @inline(__always)
+    var storedPeek: RecordPeek? {
+        guard case .stored(_, let peek) = self else { return nil }
+        return peek
+    }
+}
+
 extension ReplayableLog {
     public var replayValidatesEnvelopes: Bool { false }
 
