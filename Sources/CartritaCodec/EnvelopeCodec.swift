@@ -1,4 +1,3 @@
-import CMsgPack
 import CartritaEnvelope
 
 // MARK: - Field names (Schemas/envelope-msgpack.md is the byte-level description)
@@ -398,28 +397,25 @@ public struct EncodedEnvelope: Sendable {
 /// Decodes envelopes and log records, whatever arrives.
 ///
 /// Order of checks: size limit, structural scan (`Preflight`: truncation, lying lengths,
-/// nesting, trailing bytes), msgpack-c parse into a reused zone, typed conversion with the
-/// field path (wrong types, unknown/duplicate/missing keys, bad enum values, invalid UTF-8),
-/// then the envelope rules of MCP-SPEC (`Envelope.validate`). The first failure is thrown as a
-/// `CodecError`; nothing is ever repaired or dropped silently.
+/// nesting, trailing bytes), parse into a reused list of values (`MsgPackTape`), typed
+/// conversion with the field path (wrong types, unknown/duplicate/missing keys, bad enum
+/// values, invalid UTF-8), then the envelope rules of MCP-SPEC (`Envelope.validate`). The first
+/// failure is thrown as a `CodecError`; nothing is ever repaired or dropped silently.
 ///
-/// Not thread-safe (it reuses one msgpack-c zone): one decoder per thread or task.
+/// Not thread-safe (it reuses one tape): one decoder per thread or task.
 public final class EnvelopeDecoder {
     public let limits: CodecLimits
     /// False only for records the log itself wrote, read back for replay: they were validated
     /// when appended and the hash chain shows they are unchanged, and replay must read an old
     /// record even if a later build tightened a rule. The structure is still checked in full.
     public let validatesEnvelopes: Bool
-    let zone: UnsafeMutablePointer<msgpack_zone>
+    let tape = MsgPackTape()
     let interner = StringInterner()
 
     public init(limits: CodecLimits = .default, validatesEnvelopes: Bool = true) {
         self.limits = limits
         self.validatesEnvelopes = validatesEnvelopes
-        self.zone = msgpack_zone_new(Int(MSGPACK_ZONE_CHUNK_SIZE))!
     }
-
-    deinit { msgpack_zone_free(self.zone) }
 
     public func decode(_ bytes: [UInt8]) throws(CodecError) -> Envelope {
         try withBytes(bytes) { (raw) throws(CodecError) in try self.decode(raw) }
@@ -427,7 +423,6 @@ public final class EnvelopeDecoder {
 
     public func decode(_ bytes: UnsafeRawBufferPointer) throws(CodecError) -> Envelope {
         let root = try self.parse(bytes, maxBytes: self.limits.maxEnvelopeBytes)
-        defer { msgpack_zone_clear(self.zone) }
         var builder = EnvelopeBuilder(interner: self.interner)
         let seen = try ObjectReader.fields(root, Fields.envelope, "$") { (index, value) throws(CodecError) in
             try builder.set(index, value)
@@ -440,10 +435,17 @@ public final class EnvelopeDecoder {
         try withBytes(bytes) { (raw) throws(CodecError) in try self.decodeRecord(raw) }
     }
 
+    /// A record inside a larger buffer (replay's readers gather a batch's records in one).
+    public func decodeRecord(_ bytes: ArraySlice<UInt8>) throws(CodecError) -> LogRecord {
+        let result: Result<LogRecord, CodecError> = bytes.withUnsafeBytes { raw in
+            do throws(CodecError) { return .success(try self.decodeRecord(raw)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
     /// A log record: the header keys and the envelope keys of one flat map.
     public func decodeRecord(_ bytes: UnsafeRawBufferPointer) throws(CodecError) -> LogRecord {
         let root = try self.parse(bytes, maxBytes: self.limits.maxRecordBytes)
-        defer { msgpack_zone_clear(self.zone) }
         var header = RecordHeader(seq: 0, prevHash: .zero, actorPrevSeq: 0, clockMilliseconds: 0, entropy: 0)
         var version: UInt64 = 0
         var builder = EnvelopeBuilder(interner: self.interner)
@@ -451,8 +453,7 @@ public final class EnvelopeDecoder {
         // The version decides how everything else is read, so it is judged first, wherever it
         // sits in the map: a newer record is `unsupported_version`, never an `unknown_key` of a
         // field this build does not know yet. The writer puts it first, so this finds it at once.
-        let pairs = UnsafeBufferPointer(start: root.via.map.ptr, count: Int(root.via.map.size))
-        guard let versionPair = pairs.first(where: { Self.isVersionKey($0.key) }) else {
+        guard let versionPair = root.pairs.first(where: { Self.isVersionKey($0.key) }) else {
             throw CodecError(.missingKey, path: "v", "record format version is missing")
         }
         version = try ObjectReader.uint64(versionPair.val, "v")
@@ -478,32 +479,18 @@ public final class EnvelopeDecoder {
     }
 
     @inline(__always)
-    static func isVersionKey(_ key: msgpack_object) -> Bool {
-        key.type == MSGPACK_OBJECT_STR && key.via.str.size == 1 && key.via.str.ptr.pointee == CChar(UInt8(ascii: "v"))
+    static func isVersionKey(_ key: MsgPackObject) -> Bool {
+        guard key.kind == .string else { return false }
+        let bytes = key.bytes
+        return bytes.count == 1 && bytes[0] == UInt8(ascii: "v")
     }
 
-    /// Size limit, structural scan, then msgpack-c. The result lives in `zone` until cleared.
-    func parse(_ bytes: UnsafeRawBufferPointer, maxBytes: Int) throws(CodecError) -> msgpack_object {
+    /// Size limit, structural scan, then the parse into `tape`. The result is valid until the
+    /// next parse, and while `bytes` live.
+    func parse(_ bytes: UnsafeRawBufferPointer, maxBytes: Int) throws(CodecError) -> MsgPackObject {
         try Preflight.check(bytes, limits: self.limits, maxBytes: maxBytes)
-        var offset = 0
-        var root = msgpack_object()
-        let result = msgpack_unpack(
-            bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count, &offset, self.zone, &root)
-        switch result {
-        case MSGPACK_UNPACK_SUCCESS:
-            break
-        case MSGPACK_UNPACK_NOMEM_ERROR:
-            msgpack_zone_clear(self.zone)
-            throw CodecError(.outOfMemory, path: "$", "msgpack-c ran out of memory")
-        default:
-            // The scan accepted it, so msgpack-c should too; if it does not, say so plainly.
-            msgpack_zone_clear(self.zone)
-            throw CodecError(.malformed, path: "$", offset: offset, "msgpack-c refused the input (\(result.rawValue))")
-        }
-        guard root.type == MSGPACK_OBJECT_MAP else {
-            msgpack_zone_clear(self.zone)
-            throw ObjectReader.wrongType(root, expected: "map", "$")
-        }
+        let root = try self.tape.parse(bytes)
+        guard root.kind == .map else { throw ObjectReader.wrongType(root, expected: "map", "$") }
         return root
     }
 }
@@ -522,13 +509,13 @@ struct EnvelopeBuilder {
     var priority: Priority = .normal
     var context: MessageContext?
     var type: MessageType = .ping
-    var payload: msgpack_object?
+    var payload: MsgPackObject?
     var deliveryMode: DeliveryMode = .atMostOnce
     var retryCount: Int32 = 0
     var maxRetries: Int32 = 0
 
     /// `index` is into `Fields.envelope`.
-    mutating func set(_ index: Int, _ value: msgpack_object) throws(CodecError) {
+    mutating func set(_ index: Int, _ value: MsgPackObject) throws(CodecError) {
         // Optional fields (parent_id, broadcast, retry_count, max_retries) may be explicit nil,
         // which means absent, as in context and payloads.
         if ObjectReader.isNil(value) && Fields.envelopeRequired & (1 << UInt64(index)) == 0 { return }
@@ -570,7 +557,7 @@ struct EnvelopeBuilder {
         return envelope
     }
 
-    static func context(_ object: msgpack_object) throws(CodecError) -> MessageContext {
+    static func context(_ object: MsgPackObject) throws(CodecError) -> MessageContext {
         var context = MessageContext(traceID: TraceID(high: 0, low: 0), spanID: SpanID(0))
         let seen = try ObjectReader.fields(object, Fields.context, "context") { (index, value) throws(CodecError) in
             if ObjectReader.isNil(value) && index >= 2 { return }  // optional fields may be nil

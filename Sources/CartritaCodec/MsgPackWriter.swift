@@ -8,7 +8,7 @@ import CartritaEnvelope
 /// Writes msgpack into a growable buffer that is reused between messages (reset keeps the
 /// memory), so a steady stream of encodes allocates nothing.
 ///
-/// Why not msgpack-c's packer (which the decoder still uses): the packer writes every token
+/// Why not msgpack-c's packer (the tests' reference): the packer writes every token
 /// through a callback function pointer (`msgpack_sbuffer_write`), so nothing inlines and an
 /// envelope of ~40 tokens pays ~40 indirect calls, each re-checking the buffer. That was the
 /// largest single cost of encoding, and encoding runs for every message the runtime appends and
@@ -288,12 +288,19 @@ public final class MsgPackWriter {
         case .binary(let bytes): self.writeBinary(bytes)
         case .array(let items):
             self.writeArrayHeader(items.count)
-            for item in items { self.write(item) }
+            // Through the buffer, not `for item in items`: the iterator hands out owned copies
+            // (a retain and a release of every element's storage), which was most of the cost
+            // of writing a task's parameters.
+            items.withUnsafeBufferPointer { items in
+                for index in items.indices { self.write(items[index]) }
+            }
         case .map(let entries):
             self.writeMapHeader(entries.count)
-            for entry in entries {
-                self.write(entry.key)
-                self.write(entry.value)
+            entries.withUnsafeBufferPointer { entries in
+                for index in entries.indices {
+                    self.write(entries[index].key)
+                    self.write(entries[index].value)
+                }
             }
         }
     }

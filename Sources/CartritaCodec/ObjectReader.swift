@@ -3,54 +3,52 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CMsgPack
 import CartritaEnvelope
 
-/// Typed reads from msgpack-c's object tree, each failing with a named error and the path.
-/// Strings and binaries point into the input (msgpack_unpack with a user zone does not copy),
-/// so everything here copies out before the input goes away.
+/// Typed reads from a parsed input (`MsgPackTape`), each failing with a named error and the
+/// path. Strings and binaries point into the input, so everything here copies out before the
+/// input goes away.
 enum ObjectReader {
-    typealias Object = msgpack_object
+    typealias Object = MsgPackObject
 
     static func typeName(_ object: Object) -> String {
-        switch object.type {
-        case MSGPACK_OBJECT_NIL: "nil"
-        case MSGPACK_OBJECT_BOOLEAN: "bool"
-        case MSGPACK_OBJECT_POSITIVE_INTEGER, MSGPACK_OBJECT_NEGATIVE_INTEGER: "integer"
-        case MSGPACK_OBJECT_FLOAT32, MSGPACK_OBJECT_FLOAT64: "float"
-        case MSGPACK_OBJECT_STR: "string"
-        case MSGPACK_OBJECT_BIN: "binary"
-        case MSGPACK_OBJECT_ARRAY: "array"
-        case MSGPACK_OBJECT_MAP: "map"
-        case MSGPACK_OBJECT_EXT: "extension"
-        default: "unknown"
+        switch object.kind {
+        case .nil_: "nil"
+        case .boolean: "bool"
+        case .positiveInteger, .negativeInteger: "integer"
+        case .float32, .float64: "float"
+        case .string: "string"
+        case .binary: "binary"
+        case .array: "array"
+        case .map: "map"
+        case .ext: "extension"
         }
     }
 
     static func wrongType(_ object: Object, expected: String, _ path: FieldPath) -> CodecError {
-        if object.type == MSGPACK_OBJECT_EXT {
+        if object.kind == .ext {
             // An extension is never the right type anywhere in MCP: name that, not the mismatch.
-            return CodecError(.unsupportedType, path: path.description, "msgpack extension type \(object.via.ext.type) is not part of MCP")
+            return CodecError(.unsupportedType, path: path.description, "msgpack extension type \(object.extType) is not part of MCP")
         }
         return CodecError(.wrongType, path: path.description, "expected \(expected), got \(Self.typeName(object))")
     }
 
-    static func isNil(_ object: Object) -> Bool { object.type == MSGPACK_OBJECT_NIL }
+    @inline(__always) static func isNil(_ object: Object) -> Bool { object.kind == .nil_ }
 
     static func bool(_ object: Object, _ path: FieldPath) throws(CodecError) -> Bool {
-        guard object.type == MSGPACK_OBJECT_BOOLEAN else { throw Self.wrongType(object, expected: "bool", path) }
-        return object.via.boolean
+        guard object.kind == .boolean else { throw Self.wrongType(object, expected: "bool", path) }
+        return object.boolean
     }
 
     static func int64(_ object: Object, _ path: FieldPath) throws(CodecError) -> Int64 {
-        switch object.type {
-        case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-            return object.via.i64
-        case MSGPACK_OBJECT_POSITIVE_INTEGER:
-            guard object.via.u64 <= UInt64(Int64.max) else {
-                throw CodecError(.integerOutOfRange, path: path.description, "\(object.via.u64) does not fit a signed 64-bit integer")
+        switch object.kind {
+        case .negativeInteger:
+            return object.i64
+        case .positiveInteger:
+            guard object.u64 <= UInt64(Int64.max) else {
+                throw CodecError(.integerOutOfRange, path: path.description, "\(object.u64) does not fit a signed 64-bit integer")
             }
-            return Int64(object.via.u64)
+            return Int64(object.u64)
         default:
             throw Self.wrongType(object, expected: "integer", path)
         }
@@ -65,11 +63,11 @@ enum ObjectReader {
     }
 
     static func uint64(_ object: Object, _ path: FieldPath) throws(CodecError) -> UInt64 {
-        switch object.type {
-        case MSGPACK_OBJECT_POSITIVE_INTEGER:
-            return object.via.u64
-        case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-            throw CodecError(.integerOutOfRange, path: path.description, "\(object.via.i64) is negative")
+        switch object.kind {
+        case .positiveInteger:
+            return object.u64
+        case .negativeInteger:
+            throw CodecError(.integerOutOfRange, path: path.description, "\(object.i64) is negative")
         default:
             throw Self.wrongType(object, expected: "unsigned integer", path)
         }
@@ -77,17 +75,17 @@ enum ObjectReader {
 
     /// Floats, and integers too: many encoders write 2.0 as the integer 2.
     static func double(_ object: Object, _ path: FieldPath) throws(CodecError) -> Double {
-        switch object.type {
-        case MSGPACK_OBJECT_FLOAT32, MSGPACK_OBJECT_FLOAT64: return object.via.f64
-        case MSGPACK_OBJECT_POSITIVE_INTEGER: return Double(object.via.u64)
-        case MSGPACK_OBJECT_NEGATIVE_INTEGER: return Double(object.via.i64)
+        switch object.kind {
+        case .float32, .float64: return object.f64
+        case .positiveInteger: return Double(object.u64)
+        case .negativeInteger: return Double(object.i64)
         default: throw Self.wrongType(object, expected: "number", path)
         }
     }
 
     static func stringBytes(_ object: Object, _ path: FieldPath) throws(CodecError) -> UnsafeRawBufferPointer {
-        guard object.type == MSGPACK_OBJECT_STR else { throw Self.wrongType(object, expected: "string", path) }
-        return UnsafeRawBufferPointer(start: object.via.str.ptr, count: Int(object.via.str.size))
+        guard object.kind == .string else { throw Self.wrongType(object, expected: "string", path) }
+        return object.bytes
     }
 
     static func string(_ object: Object, _ path: FieldPath) throws(CodecError) -> String {
@@ -126,8 +124,8 @@ enum ObjectReader {
     }
 
     static func binaryBytes(_ object: Object, _ path: FieldPath) throws(CodecError) -> UnsafeRawBufferPointer {
-        guard object.type == MSGPACK_OBJECT_BIN else { throw Self.wrongType(object, expected: "binary", path) }
-        return UnsafeRawBufferPointer(start: object.via.bin.ptr, count: Int(object.via.bin.size))
+        guard object.kind == .binary else { throw Self.wrongType(object, expected: "binary", path) }
+        return object.bytes
     }
 
     static func binary(_ object: Object, _ path: FieldPath) throws(CodecError) -> [UInt8] {
@@ -156,51 +154,48 @@ enum ObjectReader {
         throw CodecError(.invalidEnumValue, path: path.description, "\(text) is not a valid \(E.self)")
     }
 
-    static func array(_ object: Object, _ path: FieldPath) throws(CodecError) -> UnsafeBufferPointer<msgpack_object> {
-        guard object.type == MSGPACK_OBJECT_ARRAY else { throw Self.wrongType(object, expected: "array", path) }
-        return UnsafeBufferPointer(start: object.via.array.ptr, count: Int(object.via.array.size))
+    static func array(_ object: Object, _ path: FieldPath) throws(CodecError) -> MsgPackObject.Items {
+        guard object.kind == .array else { throw Self.wrongType(object, expected: "array", path) }
+        return object.items
     }
 
     /// A free-form value, in canonical form (see `MCPValue`).
     static func value(_ object: Object, _ path: FieldPath) throws(CodecError) -> MCPValue {
-        switch object.type {
-        case MSGPACK_OBJECT_NIL: return .null
-        case MSGPACK_OBJECT_BOOLEAN: return .bool(object.via.boolean)
-        case MSGPACK_OBJECT_POSITIVE_INTEGER:
-            let value = object.via.u64
+        switch object.kind {
+        case .nil_: return .null
+        case .boolean: return .bool(object.boolean)
+        case .positiveInteger:
+            let value = object.u64
             return value <= UInt64(Int64.max) ? .int(Int64(value)) : .uint(value)
-        case MSGPACK_OBJECT_NEGATIVE_INTEGER: return .int(object.via.i64)
-        case MSGPACK_OBJECT_FLOAT32: return .float(Float(object.via.f64))
-        case MSGPACK_OBJECT_FLOAT64: return .double(object.via.f64)
-        case MSGPACK_OBJECT_STR: return .string(try Self.string(object, path))
-        case MSGPACK_OBJECT_BIN: return .binary(try Self.binary(object, path))
-        case MSGPACK_OBJECT_ARRAY:
-            let items = UnsafeBufferPointer(start: object.via.array.ptr, count: Int(object.via.array.size))
+        case .negativeInteger: return .int(object.i64)
+        case .float32: return .float(Float(object.f64))
+        case .float64: return .double(object.f64)
+        case .string: return .string(try Self.string(object, path))
+        case .binary: return .binary(try Self.binary(object, path))
+        case .array:
+            let items = object.items
             var result: [MCPValue] = []
-            result.reserveCapacity(items.count)
+            result.reserveCapacity(object.count)
             let base = path.description
             for (index, item) in items.enumerated() {
                 result.append(try Self.value(item, FieldPath(parent: base, index: index)))
             }
             return .array(result)
-        case MSGPACK_OBJECT_MAP:
+        case .map:
             return .map(try Self.entries(object, path))
-        case MSGPACK_OBJECT_EXT:
-            throw CodecError(.unsupportedType, path: path.description, "msgpack extension type \(object.via.ext.type) is not part of MCP")
-        default:
-            throw CodecError(.malformed, path: path.description, "unknown msgpack-c object type \(object.type.rawValue)")
+        case .ext:
+            throw CodecError(.unsupportedType, path: path.description, "msgpack extension type \(object.extType) is not part of MCP")
         }
     }
 
     /// A free-form map: string keys, no duplicates (a duplicate would silently shadow data).
     static func entries(_ object: Object, _ path: FieldPath) throws(CodecError) -> [MCPValue.MapEntry] {
-        guard object.type == MSGPACK_OBJECT_MAP else { throw Self.wrongType(object, expected: "map", path) }
-        let pairs = UnsafeBufferPointer(start: object.via.map.ptr, count: Int(object.via.map.size))
+        guard object.kind == .map else { throw Self.wrongType(object, expected: "map", path) }
         let base = path.description
         var result: [MCPValue.MapEntry] = []
-        result.reserveCapacity(pairs.count)
-        for pair in pairs {
-            guard pair.key.type == MSGPACK_OBJECT_STR else {
+        result.reserveCapacity(object.count)
+        for pair in object.pairs {
+            guard pair.key.kind == .string else {
                 throw CodecError(.wrongType, path: path.description, "map keys must be strings, got \(Self.typeName(pair.key))")
             }
             let key = try Self.string(pair.key, FieldPath(parent: base, name: "{key}"))
@@ -220,15 +215,14 @@ enum ObjectReader {
         _ object: Object, _ fields: FieldTable, _ path: FieldPath,
         _ body: (Int, Object) throws(CodecError) -> Void
     ) throws(CodecError) -> UInt64 {
-        guard object.type == MSGPACK_OBJECT_MAP else { throw Self.wrongType(object, expected: "map", path) }
-        let pairs = UnsafeBufferPointer(start: object.via.map.ptr, count: Int(object.via.map.size))
+        guard object.kind == .map else { throw Self.wrongType(object, expected: "map", path) }
         var seen: UInt64 = 0
         var next = 0  // canonical encoders write the fields in table order: try that one first
-        for pair in pairs {
-            guard pair.key.type == MSGPACK_OBJECT_STR else {
+        for pair in object.pairs {
+            guard pair.key.kind == .string else {
                 throw CodecError(.wrongType, path: path.description, "field names must be strings, got \(Self.typeName(pair.key))")
             }
-            let key = UnsafeRawBufferPointer(start: pair.key.via.str.ptr, count: Int(pair.key.via.str.size))
+            let key = pair.key.bytes
             guard let index = fields.index(of: key, startingAt: next) else {
                 let name = String(decoding: key, as: UTF8.self)
                 throw CodecError(.unknownKey, path: Self.join(path, name).description, "\(name) is not a field here")
@@ -376,7 +370,7 @@ final class StringInterner {
     static let maxBytes = 128
     var slots: [Slot?] = Array(repeating: nil, count: StringInterner.slotCount)
 
-    func string(_ object: msgpack_object, _ path: FieldPath) throws(CodecError) -> String {
+    func string(_ object: MsgPackObject, _ path: FieldPath) throws(CodecError) -> String {
         let bytes = try ObjectReader.stringBytes(object, path)
         guard bytes.count <= Self.maxBytes, bytes.count > 0 else { return try ObjectReader.string(object, path) }
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a

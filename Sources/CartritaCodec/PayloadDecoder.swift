@@ -1,11 +1,10 @@
-import CMsgPack
 import CartritaEnvelope
 
 /// Decodes each payload of MCP-SPEC §3 from its msgpack map. Same rules as the envelope:
 /// unknown keys are refused, duplicates are refused, required keys must be there; an optional
 /// key may be absent or nil.
 enum PayloadDecoder {
-    typealias Object = msgpack_object
+    typealias Object = MsgPackObject
     typealias R = ObjectReader
 
     static let nonce = FieldTable(["nonce"])
@@ -219,7 +218,7 @@ enum PayloadDecoder {
                     default:
                         let items = try R.array(value, "payload.input.files")
                         request.input.files = []
-                        request.input.files.reserveCapacity(items.count)
+                        request.input.files.reserveCapacity(items.remaining)
                         let base = "payload.input.files"
                         for (position, item) in items.enumerated() {
                             request.input.files.append(try Self.file(item, FieldPath(parent: base, index: position)))

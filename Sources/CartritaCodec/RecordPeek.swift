@@ -39,10 +39,30 @@ public struct RecordPeek: Sendable {
     /// `candidates`, given as UTF-8 bytes (a handful of addresses: compared one by one).
     public func sender(in bytes: UnsafeRawBufferPointer, isOneOf candidates: [[UInt8]]) -> Bool {
         let sender = UnsafeRawBufferPointer(rebasing: bytes[self.sender])
-        return candidates.contains { candidate in
-            candidate.count == sender.count
-                && candidate.withUnsafeBytes { memcmp($0.baseAddress!, sender.baseAddress!, sender.count) == 0 }
+        for candidate in candidates where candidate.count == sender.count {
+            if candidate.withUnsafeBytes({ Self.same($0, sender) }) { return true }
         }
+        return false
+    }
+
+    /// Byte equality of two short ranges (addresses, field names) without a call to memcmp,
+    /// whose call cost dominates at these lengths: a peek runs for every record replay reads.
+    @inline(__always)
+    static func same(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+        let count = a.count
+        guard count == b.count else { return false }
+        var index = 0
+        while index + 8 <= count {
+            guard a.loadUnaligned(fromByteOffset: index, as: UInt64.self) == b.loadUnaligned(fromByteOffset: index, as: UInt64.self) else {
+                return false
+            }
+            index += 8
+        }
+        while index < count {
+            guard a[index] == b[index] else { return false }
+            index += 1
+        }
+        return true
     }
 
     public init?(_ bytes: UnsafeRawBufferPointer) {
@@ -163,12 +183,15 @@ public struct RecordPeek: Sendable {
             return true
         }
 
+        @inline(__always)
         func peekKey(_ name: StaticString) -> Bool {
             let length = name.utf8CodeUnitCount
             guard length < 32, self.offset + 1 + length <= self.bytes.count,
                 self.bytes[self.offset] == 0xa0 | UInt8(length)
             else { return false }
-            return memcmp(self.bytes.baseAddress! + self.offset + 1, name.utf8Start, length) == 0
+            return RecordPeek.same(
+                UnsafeRawBufferPointer(start: self.bytes.baseAddress! + self.offset + 1, count: length),
+                UnsafeRawBufferPointer(start: name.utf8Start, count: length))
         }
     }
 }

@@ -14,6 +14,21 @@ public struct MessageID: Hashable, Comparable, Sendable {
         self.low = low
     }
 
+    /// What dictionaries and sets keyed by id hash with. Replay looks ids up several times per
+    /// record (what replay made, by id; deferred deliveries, by id), and Hasher's SipHash with
+    /// its seeding and finalization cost more than everything else about those lookups.
+    ///
+    /// One 64×64→128-bit multiply of the two halves, each mixed with the table's seed, folded
+    /// (the mixing of wyhash): every input bit reaches the result, and without the per-process
+    /// seed nobody can choose ids that collide. Equal ids hash equal, as `==` requires; the
+    /// values differ from `hash(into:)`'s, which no table mixes with these.
+    @inlinable
+    public func _rawHashValue(seed: Int) -> Int {
+        let key = UInt64(bitPattern: Int64(seed))
+        let product = (self.high ^ key ^ 0xA076_1D64_78BD_642F).multipliedFullWidth(by: self.low ^ (key &* 0xE703_7ED1_A0B4_28DB) ^ 0x8EBC_6AF0_9C88_C6E3)
+        return Int(bitPattern: UInt(truncatingIfNeeded: product.high ^ product.low))
+    }
+
     /// From exactly 16 bytes, most significant first. Returns nil for any other count.
     /// Non-generic on purpose: the decoder calls it per id, across modules, where a generic
     /// initializer would run unspecialized and look up type metadata every time.

@@ -59,6 +59,7 @@ final class RecordPipeline: @unchecked Sendable {
         let decoder = EnvelopeDecoder(limits: log.configuration.codecLimits, validatesEnvelopes: false)
         var failure: EventLogError?
         var number = index  // this reader's batches: index, index + count, …
+        var storedCapacity = 0  // the largest batch's stored bytes so far: the next one's start
         do {
             while !self.stopping.load(ordering: .relaxed) {
                 let (offset, overflow) = number.multipliedReportingOverflow(by: Self.batchRecords)
@@ -67,12 +68,20 @@ final class RecordPipeline: @unchecked Sendable {
                 let last = first + min(Self.batchRecords - 1, end - first)
                 var batch: Batch = []
                 batch.reserveCapacity(Int(last - first + 1))
+                // The batch's stored records, one after another, and where each is: entries are
+                // pointed at the buffer once it is complete (a slice taken earlier would keep an
+                // outgrown copy of it alive).
+                var stored: [UInt8] = []
+                stored.reserveCapacity(storedCapacity)
+                var storedAt: [(position: Int, range: Range<Int>)] = []
                 try log.scanRaw(from: first) { seq, bytes in
                     guard seq <= last else { return false }
                     if !storedSenders.isEmpty, let peek = RecordPeek(bytes), peek.header.seq == seq,
                         peek.sender(in: bytes, isOneOf: storedSenders)
                     {
-                        batch.append((seq, .stored(bytes: [UInt8](bytes), peek: peek)))
+                        storedAt.append((batch.count, stored.count..<(stored.count + bytes.count)))
+                        stored.append(contentsOf: bytes)
+                        batch.append((seq, .stored(bytes: [], peek: peek)))
                     } else {
                         do {
                             batch.append((seq, .decoded(try decoder.decodeRecord(bytes))))
@@ -82,6 +91,11 @@ final class RecordPipeline: @unchecked Sendable {
                     }
                     return seq < last
                 }
+                for (position, range) in storedAt {
+                    guard case .stored(_, let peek) = batch[position].entry else { preconditionFailure("entry \(position) is stored") }
+                    batch[position].entry = .stored(bytes: stored[range], peek: peek)
+                }
+                storedCapacity = max(storedCapacity, stored.count)
                 guard self.push(batch, lane) else { break }
                 number += count
             }

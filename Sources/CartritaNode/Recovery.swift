@@ -338,9 +338,12 @@ public struct Recovery {
                     for index in batch.indices {
                         let seq = batch[index].seq
                         let going: Bool
-                        switch batch[index].entry {
-                        case .decoded(let record): going = replay(seq, record, matched: false)
-                        case .stored(_, let peek): going = replay(seq, storedAt: index, of: batch, peek)
+                        if let peek = batch[index].entry.storedPeek {
+                            going = replay(seq, storedAt: index, of: batch, peek)
+                        } else if case .decoded(let record) = batch[index].entry {
+                            going = replay(seq, record, matched: false)
+                        } else {
+                            preconditionFailure("record \(seq) is neither stored nor decoded")
                         }
                         if !going {
                             if divergence != nil { divergenceRecordSeq = seq }
@@ -537,7 +540,7 @@ final class StoredChecker: @unchecked Sendable {
         }
     }
 
-    static func same(_ stored: [UInt8], _ peek: RecordPeek, _ copy: Envelope, _ encoder: EnvelopeEncoder) -> Bool {
+    static func same(_ stored: ArraySlice<UInt8>, _ peek: RecordPeek, _ copy: Envelope, _ encoder: EnvelopeEncoder) -> Bool {
         stored.withUnsafeBytes { stored in
             encoder.withEncodedBody(copy) { body, fields in
                 fields == peek.envelopeFieldCount && body.count == stored.count - peek.envelopeBodyStart

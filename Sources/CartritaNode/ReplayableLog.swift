@@ -34,8 +34,22 @@ public typealias ReplayBatch = [(seq: UInt64, entry: ReplayEntry)]
 /// One record as replay receives it.
 public enum ReplayEntry: Sendable {
     case decoded(LogRecord)
-    /// The record's bytes as stored, with the header and the fields replay routes on.
-    case stored(bytes: [UInt8], peek: RecordPeek)
+    /// The record's bytes as stored, with the header and the fields replay routes on. A slice:
+    /// a reader copies a batch's stored records into one buffer, one allocation per batch
+    /// instead of one per record (allocated on the reader's thread and freed on another, each
+    /// was a trip to malloc's slow path).
+    case stored(bytes: ArraySlice<UInt8>, peek: RecordPeek)
+}
+
+extension ReplayEntry {
+    /// A stored record's peek; nil for a decoded one. Read in place: matching the whole entry
+    /// (`case .stored(_, let peek)`) copies it, a retain and a release of the record's bytes
+    /// on the replay thread for every record.
+    @inline(__always)
+    var storedPeek: RecordPeek? {
+        guard case .stored(_, let peek) = self else { return nil }
+        return peek
+    }
 }
 
 extension ReplayableLog {

@@ -60,7 +60,7 @@ struct CapsuleRecordVerifier {
             entry.bytes.withUnsafeBytes({ RecordPeek.isWhole($0) })
         {
             try self.check(index, peek.header)
-            return .stored(bytes: entry.bytes, peek: peek)
+            return .stored(bytes: entry.bytes[...], peek: peek)
         }
         return .decoded(try self.verify(index))
     }
@@ -138,7 +138,9 @@ final class CapsuleRecordStream: @unchecked Sendable {
         self.maxQueuedBatches = maxQueuedBatches
         let senders = storedSenders.map { Array($0.rawValue.utf8) }
         let thread = Thread { [self] in
-            Thread.current.name = "cartrita-capsule"  // set from inside, so the OS thread gets it
+            // Set from inside, so the OS thread gets it; at most 15 bytes, or Linux keeps the
+            // creating thread's name (profiles then lumped this thread in with the replay).
+            Thread.current.name = "cartrita-verify"
             self.verify(CapsuleRecordVerifier(records: records, inputs: inputs), storedSenders: senders)
             self.exited.signal()
         }
