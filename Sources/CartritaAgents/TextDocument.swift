@@ -173,42 +173,48 @@ struct TextDocument {
         self.wordCount += words.count
     }
 
+    /// The words of `bytes[range]`. A word's key is its bytes lower-cased: letters, digits and
+    /// the apostrophes kept inside it (between a letter or digit and a letter) form one
+    /// contiguous run of the text, so the key is hashed and looked up straight from the text,
+    /// and only a new key is copied (into the interner and one String).
     mutating func wordsASCII(_ bytes: [UInt8], _ range: Range<Int>) -> [Word] {
         var words: [Word] = []
-        var key: [UInt8] = []
-        var hash = KeyInterner.emptyHash
-        var length = 0
-        func append(_ byte: UInt8) {
-            key.append(byte)
-            hash = KeyInterner.hash(hash, byte)
-        }
-        func finish() {
-            // A repeated word reuses its key's String; a new one is made once and numbered.
-            let (slot, isNew) = key.withUnsafeBufferPointer { self.interner.slot(of: $0, hash: hash) }
-            if isNew { self.distinctKeys.append(String(decoding: key, as: UTF8.self)) }
-            words.append(Word(key: self.distinctKeys[Int(slot)], length: length, slot: slot))
-            key.removeAll(keepingCapacity: true)
-            hash = KeyInterner.emptyHash
-            length = 0
-        }
-        var index = range.lowerBound
-        while index < range.upperBound {
-            let byte = bytes[index]
-            let next = index + 1
-            let isLetter = Self.isASCIILetter(byte)
-            if isLetter || (byte >= 0x30 && byte <= 0x39) {
-                append(isLetter ? byte | 0x20 : byte)
-                length += 1
-            } else if byte == 0x27, length > 0, key.last != 0x27, next < range.upperBound, Self.isASCIILetter(bytes[next]) {
-                append(0x27)
-            } else if length > 0 {
-                finish()
+        bytes.withUnsafeBufferPointer { text in
+            let end = range.upperBound
+            var index = range.lowerBound
+            while index < end {
+                // A word starts at a letter or a digit (an apostrophe cannot start one).
+                guard Self.isASCIILetterOrDigit(text[index]) else {
+                    index += 1
+                    continue
+                }
+                let start = index
+                var hash = KeyInterner.emptyHash
+                var length = 0
+                while index < end {
+                    let byte = text[index]
+                    if Self.isASCIILetterOrDigit(byte) {
+                        hash = KeyInterner.hash(hash, KeyInterner.lowercased(byte))
+                        length += 1
+                    } else if byte == 0x27, text[index - 1] != 0x27, index + 1 < end, Self.isASCIILetter(text[index + 1]) {
+                        hash = KeyInterner.hash(hash, 0x27)
+                    } else {
+                        break
+                    }
+                    index += 1
+                }
+                // A repeated word reuses its key's String; a new one is made once and numbered.
+                let spelling = UnsafeBufferPointer(rebasing: text[start..<index])
+                let (slot, isNew) = self.interner.slot(of: spelling, hash: hash)
+                if isNew { self.distinctKeys.append(String(decoding: spelling.lazy.map(KeyInterner.lowercased), as: UTF8.self)) }
+                words.append(Word(key: self.distinctKeys[Int(slot)], length: length, slot: slot))
             }
-            index = next
         }
-        if length > 0 { finish() }
         return words
     }
+
+    @inline(__always)
+    static func isASCIILetterOrDigit(_ byte: UInt8) -> Bool { Self.isASCIILetter(byte) || (byte >= 0x30 && byte <= 0x39) }
 
     private mutating func addSentences(of paragraph: Substring) {
         let end = paragraph.endIndex
@@ -408,13 +414,19 @@ struct KeyInterner {
     @inline(__always)
     static func hash(_ hash: UInt64, _ byte: UInt8) -> UInt64 { (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
 
-    static func hash(_ key: UnsafeBufferPointer<UInt8>) -> UInt64 { key.reduce(Self.emptyHash, Self.hash) }
+    /// The hash of `key` lower-cased (what `slot(of:hash:)` expects).
+    static func hash(_ key: UnsafeBufferPointer<UInt8>) -> UInt64 { key.reduce(Self.emptyHash) { Self.hash($0, Self.lowercased($1)) } }
+
+    /// ASCII letters in lower case; every other byte as it is.
+    @inline(__always)
+    static func lowercased(_ byte: UInt8) -> UInt8 { TextDocument.isASCIILetter(byte) ? byte | 0x20 : byte }
 
     @inline(__always)
     static func bucket(_ hash: UInt64, mask: Int) -> Int { Int(truncatingIfNeeded: hash ^ (hash >> 29)) & mask }
 
-    /// The key's slot, and whether it was new (then the caller records its spelling). `hash` is
-    /// `hash(key)`, computed while the key was built.
+    /// The slot of `key` lower-cased (the key is a word's spelling in the text: ASCII letters are
+    /// compared and stored in lower case), and whether it was new (then the caller records the
+    /// key's String). `hash` is `hash(key)`, computed while the word was read.
     mutating func slot(of key: UnsafeBufferPointer<UInt8>, hash: UInt64) -> (slot: Int32, isNew: Bool) {
         if (self.count + 1) * 2 > self.buckets.count { self.grow() }
         let mask = self.buckets.count - 1
@@ -423,7 +435,7 @@ struct KeyInterner {
             let entry = self.buckets[index]
             if entry == 0 {
                 let slot = Int32(self.count)
-                self.bytes.append(contentsOf: key)
+                self.bytes.append(contentsOf: key.lazy.map(Self.lowercased))
                 self.starts.append(self.bytes.count)
                 self.buckets[index] = slot + 1
                 return (slot, true)
@@ -431,7 +443,7 @@ struct KeyInterner {
             let slot = Int(entry - 1)
             let start = self.starts[slot]
             if self.starts[slot + 1] - start == key.count, self.bytes.withUnsafeBufferPointer({ stored in
-                UnsafeBufferPointer(rebasing: stored[start..<start + key.count]).elementsEqual(key)
+                UnsafeBufferPointer(rebasing: stored[start..<start + key.count]).elementsEqual(key.lazy.map(Self.lowercased))
             }) {
                 return (Int32(slot), false)
             }

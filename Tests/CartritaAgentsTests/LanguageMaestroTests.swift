@@ -250,15 +250,17 @@ final class LanguageMaestroTests: XCTestCase {
         XCTAssertGreaterThan(compared, 1_000)
     }
 
-    /// The interner numbers keys as a Dictionary would, in order of first appearance, through
-    /// its growth and probing, for empty keys and keys that share prefixes.
+    /// The interner numbers keys (lower-cased) as a Dictionary would, in order of first
+    /// appearance, through its growth and probing, for empty keys and keys that share prefixes.
     func testKeyInternerNumbersKeysLikeADictionary() {
         var interner = KeyInterner()
         var reference: [[UInt8]: Int32] = [:]
         var random = SplitMix64(seed: 5)
+        let alphabet = Array("abcAB'0".utf8)
         for _ in 0..<20_000 {
-            let key = (0..<Int(random.next64() % 5)).map { _ in UInt8(ascii: "a") + UInt8(random.next64() % 4) }
-            let (slot, isNew) = key.withUnsafeBufferPointer { interner.slot(of: $0, hash: KeyInterner.hash($0)) }
+            let spelling = (0..<Int(random.next64() % 5)).map { _ in alphabet[Int(random.next64() % UInt64(alphabet.count))] }
+            let key = Array(String(decoding: spelling, as: UTF8.self).lowercased().utf8)
+            let (slot, isNew) = spelling.withUnsafeBufferPointer { interner.slot(of: $0, hash: KeyInterner.hash($0)) }
             if let known = reference[key] {
                 XCTAssertEqual(slot, known)
                 XCTAssertFalse(isNew)
