@@ -206,7 +206,7 @@ struct TextDocument {
                 // A repeated word reuses its key's String; a new one is made once and numbered.
                 let spelling = UnsafeBufferPointer(rebasing: text[start..<index])
                 let (slot, isNew) = self.interner.slot(of: spelling, hash: hash)
-                if isNew { self.distinctKeys.append(String(decoding: spelling.lazy.map(KeyInterner.lowercased), as: UTF8.self)) }
+                if isNew { self.distinctKeys.append(self.interner.key(slot)) }
                 words.append(Word(key: self.distinctKeys[Int(slot)], length: length, slot: slot))
             }
         }
@@ -435,7 +435,7 @@ struct KeyInterner {
             let entry = self.buckets[index]
             if entry == 0 {
                 let slot = Int32(self.count)
-                self.bytes.append(contentsOf: key.lazy.map(Self.lowercased))
+                for byte in key { self.bytes.append(Self.lowercased(byte)) }
                 self.starts.append(self.bytes.count)
                 self.buckets[index] = slot + 1
                 return (slot, true)
@@ -443,11 +443,19 @@ struct KeyInterner {
             let slot = Int(entry - 1)
             let start = self.starts[slot]
             if self.starts[slot + 1] - start == key.count, self.bytes.withUnsafeBufferPointer({ stored in
-                UnsafeBufferPointer(rebasing: stored[start..<start + key.count]).elementsEqual(key.lazy.map(Self.lowercased))
+                for offset in 0..<key.count where stored[start + offset] != Self.lowercased(key[offset]) { return false }
+                return true
             }) {
                 return (Int32(slot), false)
             }
             index = (index + 1) & mask
+        }
+    }
+
+    /// The stored (lower-cased) key of `slot`, as a String.
+    func key(_ slot: Int32) -> String {
+        self.bytes.withUnsafeBufferPointer { stored in
+            String(decoding: UnsafeBufferPointer(rebasing: stored[self.starts[Int(slot)]..<self.starts[Int(slot) + 1]]), as: UTF8.self)
         }
     }
 
