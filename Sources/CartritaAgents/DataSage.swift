@@ -139,6 +139,14 @@ struct ColumnProfile {
     var frequencies: [ExactText: Int] = [:]
     var minLength = Int.max
     var maxLength = 0
+    /// The values seen while the column may still be boolean, integer or number. Their texts
+    /// (`frequencies`, lengths) only matter to a text column, so hashing them and counting
+    /// their characters waits until the column is known to be text, and a typed column never
+    /// pays for it. The statistics are the same: counts and extremes do not depend on the order
+    /// in which values are added.
+    var untallied: [String] = []
+
+    var isText: Bool { !self.allBoolean && !self.allInteger && !self.allNumber }
 
     /// A value is missing when it is empty (an unquoted field has already been trimmed).
     mutating func add(_ value: String) {
@@ -147,10 +155,35 @@ struct ColumnProfile {
             return
         }
         self.count += 1
+        self.addToTypes(value)
+        if self.isText {
+            if !self.untallied.isEmpty {
+                for earlier in self.untallied { self.tally(earlier) }
+                self.untallied = []
+            }
+            self.tally(value)
+        } else {
+            self.untallied.append(value)
+        }
+    }
+
+    /// The text statistics of one value.
+    mutating func tally(_ value: String) {
         self.frequencies[ExactText(text: value), default: 0] += 1
-        let length = value.count  // characters (grapheme clusters), as a reader counts them
+        let length = Self.characterCount(value)
         self.minLength = min(self.minLength, length)
         self.maxLength = max(self.maxLength, length)
+    }
+
+    /// Characters (grapheme clusters), as a reader counts them. In ASCII without CR every byte
+    /// is one character (CRLF is one; a quoted field may hold it), so the count is the length.
+    static func characterCount(_ value: String) -> Int {
+        let ascii = value.utf8.withContiguousStorageIfAvailable { bytes in bytes.allSatisfy { $0 < 0x80 && $0 != 0x0D } } ?? false
+        return ascii ? value.utf8.count : value.count
+    }
+
+    /// Narrows the types the column may still have.
+    mutating func addToTypes(_ value: String) {
         if self.allBoolean {
             switch value.lowercased() {
             case "true": self.trueCount += 1

@@ -61,6 +61,11 @@ public struct LanguageMaestro: Agent {
         guard document.wordCount > 0 else {
             throw .invalid(text.isEmpty ? "the text is empty" : "the text contains no words")
         }
+        return Self.result(type, document, keywordCount: keywordCount, summaryLength: summaryLength)
+    }
+
+    /// The answer to a task of `type` on a document with words.
+    static func result(_ type: String, _ document: TextDocument, keywordCount: Int, summaryLength: Int) -> MCPValue {
         // Statistics need no word counts: counting them (a dictionary of every word) is skipped.
         if type == "text.stats" { return Self.stats(document) }
         let frequencies = Self.frequencies(document)
@@ -83,10 +88,19 @@ public struct LanguageMaestro: Agent {
     static func stats(_ document: TextDocument) -> MCPValue {
         var letters = 0
         var syllables = 0
+        // A word's syllables depend on its key alone: on the ASCII path counted once per
+        // distinct key (-1: not yet).
+        var syllablesOfSlot = [Int](repeating: -1, count: document.distinctKeys.count)
         for sentence in document.sentences {
             for word in sentence.words {
                 letters += word.length
-                syllables += TextDocument.syllables(word.key)
+                if word.slot >= 0 {
+                    let slot = Int(word.slot)
+                    if syllablesOfSlot[slot] < 0 { syllablesOfSlot[slot] = TextDocument.syllables(word.key) }
+                    syllables += syllablesOfSlot[slot]
+                } else {
+                    syllables += TextDocument.syllables(word.key)
+                }
             }
         }
         let words = Double(document.wordCount)
@@ -109,14 +123,55 @@ public struct LanguageMaestro: Agent {
     struct Frequencies {
         /// Candidate words in order of first appearance (a Dictionary never decides an order).
         var words: [String] = []
+        /// Counts by key (the Character path).
         var counts: [String: Int] = [:]
+        /// Counts by `Word.slot` (the ASCII path), 0 for a word that is not a candidate.
+        var slotCounts: [Int] = []
         var total = 0
         var highest = 0
+
+        /// How often the word occurs as a candidate (0: not one).
+        func count(of word: TextDocument.Word) -> Int {
+            word.slot >= 0 ? self.slotCounts[Int(word.slot)] : self.counts[word.key] ?? 0
+        }
+
+        /// The ASCII path's candidates by slot, parallel to `words`.
+        var wordSlots: [Int32] = []
+
+        /// Each candidate with its count, in order of first appearance.
+        var counted: [(word: String, count: Int)] {
+            if self.slotCounts.isEmpty { return self.words.map { ($0, self.counts[$0]!) } }
+            return zip(self.words, self.wordSlots).map { ($0, self.slotCounts[Int($1)]) }
+        }
     }
 
     /// Candidates: not a stop word, at least one letter (no bare numbers), at most
     /// `maxKeywordBytes` long.
     static func frequencies(_ document: TextDocument) -> Frequencies {
+        guard document.isInterned else { return Self.frequenciesByKey(document) }
+        // The ASCII path: whether a key is a candidate depends on its bytes alone, so it is
+        // decided once per distinct key, and counting is indexing by slot.
+        var result = Frequencies()
+        let candidate = document.distinctKeys.map(Self.isCandidate)
+        result.slotCounts = [Int](repeating: 0, count: document.distinctKeys.count)
+        for sentence in document.sentences {
+            for word in sentence.words where candidate[Int(word.slot)] {
+                result.total += 1
+                let slot = Int(word.slot)
+                result.slotCounts[slot] += 1
+                let count = result.slotCounts[slot]
+                if count == 1 {
+                    result.words.append(word.key)
+                    result.wordSlots.append(word.slot)
+                }
+                result.highest = max(result.highest, count)
+            }
+        }
+        return result
+    }
+
+    /// `frequencies` on the Character path: counted by key (String equality).
+    static func frequenciesByKey(_ document: TextDocument) -> Frequencies {
         var result = Frequencies()
         for sentence in document.sentences {
             for word in sentence.words where Self.isCandidate(word.key) {
@@ -156,13 +211,14 @@ public struct LanguageMaestro: Agent {
 
     /// Highest count first; ties by the word's UTF-8 bytes.
     static func keywords(_ frequencies: Frequencies, count: Int) -> MCPValue {
-        let ranked = frequencies.words.sorted { lhs, rhs in
-            let (left, right) = (frequencies.counts[lhs]!, frequencies.counts[rhs]!)
-            return left != right ? left > right : lhs.utf8.lexicographicallyPrecedes(rhs.utf8)
+        // The order is strict and total (distinct words never have the same bytes), so sorting
+        // the (word, count) pairs gives the one ranking whatever the sort's algorithm.
+        let ranked = frequencies.counted.sorted { lhs, rhs in
+            lhs.count != rhs.count ? lhs.count > rhs.count : lhs.word.utf8.lexicographicallyPrecedes(rhs.word.utf8)
         }
         let total = Double(frequencies.total)
-        let keywords: [MCPValue] = ranked.prefix(count).map { word in
-            let occurrences = frequencies.counts[word]!
+        let keywords: [MCPValue] = ranked.prefix(count).map { entry in
+            let (word, occurrences) = entry
             return .map([
                 "word": .string(word),
                 "count": .int(Int64(occurrences)),
@@ -181,7 +237,7 @@ public struct LanguageMaestro: Agent {
         let highest = Double(max(frequencies.highest, 1))
         let scores: [Double] = document.sentences.enumerated().map { index, sentence in
             var sum = 0.0
-            for word in sentence.words { sum += Double(frequencies.counts[word.key] ?? 0) / highest }
+            for word in sentence.words { sum += Double(frequencies.count(of: word)) / highest }
             return sum / Double(sentence.words.count) + (index == 0 ? Self.leadBonus : 0)
         }
         let chosen = scores.indices

@@ -21,6 +21,11 @@ struct TextDocument {
         var key: String
         /// Letters and digits in the word (apostrophes not counted).
         var length: Int
+        /// On the ASCII path, the key's position in `distinctKeys` (equal keys, equal slots), so
+        /// keyword counting and syllables work per distinct word by index instead of hashing
+        /// every occurrence; -1 on the Character path, whose keys are compared as Strings
+        /// (canonical equivalence, which bytes cannot decide).
+        var slot: Int32 = -1
     }
 
     struct Sentence {
@@ -33,6 +38,11 @@ struct TextDocument {
     var paragraphs: Int
     var sentences: [Sentence]
     var wordCount: Int
+    /// The ASCII path's distinct word keys, in order of first appearance (empty on the
+    /// Character path: there every `Word.slot` is -1).
+    var distinctKeys: [String] = []
+    /// The ASCII path's key → slot table (see `Word.slot`).
+    private var interner = KeyInterner()
 
     static let terminators: Set<Character> = [".", "!", "?", "…", "‼", "⁇", "⁈", "⁉"]
     static let fullWidthTerminators: Set<Character> = ["。", "！", "？", "｡"]
@@ -72,8 +82,16 @@ struct TextDocument {
     }
 
     static func asciiFastPathApplies(_ text: String) -> Bool {
-        text.utf8.allSatisfy { $0 < 0x80 && $0 != 0x0D }
+        // On the contiguous bytes when the string has them (native strings do): the generic
+        // UTF8View iteration costs several times more per byte.
+        if let applies = text.utf8.withContiguousStorageIfAvailable({ bytes in bytes.allSatisfy { $0 < 0x80 && $0 != 0x0D } }) {
+            return applies
+        }
+        return text.utf8.allSatisfy { $0 < 0x80 && $0 != 0x0D }
     }
+
+    /// Whether the document was cut on the ASCII path (every word has a slot).
+    var isInterned: Bool { self.wordCount > 0 && self.sentences[0].words[0].slot >= 0 }
 
     // MARK: The ASCII path (same rules, on bytes)
 
@@ -147,7 +165,7 @@ struct TextDocument {
     }
 
     private mutating func addSentenceASCII(_ bytes: [UInt8], _ raw: Range<Int>, _ substring: (Range<Int>) -> Substring) {
-        let words = Self.wordsASCII(bytes, raw)
+        let words = self.wordsASCII(bytes, raw)
         guard !words.isEmpty else { return }
         let trimmedStart = bytes[raw].firstIndex { !Self.isASCIIWhitespace($0) } ?? raw.lowerBound
         let trimmedEnd = bytes[raw].lastIndex { !Self.isASCIIWhitespace($0) }.map { $0 + 1 } ?? raw.upperBound
@@ -155,33 +173,48 @@ struct TextDocument {
         self.wordCount += words.count
     }
 
-    static func wordsASCII(_ bytes: [UInt8], _ range: Range<Int>) -> [Word] {
+    /// The words of `bytes[range]`. A word's key is its bytes lower-cased: letters, digits and
+    /// the apostrophes kept inside it (between a letter or digit and a letter) form one
+    /// contiguous run of the text, so the key is hashed and looked up straight from the text,
+    /// and only a new key is copied (into the interner and one String).
+    mutating func wordsASCII(_ bytes: [UInt8], _ range: Range<Int>) -> [Word] {
         var words: [Word] = []
-        var key: [UInt8] = []
-        var length = 0
-        func finish() {
-            words.append(Word(key: String(decoding: key, as: UTF8.self), length: length))
-            key.removeAll(keepingCapacity: true)
-            length = 0
-        }
-        var index = range.lowerBound
-        while index < range.upperBound {
-            let byte = bytes[index]
-            let next = index + 1
-            let isLetter = Self.isASCIILetter(byte)
-            if isLetter || (byte >= 0x30 && byte <= 0x39) {
-                key.append(isLetter ? byte | 0x20 : byte)
-                length += 1
-            } else if byte == 0x27, length > 0, key.last != 0x27, next < range.upperBound, Self.isASCIILetter(bytes[next]) {
-                key.append(0x27)
-            } else if length > 0 {
-                finish()
+        bytes.withUnsafeBufferPointer { text in
+            let end = range.upperBound
+            var index = range.lowerBound
+            while index < end {
+                // A word starts at a letter or a digit (an apostrophe cannot start one).
+                guard Self.isASCIILetterOrDigit(text[index]) else {
+                    index += 1
+                    continue
+                }
+                let start = index
+                var hash = KeyInterner.emptyHash
+                var length = 0
+                while index < end {
+                    let byte = text[index]
+                    if Self.isASCIILetterOrDigit(byte) {
+                        hash = KeyInterner.hash(hash, KeyInterner.lowercased(byte))
+                        length += 1
+                    } else if byte == 0x27, text[index - 1] != 0x27, index + 1 < end, Self.isASCIILetter(text[index + 1]) {
+                        hash = KeyInterner.hash(hash, 0x27)
+                    } else {
+                        break
+                    }
+                    index += 1
+                }
+                // A repeated word reuses its key's String; a new one is made once and numbered.
+                let spelling = UnsafeBufferPointer(rebasing: text[start..<index])
+                let (slot, isNew) = self.interner.slot(of: spelling, hash: hash)
+                if isNew { self.distinctKeys.append(self.interner.key(slot)) }
+                words.append(Word(key: self.distinctKeys[Int(slot)], length: length, slot: slot))
             }
-            index = next
         }
-        if length > 0 { finish() }
         return words
     }
+
+    @inline(__always)
+    static func isASCIILetterOrDigit(_ byte: UInt8) -> Bool { Self.isASCIILetter(byte) || (byte >= 0x30 && byte <= 0x39) }
 
     private mutating func addSentences(of paragraph: Substring) {
         let end = paragraph.endIndex
@@ -357,6 +390,83 @@ struct TextDocument {
                 }
             }
             return max(1, groups)
+        }
+    }
+}
+
+
+/// Word keys (ASCII bytes) → slots 0, 1, 2… in order of first appearance: open addressing with
+/// linear probing and a fixed hash (FNV-1a), so no per-process hash seed and no String hashing.
+/// Only looked up, never iterated: the table's layout decides nothing. On ASCII bytes, equal
+/// bytes are exactly equal Strings, so a slot stands for one key as `String ==` sees it.
+struct KeyInterner {
+    /// Slot + 1 per bucket (0: empty); at most half full.
+    private var buckets: [Int32] = []
+    /// The keys' bytes, one after another; key `slot` is `bytes[starts[slot]..<starts[slot + 1]]`.
+    private var bytes: [UInt8] = []
+    private var starts: [Int] = [0]
+
+    var count: Int { self.starts.count - 1 }
+
+    /// FNV-1a, fed one byte at a time as a word's key is built.
+    static let emptyHash: UInt64 = 0xCBF2_9CE4_8422_2325
+
+    @inline(__always)
+    static func hash(_ hash: UInt64, _ byte: UInt8) -> UInt64 { (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+
+    /// The hash of `key` lower-cased (what `slot(of:hash:)` expects).
+    static func hash(_ key: UnsafeBufferPointer<UInt8>) -> UInt64 { key.reduce(Self.emptyHash) { Self.hash($0, Self.lowercased($1)) } }
+
+    /// ASCII letters in lower case; every other byte as it is.
+    @inline(__always)
+    static func lowercased(_ byte: UInt8) -> UInt8 { TextDocument.isASCIILetter(byte) ? byte | 0x20 : byte }
+
+    @inline(__always)
+    static func bucket(_ hash: UInt64, mask: Int) -> Int { Int(truncatingIfNeeded: hash ^ (hash >> 29)) & mask }
+
+    /// The slot of `key` lower-cased (the key is a word's spelling in the text: ASCII letters are
+    /// compared and stored in lower case), and whether it was new (then the caller records the
+    /// key's String). `hash` is `hash(key)`, computed while the word was read.
+    mutating func slot(of key: UnsafeBufferPointer<UInt8>, hash: UInt64) -> (slot: Int32, isNew: Bool) {
+        if (self.count + 1) * 2 > self.buckets.count { self.grow() }
+        let mask = self.buckets.count - 1
+        var index = Self.bucket(hash, mask: mask)
+        while true {
+            let entry = self.buckets[index]
+            if entry == 0 {
+                let slot = Int32(self.count)
+                for byte in key { self.bytes.append(Self.lowercased(byte)) }
+                self.starts.append(self.bytes.count)
+                self.buckets[index] = slot + 1
+                return (slot, true)
+            }
+            let slot = Int(entry - 1)
+            let start = self.starts[slot]
+            if self.starts[slot + 1] - start == key.count, self.bytes.withUnsafeBufferPointer({ stored in
+                for offset in 0..<key.count where stored[start + offset] != Self.lowercased(key[offset]) { return false }
+                return true
+            }) {
+                return (Int32(slot), false)
+            }
+            index = (index + 1) & mask
+        }
+    }
+
+    /// The stored (lower-cased) key of `slot`, as a String.
+    func key(_ slot: Int32) -> String {
+        self.bytes.withUnsafeBufferPointer { stored in
+            String(decoding: UnsafeBufferPointer(rebasing: stored[self.starts[Int(slot)]..<self.starts[Int(slot) + 1]]), as: UTF8.self)
+        }
+    }
+
+    private mutating func grow() {
+        let capacity = max(64, self.buckets.count * 2)
+        self.buckets = [Int32](repeating: 0, count: capacity)
+        let mask = capacity - 1
+        for slot in 0..<self.count {
+            var index = self.bytes[self.starts[slot]..<self.starts[slot + 1]].withUnsafeBufferPointer { Self.bucket(Self.hash($0), mask: mask) }
+            while self.buckets[index] != 0 { index = (index + 1) & mask }
+            self.buckets[index] = Int32(slot + 1)
         }
     }
 }

@@ -329,8 +329,53 @@ extension Orchestrator {
     /// the current version and replays past older snapshots, as the recovery rules say.
     public var stateFormatVersion: UInt32 { 2 }
 
+    /// The bytes `RuntimeStateFormat.bytes(self.stateValue(state, .snapshot(…)))` gives (a test
+    /// compares them), written straight into one buffer: the pending table can hold thousands
+    /// of requests and is snapshotted every thousand deliveries, and building the value tree
+    /// first cost an array per request and a second pass over everything.
     public func encodeState(_ state: State) -> [UInt8] {
-        RuntimeStateFormat.bytes(self.stateValue(state, .snapshot(EnvelopeEncoder())))
+        let writer = MsgPackWriter()
+        let envelopes = EnvelopeEncoder()
+        writer.writeMapHeader(2 + Self.stateKeys.count)
+        writer.write("format")
+        writer.write(RuntimeStateFormat.orchestrator)
+        writer.write("version")
+        writer.write(Int64(self.stateFormatVersion))
+        writer.write("pending")
+        writer.writeArrayHeader(state.pending.count)
+        for entry in state.pending {
+            writer.writeMapHeader(2)
+            writer.write("request")
+            envelopes.withEncoded(entry.request) { bytes in
+                // `encode`'s size check, which `stateValue` turns into the same trap.
+                precondition(
+                    bytes.count <= envelopes.limits.maxEnvelopeBytes,
+                    "an envelope held in actor state cannot be encoded: \(bytes.count) bytes, over the limit of \(envelopes.limits.maxEnvelopeBytes)")
+                writer.writeBinary(bytes)
+            }
+            writer.write("supervisor")
+            writer.write(entry.supervisor.rawValue)
+        }
+        for (key, value) in [("routed", state.routed), ("unknown", state.unknown), ("answered", state.answered), ("cancelled", state.cancelled), ("expired", state.expired)] {
+            writer.write(key)
+            writer.write(Int64(value))
+        }
+        writer.write("health")
+        writer.writeArrayHeader(state.health.count)
+        for health in state.health {
+            writer.writeMapHeader(5)
+            writer.write("supervisor")
+            writer.write(health.supervisor.rawValue)
+            writer.write("status")
+            writer.write(health.heartbeat.status.rawValue)
+            writer.write("queue_depth")
+            writer.write(health.heartbeat.queueDepth)
+            writer.write("in_flight")
+            writer.write(health.heartbeat.inFlight)
+            writer.write("at_ms")
+            writer.write(health.atMilliseconds)
+        }
+        return writer.bytes
     }
 
     public func decodeState(_ bytes: [UInt8]) throws(StateDecodingError) -> State {

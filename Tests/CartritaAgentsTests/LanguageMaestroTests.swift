@@ -217,4 +217,59 @@ final class LanguageMaestroTests: XCTestCase {
             XCTAssertEqual(LanguageMaestro.hasLetter(word), word.contains(where: \.isLetter), word.debugDescription)
         }
     }
+
+    /// The ASCII path counts keywords and syllables per distinct word by slot; the Character
+    /// path by String key, as it always did. Both give the same answers, byte for byte, on
+    /// random ASCII text with repeated words, stop words, numbers and apostrophes.
+    func testCountingBySlotAgreesWithCountingByKey() {
+        let pieces = [
+            "word", "Word", "WORD", "the", "The", "don't", "Don't", "42", "x1", "ledger", "Ledger", "replay", "a", "I", "it's",
+            ".", "!", "?", "...", " ", "  ", "\n", "\n\n", ",", "'", "e.g.", String(repeating: "long", count: 40),
+        ]
+        var random = SplitMix64(seed: 4242)
+        var compared = 0
+        for round in 0..<1_500 {
+            var text = ""
+            for _ in 0..<(Int(random.next64() % 60)) { text += pieces[Int(random.next64() % UInt64(pieces.count))] + " " }
+            let fast = TextDocument(text)
+            let slow = TextDocument(text, asciiFastPath: false)
+            guard fast.wordCount > 0 else { continue }
+            XCTAssertTrue(fast.isInterned)
+            XCTAssertFalse(slow.isInterned)
+            XCTAssertEqual(Set(fast.distinctKeys).count, fast.distinctKeys.count, "one slot per key")
+            for type in ["text.stats", "text.keywords", "text.summarize", "text.analyze"] {
+                let count = 1 + Int(random.next64() % 100)
+                let sentences = 1 + Int(random.next64() % 5)
+                XCTAssertEqual(
+                    LanguageMaestro.result(type, fast, keywordCount: count, summaryLength: sentences),
+                    LanguageMaestro.result(type, slow, keywordCount: count, summaryLength: sentences),
+                    "round \(round) \(type): \(text.debugDescription)")
+            }
+            compared += 1
+        }
+        XCTAssertGreaterThan(compared, 1_000)
+    }
+
+    /// The interner numbers keys (lower-cased) as a Dictionary would, in order of first
+    /// appearance, through its growth and probing, for empty keys and keys that share prefixes.
+    func testKeyInternerNumbersKeysLikeADictionary() {
+        var interner = KeyInterner()
+        var reference: [[UInt8]: Int32] = [:]
+        var random = SplitMix64(seed: 5)
+        let alphabet = Array("abcAB'0".utf8)
+        for _ in 0..<20_000 {
+            let spelling = (0..<Int(random.next64() % 5)).map { _ in alphabet[Int(random.next64() % UInt64(alphabet.count))] }
+            let key = Array(String(decoding: spelling, as: UTF8.self).lowercased().utf8)
+            let (slot, isNew) = spelling.withUnsafeBufferPointer { interner.slot(of: $0, hash: KeyInterner.hash($0)) }
+            if let known = reference[key] {
+                XCTAssertEqual(slot, known)
+                XCTAssertFalse(isNew)
+            } else {
+                XCTAssertEqual(slot, Int32(reference.count))
+                XCTAssertTrue(isNew)
+                reference[key] = slot
+            }
+        }
+        XCTAssertEqual(interner.count, reference.count)
+    }
 }

@@ -1,6 +1,6 @@
 import CartritaCodec
 import CartritaEnvelope
-import CartritaRuntime
+@testable import CartritaRuntime
 import XCTest
 
 /// The snapshot codecs of the orchestrator and the domain supervisors: a state populated by the
@@ -304,6 +304,23 @@ final class StateCodecTests: XCTestCase {
         self.ids = UUIDv7Generator()
         let second = self.populatedOrchestrator()
         XCTAssertEqual(first.0.encodeState(first.1), second.0.encodeState(second.1))
+    }
+
+    /// The orchestrator's state is written straight into bytes; they are the bytes of its value
+    /// tree (`stateValue`), with and without pending requests and heartbeats.
+    func testTheOrchestratorsDirectWriterGivesTheValueTreesBytes() {
+        let (orchestrator, populated, _) = self.populatedOrchestrator()
+        var state = populated
+        state.expired = 7
+        state.health = [
+            Orchestrator.SupervisorHealth(supervisor: self.system, heartbeat: Heartbeat(status: .degraded, queueDepth: 3, inFlight: -1), atMilliseconds: 1_800_000_000_123),
+            Orchestrator.SupervisorHealth(supervisor: .orchestrator, heartbeat: Heartbeat(status: .ok), atMilliseconds: -5),
+        ]
+        for candidate in [state, Orchestrator.State()] {
+            XCTAssertEqual(
+                orchestrator.encodeState(candidate),
+                RuntimeStateFormat.bytes(orchestrator.stateValue(candidate, .snapshot(EnvelopeEncoder()))))
+        }
     }
 
     func testTheWriterIsCanonical() throws {
