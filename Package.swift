@@ -3,7 +3,7 @@ import PackageDescription
 
 // Layers, dependencies pointing inward (see ARCHITECTURE.md):
 //   CartritaEnvelope  (pure Swift: types, validation, UUIDv7)   no dependencies
-//   CartritaCodec     (msgpack: msgpack-c reads, our writer)     -> Envelope, CMsgPack
+//   CartritaCodec     (msgpack: native, checked against msgpack-c) -> Envelope, CMsgPack
 //   CartritaLMDB      (thin safe layer over liblmdb)             -> CLMDB
 //   CartritaLog       (LMDB event log, snapshots, indexes)       -> Codec, LMDB, Crypto
 //   CartritaRuntime   (actor contract, mailboxes, routing: pure)  -> Envelope, Codec
