@@ -33,6 +33,9 @@ actor CellHost {
     nonisolated let address: Address
     /// Whether deliveries here go to the node's observer (answers to a client).
     nonisolated let isClient: Bool
+    /// The drain's task priority (the orchestrator's drains run above the rest by default: see
+    /// `NodeConfiguration.drainPriority`).
+    nonisolated let drainPriority: TaskPriority
     nonisolated let inbox: Mutex<Inbox>
     let configuration: NodeConfiguration
     var cell: any ActorCell
@@ -46,6 +49,7 @@ actor CellHost {
     init(cell handOff: CellHandOff, sent: [Envelope], configuration: NodeConfiguration) {
         self.address = handOff.cell.address
         self.isClient = handOff.cell.address.isClient
+        self.drainPriority = configuration.drainPriority(handOff.cell.address)
         self.cell = handOff.cell
         self.configuration = configuration
         self.sent = SentMessages(sent)
@@ -134,9 +138,6 @@ actor CellHost {
 
     // MARK: Draining
 
-    /// The drain's task priority (the orchestrator's drains run above the rest by default: see
-    /// `NodeConfiguration.drainPriority`).
-    nonisolated var drainPriority: TaskPriority { self.configuration.drainPriority(self.address) }
 
     nonisolated func startDrain() {
         Task(priority: self.drainPriority) { await self.drain() }
