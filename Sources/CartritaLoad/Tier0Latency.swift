@@ -73,11 +73,6 @@ public struct Tier0Latency: Sendable {
         }
     }
 
-    static let names = [
-        "ingress": "cartrita_tier0_ingress_ms", "routing": "cartrita_tier0_routing_ms",
-        "routing_overhead": "cartrita_tier0_routing_overhead_ms",
-    ]
-
     var ingress: ScrapedHistogram?
     var routing: ScrapedHistogram?
     var routingOverhead: ScrapedHistogram?
@@ -132,9 +127,9 @@ struct ServerScrape: Sendable {
     var cpuSeconds: Double?
 
     init(_ text: String) {
-        self.ingress = ScrapedHistogram.parse(text, name: Tier0Latency.names["ingress"]!)
-        self.routing = ScrapedHistogram.parse(text, name: Tier0Latency.names["routing"]!)
-        self.routingOverhead = ScrapedHistogram.parse(text, name: Tier0Latency.names["routing_overhead"]!)
+        self.ingress = ScrapedHistogram.parse(text, name: "cartrita_tier0_ingress_ms")
+        self.routing = ScrapedHistogram.parse(text, name: "cartrita_tier0_routing_ms")
+        self.routingOverhead = ScrapedHistogram.parse(text, name: "cartrita_tier0_routing_overhead_ms")
         self.residentBytes = Self.sample(text, "process_resident_memory_bytes")
         self.anonymousBytes = Self.sample(text, "cartrita_process_resident_anonymous_bytes")
         self.cpuSeconds = Self.sample(text, "process_cpu_seconds_total")

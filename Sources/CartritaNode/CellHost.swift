@@ -36,6 +36,8 @@ actor CellHost {
     /// The drain's task priority (the orchestrator's drains run above the rest by default: see
     /// `NodeConfiguration.drainPriority`).
     nonisolated let drainPriority: TaskPriority
+    /// `NodeConfiguration.stepTap` if it sees this actor, else nil.
+    let stepTap: (@Sendable (StepTiming) -> Void)?
     nonisolated let inbox: Mutex<Inbox>
     let configuration: NodeConfiguration
     var cell: any ActorCell
@@ -50,6 +52,8 @@ actor CellHost {
         self.address = handOff.cell.address
         self.isClient = handOff.cell.address.isClient
         self.drainPriority = configuration.drainPriority(handOff.cell.address)
+        let tapped = configuration.stepTapActors?.contains(handOff.cell.address) ?? true
+        self.stepTap = tapped ? configuration.stepTap : nil
         self.cell = handOff.cell
         self.configuration = configuration
         self.sent = SentMessages(sent)
@@ -172,7 +176,7 @@ actor CellHost {
                 return
             }
             if batch.isEmpty { return }
-            await self.deliver(batch, node, taken: self.configuration.stepTap == nil ? nil : ContinuousClock.now)
+            await self.deliver(batch, node, taken: self.stepTap == nil ? nil : ContinuousClock.now)
         }
     }
 
@@ -180,7 +184,7 @@ actor CellHost {
     func deliver(_ batch: [Envelope], _ node: Node, taken: ContinuousClock.Instant? = nil) async {
         let clock = node.clock.now()
         let entropy = UInt64.random(in: .min ... .max)
-        let stepTap = taken == nil ? nil : self.configuration.stepTap
+        let stepTap = taken == nil ? nil : self.stepTap
         let results: [Result<UInt64, EventLogError>]
         var commit: Range<ContinuousClock.Instant>?
         if stepTap != nil {

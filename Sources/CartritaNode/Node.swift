@@ -38,8 +38,11 @@ public struct NodeConfiguration: Sendable {
     /// Sees each delivery once its handler has run and what it sent is queued at the
     /// recipients, with where the time went on the monotonic clock (see `StepTiming`). A
     /// reading for outer layers (the front door's tier-0 histograms), never an input. Cheap
-    /// and non-blocking, as `deliveryTap`; with no tap set the clock is not read at all.
+    /// and non-blocking, as `deliveryTap`; an actor the tap does not see reads no clock for it.
     public var stepTap: (@Sendable (StepTiming) -> Void)?
+    /// The actors whose deliveries `stepTap` sees (nil: every actor). The front door times only
+    /// the orchestrator: the others then pay nothing for it on their delivery loops.
+    public var stepTapActors: Set<Address>?
     /// The task priority of each actor's drains. By default the orchestrator's run at `.high`
     /// and every other actor's at `.medium`: every task passes through the orchestrator twice
     /// (the request and its answer), so each moment it waits for a thread behind tier-2 work

@@ -108,6 +108,7 @@ public final class Server: Sendable {
             hops?.tap(record)
         }
         nodeConfiguration.stepTap = { [metrics] timing in metrics.tier0.step(timing) }
+        nodeConfiguration.stepTapActors = [.orchestrator]
         // A waiting request is answered as soon as its answer is settled (see `answerTap`),
         // one commit before the answer's record is; the committed record still feeds the
         // event streams and the metrics (`observe`).

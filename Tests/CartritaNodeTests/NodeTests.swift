@@ -85,6 +85,26 @@ final class StepTimingTests: XCTestCase {
         XCTAssertEqual(timing.actorOverhead(queuedAt: at(5)), .zero)
     }
 
+    /// A tap that names its actors sees only theirs.
+    func testTheStepTapSeesOnlyTheActorsItNames() async throws {
+        let directory = TemporaryDirectory()
+        let actors = Mutex<Set<Address>>([])
+        var configuration = NodeConfiguration()
+        configuration.stepTap = { timing in actors.withLock { _ = $0.insert(timing.actor) } }
+        configuration.stepTapActors = [.orchestrator]
+        let log = try openLog(directory)
+        defer { log.close() }
+        let (node, _) = try Node.recover(log: log, hierarchy: .standard(), configuration: configuration)
+        for index in 0..<10 {
+            let (request, mode) = Workload.standard.task(seed: 4, index: index)
+            _ = node.submit(request, from: Hierarchy.runClient, deliveryMode: mode)
+        }
+        let failure = await node.waitUntilIdle()
+        XCTAssertNil(failure)
+        await node.shutdown()
+        XCTAssertEqual(actors.withLock { $0 }, [.orchestrator])
+    }
+
     /// Live: each delivery is tapped once, after its handler, with readings in order, and the
     /// orchestrator's overhead of a task is below its whole time in the orchestrator.
     func testEveryDeliveryIsTappedOnceWithReadingsInOrder() async throws {
