@@ -36,6 +36,8 @@ actor CellHost {
     /// The drain's task priority (the orchestrator's drains run above the rest by default: see
     /// `NodeConfiguration.drainPriority`).
     nonisolated let drainPriority: TaskPriority
+    /// The drains' own thread, when `NodeConfiguration.dedicatedThreadActors` names this actor.
+    nonisolated let drainExecutor: DedicatedThreadExecutor?
     /// `NodeConfiguration.stepTap` if it sees this actor, else nil.
     let stepTap: (@Sendable (StepTiming) -> Void)?
     nonisolated let inbox: Mutex<Inbox>
@@ -52,6 +54,10 @@ actor CellHost {
         self.address = handOff.cell.address
         self.isClient = handOff.cell.address.isClient
         self.drainPriority = configuration.drainPriority(handOff.cell.address)
+        self.drainExecutor =
+            configuration.dedicatedThreadActors.contains(handOff.cell.address)
+            ? DedicatedThreadExecutor(name: "cartrita-\(handOff.cell.address.rawValue)".prefix(15).description, niceValue: configuration.dedicatedThreadNice)
+            : nil
         let tapped = configuration.stepTapActors?.contains(handOff.cell.address) ?? true
         self.stepTap = tapped ? configuration.stepTap : nil
         self.cell = handOff.cell
@@ -144,7 +150,11 @@ actor CellHost {
 
 
     nonisolated func startDrain() {
-        Task(priority: self.drainPriority) { await self.drain() }
+        if let drainExecutor {
+            Task(executorPreference: drainExecutor, priority: self.drainPriority) { await self.drain() }
+        } else {
+            Task(priority: self.drainPriority) { await self.drain() }
+        }
     }
 
     func drain() async {

@@ -53,6 +53,15 @@ public struct NodeConfiguration: Sendable {
     /// that one's. Priority decides which runnable drain gets a thread first, never what a
     /// handler does: the log's order is still the mailboxes' and the commits'.
     public var drainPriority: @Sendable (Address) -> TaskPriority = { $0 == .orchestrator ? .high : .medium }
+    /// Actors whose drains run on a thread of their own (`DedicatedThreadExecutor`) at nice
+    /// `dedicatedThreadNice`, instead of on dispatch's pool. By default the orchestrator: every
+    /// request waits behind its batches twice, and on a busy machine the pool's threads wait to
+    /// be scheduled after each commit and are preempted mid-batch (the tier-0 routing overhead's
+    /// tail). Like `drainPriority` it decides when a step runs, never what it does.
+    public var dedicatedThreadActors: Set<Address> = [.orchestrator]
+    /// The nice value of `dedicatedThreadActors`' threads (dispatch's high-priority pool runs at
+    /// -4 and -2, the rest of the process at 0). Kept when the process may not lower it.
+    public var dedicatedThreadNice: Int32 = -10
 
     public init() {}
 }

@@ -3,6 +3,7 @@ import CartritaEnvelope
 import CartritaLog
 @testable import CartritaNode
 import CartritaRuntime
+import Foundation
 import Synchronization
 import XCTest
 
@@ -103,6 +104,64 @@ final class StepTimingTests: XCTestCase {
         XCTAssertNil(failure)
         await node.shutdown()
         XCTAssertEqual(actors.withLock { $0 }, [.orchestrator])
+    }
+
+    /// The orchestrator's deliveries run on its own thread, at the configured nice value where
+    /// the process may lower it; the other actors' run on dispatch's pool.
+    func testTheOrchestratorRunsOnItsOwnThread() async throws {
+        let directory = TemporaryDirectory()
+        // Per actor: the threads (pthread ids) and nice values its deliveries ran at.
+        let seen = Mutex<[Address: (threads: Set<UInt>, nice: Set<Int32>)]>([:])
+        var configuration = NodeConfiguration()
+        configuration.dedicatedThreadNice = -3  // dispatch's own threads run at 0, -2 and -4
+        configuration.stepTap = { timing in
+            // The tap runs on the delivering actor's drain: this thread is the one that handled it.
+            let thread = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(bitPattern: UInt(pthread_self()))))
+            let nice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+            seen.withLock {
+                $0[timing.actor, default: ([], [])].threads.insert(thread)
+                $0[timing.actor, default: ([], [])].nice.insert(nice)
+            }
+        }
+        let log = try openLog(directory)
+        defer { log.close() }
+        let (node, _) = try Node.recover(log: log, hierarchy: .standard(), configuration: configuration)
+        for index in 0..<30 {
+            let (request, mode) = Workload.standard.task(seed: 5, index: index)
+            _ = node.submit(request, from: Hierarchy.runClient, deliveryMode: mode)
+        }
+        let failure = await node.waitUntilIdle()
+        XCTAssertNil(failure)
+        await node.shutdown()
+        let seenByActor = seen.withLock { $0 }
+        let orchestrator = try XCTUnwrap(seenByActor[.orchestrator])
+        XCTAssertEqual(orchestrator.threads.count, 1, "one thread, kept while busy")
+        if geteuid() == 0 { XCTAssertEqual(orchestrator.nice, [-3]) }
+        XCTAssertGreaterThan(seenByActor.count, 3)
+        for (actor, other) in seenByActor where actor != .orchestrator {
+            XCTAssertTrue(other.threads.isDisjoint(with: orchestrator.threads), "\(actor) ran on the orchestrator's thread")
+            XCTAssertFalse(other.nice.contains(-3), "\(actor) ran at the orchestrator's nice")
+        }
+    }
+
+    /// The thread ends when idle and starts again for the next job: no thread outlives its use,
+    /// and no job waits for a thread that is gone.
+    func testTheDedicatedThreadEndsWhenIdleAndComesBack() async throws {
+        // A positive nice needs no privilege, and no pool thread runs at it.
+        let executor = DedicatedThreadExecutor(name: "cartrita-test", niceValue: 5, idleExitSeconds: 0.05)
+        XCTAssertFalse(executor.isThreadRunning)
+        for round in 0..<3 {
+            let nice = await Task(executorPreference: executor) {
+                getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+            }.value
+            XCTAssertEqual(nice, 5, "round \(round): the job ran on the executor's thread")
+            var waitedMilliseconds = 0
+            while executor.isThreadRunning, waitedMilliseconds < 5_000 {
+                try await Task.sleep(nanoseconds: 10_000_000)
+                waitedMilliseconds += 10
+            }
+            XCTAssertFalse(executor.isThreadRunning, "round \(round): the idle thread ended")
+        }
     }
 
     /// Live: each delivery is tapped once, after its handler, with readings in order, and the
