@@ -163,6 +163,32 @@ public final class EventLog: @unchecked Sendable {
         self.writer?.stop()
     }
 
+    /// Code the writer's thread runs around the answers it gives: before it resumes the
+    /// appenders of a committed batch (or answers a snapshot or a barrier), and after. What it is
+    /// for: an executor whose jobs the writer's thread may run right after answering
+    /// (`CartritaNode`'s `DedicatedThreadExecutor`), so the actor it serves goes on at once, on a
+    /// thread that is already awake, instead of waiting for its own thread to be scheduled.
+    /// Both run on the writer's thread with no lock of the log held; they must not wait for the
+    /// writer (close the log, flush and wait), or it would wait for itself.
+    public struct AnswerHook: Sendable {
+        public var willAnswer: @Sendable () -> Void
+        public var didAnswer: @Sendable () -> Void
+
+        public init(willAnswer: @escaping @Sendable () -> Void, didAnswer: @escaping @Sendable () -> Void) {
+            self.willAnswer = willAnswer
+            self.didAnswer = didAnswer
+        }
+    }
+
+    /// Adds `hook`; the token removes it. A read-only log has no writer: nothing runs.
+    public func addAnswerHook(_ hook: AnswerHook) -> UInt64 {
+        self.writer?.answerHooks.add(hook) ?? 0
+    }
+
+    public func removeAnswerHook(_ token: UInt64) {
+        self.writer?.answerHooks.remove(token)
+    }
+
     /// Size on disk of the log's data file in `folder` (0 when there is none). Reopening maps at
     /// least this much, `stat` reports it, the benchmark divides it by the record count.
     public static func dataFileBytes(in folder: String) -> Int {

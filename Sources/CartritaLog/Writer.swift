@@ -56,6 +56,7 @@ final class LogWriter: @unchecked Sendable {
     /// pins old pages, so the file would grow without bound).
     static let readerCheckInterval = Duration.seconds(30)
     let recordWriter = MsgPackWriter(initialCapacityBytes: 1 << 16)
+    let answerHooks = AnswerHooks()
 
     /// Published for readers on other threads (`EventLog.lastSeq`, `EventLog.writerMetrics`).
     let published = NSLock()
@@ -273,7 +274,10 @@ final class LogWriter: @unchecked Sendable {
                 self.metrics.commitNanoseconds += commitNanoseconds
                 self.metrics.maxCommitNanoseconds = max(self.metrics.maxCommitNanoseconds, commitNanoseconds)
                 self.published.unlock()
+                let hooks = self.answerHooks.current()
+                for hook in hooks { hook.willAnswer() }
                 for (record, result) in zip(batch, results) { record.completion?(result) }
+                for hook in hooks { hook.didAnswer() }
                 if self.pendingIndex.count >= self.configuration.maxIndexLagRecords {
                     self.applyIndexes(limit: self.configuration.maxIndexLagRecords)
                 }
@@ -281,7 +285,12 @@ final class LogWriter: @unchecked Sendable {
                 self.committedBytesSinceRelease += bytes
                 self.releaseMappedPagesIfDue(idle: false)
             }
-            if let other { self.perform(other) }
+            if let other {
+                let hooks = self.answerHooks.current()
+                for hook in hooks { hook.willAnswer() }
+                self.perform(other)
+                for hook in hooks { hook.didAnswer() }
+            }
         }
     }
 
@@ -549,5 +558,37 @@ extension Duration {
     var nanoseconds: Int64 {
         let parts = self.components
         return parts.seconds * 1_000_000_000 + parts.attoseconds / 1_000_000_000
+    }
+}
+
+/// `EventLog.addAnswerHook`'s list, read by the writer once per batch.
+final class AnswerHooks: @unchecked Sendable {
+    private let lock = NSLock()
+    private var hooks: [(token: UInt64, hook: EventLog.AnswerHook)] = []
+    private var nextToken: UInt64 = 1
+    /// What the writer runs, kept apart so that reading it per batch copies nothing when empty.
+    private var snapshot: [EventLog.AnswerHook] = []
+
+    func add(_ hook: EventLog.AnswerHook) -> UInt64 {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        let token = self.nextToken
+        self.nextToken += 1
+        self.hooks.append((token, hook))
+        self.snapshot = self.hooks.map(\.hook)
+        return token
+    }
+
+    func remove(_ token: UInt64) {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        self.hooks.removeAll { $0.token == token }
+        self.snapshot = self.hooks.map(\.hook)
+    }
+
+    func current() -> [EventLog.AnswerHook] {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        return self.snapshot
     }
 }

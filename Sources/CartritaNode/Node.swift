@@ -62,6 +62,9 @@ public struct NodeConfiguration: Sendable {
     /// The nice value of `dedicatedThreadActors`' threads (dispatch's high-priority pool runs at
     /// -4 and -2, the rest of the process at 0). Kept when the process may not lower it.
     public var dedicatedThreadNice: Int32 = -10
+    /// Whether the log's writer runs `dedicatedThreadActors`' steps itself right after it has
+    /// answered their appends, instead of waking their thread (see `DedicatedThreadExecutor`).
+    public var writerResumesDedicatedActors = true
 
     public init() {}
 }
@@ -170,6 +173,8 @@ public final class Node: Sendable {
     let failure = Mutex<EventLogError?>(nil)
     let ids = Mutex<(UUIDv7Generator, SystemEntropy)>((UUIDv7Generator(), SystemEntropy()))
     let observer: (@Sendable (Address, Envelope, UInt64) -> Void)?
+    /// `EventLog.addAnswerHook` tokens of the dedicated actors' executors, removed at deinit.
+    let answerHookTokens: [UInt64]
 
     /// Tag of the id of a refusal the runtime sends for message X: `X.id.derived(tag:)`.
     public static let refusalTag: UInt64 = 0x7265_6675_7365_6400
@@ -195,6 +200,9 @@ public final class Node: Sendable {
             hosts[cell.address] = CellHost(cell: CellHandOff(cell), sent: sent, configuration: configuration)
         }
         self.hosts = hosts
+        self.answerHookTokens =
+            configuration.writerResumesDedicatedActors
+            ? self.addresses.compactMap { hosts[$0]?.drainExecutor }.map { log.addAnswerHook($0.answerHook) } : []
         box.node = self
         for host in hosts.values { host.attach(self) }
         self.timers.start()
@@ -202,6 +210,7 @@ public final class Node: Sendable {
 
     deinit {
         self.timers.stop()
+        for token in self.answerHookTokens { self.log.removeAnswerHook(token) }
     }
 
     /// Starts again what recovery found owed: messages sent but not delivered, timers not fired.

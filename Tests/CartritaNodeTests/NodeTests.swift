@@ -107,40 +107,51 @@ final class StepTimingTests: XCTestCase {
     }
 
     /// The orchestrator's deliveries run on its own thread, at the configured nice value where
-    /// the process may lower it; the other actors' run on dispatch's pool.
-    func testTheOrchestratorRunsOnItsOwnThread() async throws {
-        let directory = TemporaryDirectory()
-        // Per actor: the threads (pthread ids) and nice values its deliveries ran at.
-        let seen = Mutex<[Address: (threads: Set<UInt>, nice: Set<Int32>)]>([:])
-        var configuration = NodeConfiguration()
-        configuration.dedicatedThreadNice = -3  // dispatch's own threads run at 0, -2 and -4
-        configuration.stepTap = { timing in
-            // The tap runs on the delivering actor's drain: this thread is the one that handled it.
-            let thread = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(bitPattern: UInt(pthread_self()))))
-            let nice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
-            seen.withLock {
-                $0[timing.actor, default: ([], [])].threads.insert(thread)
-                $0[timing.actor, default: ([], [])].nice.insert(nice)
+    /// the process may lower it, or on the log's writer right after it answered them; never on
+    /// dispatch's pool with the other actors.
+    func testTheOrchestratorRunsOnItsOwnThreadOrTheWriters() async throws {
+        for writerResumes in [false, true] {
+            let directory = TemporaryDirectory()
+            // Per actor: the threads (pthread ids) and nice values its deliveries ran at.
+            let seen = Mutex<[Address: (threads: Set<UInt>, nice: Set<Int32>)]>([:])
+            var configuration = NodeConfiguration()
+            configuration.dedicatedThreadNice = -3  // dispatch's own threads run at 0, -2 and -4
+            configuration.writerResumesDedicatedActors = writerResumes
+            configuration.stepTap = { timing in
+                // The tap runs on the delivering actor's drain: this thread is the one that handled it.
+                let thread = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(bitPattern: UInt(pthread_self()))))
+                let nice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+                seen.withLock {
+                    $0[timing.actor, default: ([], [])].threads.insert(thread)
+                    $0[timing.actor, default: ([], [])].nice.insert(nice)
+                }
             }
-        }
-        let log = try openLog(directory)
-        defer { log.close() }
-        let (node, _) = try Node.recover(log: log, hierarchy: .standard(), configuration: configuration)
-        for index in 0..<30 {
-            let (request, mode) = Workload.standard.task(seed: 5, index: index)
-            _ = node.submit(request, from: Hierarchy.runClient, deliveryMode: mode)
-        }
-        let failure = await node.waitUntilIdle()
-        XCTAssertNil(failure)
-        await node.shutdown()
-        let seenByActor = seen.withLock { $0 }
-        let orchestrator = try XCTUnwrap(seenByActor[.orchestrator])
-        XCTAssertEqual(orchestrator.threads.count, 1, "one thread, kept while busy")
-        if geteuid() == 0 { XCTAssertEqual(orchestrator.nice, [-3]) }
-        XCTAssertGreaterThan(seenByActor.count, 3)
-        for (actor, other) in seenByActor where actor != .orchestrator {
-            XCTAssertTrue(other.threads.isDisjoint(with: orchestrator.threads), "\(actor) ran on the orchestrator's thread")
-            XCTAssertFalse(other.nice.contains(-3), "\(actor) ran at the orchestrator's nice")
+            let log = try openLog(directory, durability: .durable)
+            defer { log.close() }
+            let (node, _) = try Node.recover(log: log, hierarchy: .standard(), configuration: configuration)
+            for index in 0..<30 {
+                let (request, mode) = Workload.standard.task(seed: 5, index: index)
+                _ = node.submit(request, from: Hierarchy.runClient, deliveryMode: mode)
+            }
+            let failure = await node.waitUntilIdle()
+            XCTAssertNil(failure)
+            await node.shutdown()
+            let seenByActor = seen.withLock { $0 }
+            let orchestrator = try XCTUnwrap(seenByActor[.orchestrator])
+            let executor = try XCTUnwrap(node.hosts[.orchestrator]?.drainExecutor)
+            if writerResumes {
+                XCTAssertGreaterThan(executor.jobsRunByWriter, 0, "the writer ran the orchestrator's steps")
+                XCTAssertLessThanOrEqual(orchestrator.threads.count, 2, "its own thread and the writer's")
+            } else {
+                XCTAssertEqual(executor.jobsRunByWriter, 0)
+                XCTAssertEqual(orchestrator.threads.count, 1, "one thread, kept while busy")
+                if geteuid() == 0 { XCTAssertEqual(orchestrator.nice, [-3]) }
+            }
+            XCTAssertGreaterThan(seenByActor.count, 3)
+            for (actor, other) in seenByActor where actor != .orchestrator {
+                XCTAssertTrue(other.threads.isDisjoint(with: orchestrator.threads), "\(actor) ran on the orchestrator's thread")
+                XCTAssertFalse(other.nice.contains(-3), "\(actor) ran at the orchestrator's nice")
+            }
         }
     }
 
