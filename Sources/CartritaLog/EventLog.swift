@@ -169,12 +169,14 @@ public final class EventLog: @unchecked Sendable {
     /// (`CartritaNode`'s `DedicatedThreadExecutor`), so the actor it serves goes on at once, on a
     /// thread that is already awake, instead of waiting for its own thread to be scheduled.
     /// Both run on the writer's thread with no lock of the log held; they must not wait for the
-    /// writer (close the log, flush and wait), or it would wait for itself.
+    /// writer (close the log, flush and wait), or it would wait for itself. `didAnswer` is told
+    /// how many records wait for the writer's next commit: what it does delays them, so with a
+    /// backlog it should leave its work to another thread.
     public struct AnswerHook: Sendable {
         public var willAnswer: @Sendable () -> Void
-        public var didAnswer: @Sendable () -> Void
+        public var didAnswer: @Sendable (_ queuedRecords: Int) -> Void
 
-        public init(willAnswer: @escaping @Sendable () -> Void, didAnswer: @escaping @Sendable () -> Void) {
+        public init(willAnswer: @escaping @Sendable () -> Void, didAnswer: @escaping @Sendable (_ queuedRecords: Int) -> Void) {
             self.willAnswer = willAnswer
             self.didAnswer = didAnswer
         }

@@ -277,7 +277,10 @@ final class LogWriter: @unchecked Sendable {
                 let hooks = self.answerHooks.current()
                 for hook in hooks { hook.willAnswer() }
                 for (record, result) in zip(batch, results) { record.completion?(result) }
-                for hook in hooks { hook.didAnswer() }
+                if !hooks.isEmpty {
+                    let queued = self.queuedRecordsNow()
+                    for hook in hooks { hook.didAnswer(queued) }
+                }
                 if self.pendingIndex.count >= self.configuration.maxIndexLagRecords {
                     self.applyIndexes(limit: self.configuration.maxIndexLagRecords)
                 }
@@ -289,9 +292,18 @@ final class LogWriter: @unchecked Sendable {
                 let hooks = self.answerHooks.current()
                 for hook in hooks { hook.willAnswer() }
                 self.perform(other)
-                for hook in hooks { hook.didAnswer() }
+                if !hooks.isEmpty {
+                    let queued = self.queuedRecordsNow()
+                    for hook in hooks { hook.didAnswer(queued) }
+                }
             }
         }
+    }
+
+    func queuedRecordsNow() -> Int {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        return self.queuedRecords
     }
 
     func perform(_ request: Request) {

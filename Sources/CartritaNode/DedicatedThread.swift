@@ -97,17 +97,23 @@ final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
                 self.writerWillRun = true
                 self.condition.unlock()
             },
-            didAnswer: { [weak self] in self?.runQueuedOnWriter() })
+            didAnswer: { [weak self] queuedRecords in self?.runQueuedOnWriter(queuedRecords: queuedRecords) })
     }
 
     /// Most rounds the writer runs: a job it runs usually queues the next one at once (the hop
     /// back onto the actor after the log's answer), which it takes too, and the round after
     /// finds nothing. The bound keeps a busy actor from holding the writer's thread.
     static let maxWriterRounds = 4
+    /// With more records than this waiting for the writer's next commit, the writer leaves the
+    /// actor to its own thread: under a backlog the writer is the bottleneck, and a large batch
+    /// handled on it (hundreds of messages at a few microseconds each) would hold every other
+    /// actor's commit back.
+    static let maxWriterBacklogRecords = 256
 
-    private func runQueuedOnWriter() {
+    private func runQueuedOnWriter(queuedRecords: Int) {
         let executor = self.asUnownedTaskExecutor()
-        for _ in 0..<Self.maxWriterRounds {
+        let rounds = queuedRecords > Self.maxWriterBacklogRecords ? 0 : Self.maxWriterRounds
+        for _ in 0..<rounds {
             self.condition.lock()
             let queued = self.jobs
             self.jobs = []
@@ -120,7 +126,7 @@ final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
             self.condition.unlock()
             for job in queued { job.runSynchronously(on: executor) }
         }
-        // Still busy: the actor's own thread goes on.
+        // Still busy, or the writer is behind: the actor's own thread goes on.
         self.condition.lock()
         self.writerWillRun = false
         var start = false

@@ -155,6 +155,29 @@ final class StepTimingTests: XCTestCase {
         }
     }
 
+    /// The log's writer runs the jobs queued while it answered, unless records wait for its
+    /// next commit past `maxWriterBacklogRecords`: then the actor's own thread does.
+    func testTheWriterRunsTheJobsUnlessItIsBehind() async throws {
+        let executor = DedicatedThreadExecutor(name: "cartrita-test", niceValue: 5, idleExitSeconds: 0.05)
+        let hook = executor.answerHook
+        for (backlog, runByWriter) in [(0, 1), (DedicatedThreadExecutor.maxWriterBacklogRecords + 1, 0), (10, 1)] {
+            let before = executor.jobsRunByWriter
+            hook.willAnswer()
+            // Queued while the writer answers: no thread is woken for it.
+            let task = Task(executorPreference: executor) { getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0) }
+            // The writer's side, on a thread of its own as the writer's is.
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                Thread.detachNewThread {
+                    hook.didAnswer(backlog)
+                    done.resume()
+                }
+            }
+            let nice = await task.value
+            XCTAssertEqual(executor.jobsRunByWriter - before, runByWriter, "backlog \(backlog)")
+            if runByWriter == 0 { XCTAssertEqual(nice, 5, "backlog \(backlog): the actor's own thread ran it") }
+        }
+    }
+
     /// The thread ends when idle and starts again for the next job: no thread outlives its use,
     /// and no job waits for a thread that is gone.
     func testTheDedicatedThreadEndsWhenIdleAndComesBack() async throws {
