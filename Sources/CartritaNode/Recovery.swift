@@ -168,6 +168,13 @@ public struct Recovery {
     struct TimerKey: Hashable {
         var owner: Address
         var correlation: MessageID
+
+        /// The table hashes the correlation id only (`MessageID`'s one multiply): hashing the
+        /// owner's text with SipHash cost more than the rest of the lookup, and an actor's timers
+        /// are told apart by their correlation already. Equal keys still hash equal (`==` also
+        /// compares the owner).
+        func _rawHashValue(seed: Int) -> Int { self.correlation._rawHashValue(seed: seed) }
+        func hash(into hasher: inout Hasher) { hasher.combine(self.correlation) }
     }
 
     /// Returns the rebuilt cells and the report. A divergence stops the replay where it is found
@@ -220,10 +227,10 @@ public struct Recovery {
         // Each actor once, by address: its cell, where its snapshot left it, whether it is a
         // client. One lookup per address instead of three: a lookup hashes the address's text,
         // and the scan asks for a record's sender and its recipient.
-        var actors: [Address: ReplayedActor] = [:]
+        var actors: [ActorKey: ReplayedActor] = [:]
         actors.reserveCapacity(cells.count)
-        for cell in cells where actors[cell.address] == nil {
-            actors[cell.address] = ReplayedActor(cell: cell, coveredSeq: snapshotSeq[cell.address] ?? 0, isClient: cell.address.isClient)
+        for cell in cells where actors[ActorKey(cell.address)] == nil {
+            actors[ActorKey(cell.address)] = ReplayedActor(cell: cell, coveredSeq: snapshotSeq[cell.address] ?? 0, isClient: cell.address.isClient)
         }
         var cancelled: Set<MessageID> = []
         var deferred: [MessageID: Deferred] = [:]
@@ -234,7 +241,7 @@ public struct Recovery {
             let envelope = record.envelope
             // Was this message made by a handler that is being replayed? Then replay must
             // have made it too, identically.
-            if !matched, let sender = actors[envelope.sender], !sender.isClient, seq > sender.coveredSeq {
+            if !matched, let sender = actors[ActorKey(envelope.sender)], !sender.isClient, seq > sender.coveredSeq {
                 if let parent = envelope.parentID, envelope.id == parent.derived(tag: Node.refusalTag) {
                     // The runtime's own refusal on the sender's behalf: an input.
                 } else if let parent = envelope.parentID, let skipped = deferred[parent], skipped.cell === sender.cell {
@@ -255,7 +262,7 @@ public struct Recovery {
                     return false
                 }
             }
-            guard let recipient = actors[envelope.recipient], seq > recipient.coveredSeq else { return true }
+            guard let recipient = actors[ActorKey(envelope.recipient)], seq > recipient.coveredSeq else { return true }
             let cell = recipient.cell
             let context = DeliveryContext(
                 seq: seq, clockMilliseconds: record.header.clockMilliseconds, entropy: record.header.entropy, buggify: self.buggify)
@@ -298,7 +305,7 @@ public struct Recovery {
         // the checker reads them from the batch, which it is handed whole.
         func replay(_ seq: UInt64, storedAt index: Int, of batch: ReplayBatch, _ peek: RecordPeek) -> Bool {
             if let copy = expected.takeOnly(peek.id) {
-                if let sender = actors[copy.envelope.sender], !sender.isClient, seq > sender.coveredSeq {
+                if let sender = actors[ActorKey(copy.envelope.sender)], !sender.isClient, seq > sender.coveredSeq {
                     checks.append(StoredCheck(index: index, copy: copy))
                     return replay(seq, LogRecord(header: peek.header, envelope: copy.envelope), matched: true)
                 }
@@ -446,6 +453,42 @@ extension Envelope {
 }
 
 // MARK: - Checking optimistic deliveries
+
+/// An address as the replay scan's table of actors keys it. The scan looks up two addresses per
+/// record, and `Address`'s own hash (SipHash over its text, seeded and finalized) cost more than
+/// the rest of each lookup. This one mixes the text's length and its first and last eight bytes
+/// (addresses differ there: `agent.datasage.1@v1.0` and `…2@v1.0` in the last ones) with one
+/// multiply; `==` still compares the whole text, so a collision costs a compare, never a wrong
+/// actor. (Bytes decide the hash where `==` is Unicode's canonical equivalence: the table's keys
+/// are the hierarchy's addresses, valid ones, `[a-z0-9._-]` and `@v`, and no other text is
+/// canonically equivalent to such text, since no character decomposes to one of those. So an
+/// address equal to a key has its very bytes, and its hash.)
+struct ActorKey: Hashable {
+    var address: Address
+
+    init(_ address: Address) { self.address = address }
+
+    static func == (lhs: ActorKey, rhs: ActorKey) -> Bool { lhs.address == rhs.address }
+
+    func _rawHashValue(seed: Int) -> Int {
+        var text = self.address.rawValue
+        let (first, last, count) = text.withUTF8 { bytes -> (UInt64, UInt64, Int) in
+            let count = bytes.count
+            guard count >= 8 else {
+                var small: UInt64 = 0
+                for byte in bytes { small = small << 8 | UInt64(byte) }
+                return (small, 0, count)
+            }
+            let raw = UnsafeRawBufferPointer(bytes)
+            return (raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), raw.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self), count)
+        }
+        let key = UInt64(bitPattern: Int64(seed))
+        let product = (first ^ key ^ 0xA076_1D64_78BD_642F ^ UInt64(count)).multipliedFullWidth(by: last ^ (key &* 0xE703_7ED1_A0B4_28DB) ^ 0x8EBC_6AF0_9C88_C6E3)
+        return Int(bitPattern: UInt(truncatingIfNeeded: product.high ^ product.low))
+    }
+
+    func hash(into hasher: inout Hasher) { hasher.combine(self._rawHashValue(seed: 0)) }
+}
 
 /// One actor as the replay scan sees it.
 struct ReplayedActor {

@@ -45,8 +45,8 @@ extension ReplayEntry {
     /// A stored record's peek; nil for a decoded one. Read in place: matching the whole entry
     /// (`case .stored(_, let peek)`) copies it, a retain and a release of the record's bytes
     /// on the replay thread for every record.
-    @inline(__always)
-    var storedPeek: RecordPeek? {
+    @inlinable
+    public var storedPeek: RecordPeek? {
         guard case .stored(_, let peek) = self else { return nil }
         return peek
     }

@@ -45,7 +45,13 @@ public struct RoutingTable: Hashable, Sendable {
 
     /// The supervisor for `taskType`, or nil: the orchestrator then answers `unknown_task_type`.
     public func supervisor(forTaskType taskType: String) -> Address? {
-        self.routes.first { taskType.hasPrefix($0.prefix) && taskType.utf8.count > $0.prefix.utf8.count }?.supervisor
+        // First bytes first: most routes differ there, and `hasPrefix` costs a call to memcmp.
+        // A prefix is ASCII (`init` checks), and no other text is canonically equivalent to
+        // ASCII `[a-z0-9._-]`, so a task type whose first byte differs never has the prefix.
+        let first = taskType.utf8.first
+        return self.routes.first {
+            $0.prefix.utf8.first == first && taskType.hasPrefix($0.prefix) && taskType.utf8.count > $0.prefix.utf8.count
+        }?.supervisor
     }
 
     /// The terminal answer for a task type no route takes.

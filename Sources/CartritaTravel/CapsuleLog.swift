@@ -23,6 +23,8 @@ final class CapsuleLog: ReplayableLog {
     }
 
     private let source: Source
+    /// Streamed: the senders whose records the stream hands out stored (the others it decodes).
+    private var streamedStoredSenders: Set<Address> = []
     /// Each record's seq, in capsule order (ascending: `Capsule.decode` checks it).
     private let seqs: [UInt64]
     private let snapshots: [String: Snapshot]
@@ -64,6 +66,7 @@ final class CapsuleLog: ReplayableLog {
     init(streaming capsule: Capsule, storedSenders: [Address] = []) {
         let stream = CapsuleRecordStream(records: capsule.records, inputs: capsule.inputs, storedSenders: storedSenders)
         self.source = .streamed(stream, entries: capsule.records)
+        self.streamedStoredSenders = Set(storedSenders)
         self.seqs = capsule.records.map(\.seq)
         self.snapshots = Self.byActor(capsule.snapshots)
         self.ids.reserveCapacity(capsule.records.count)
@@ -101,15 +104,16 @@ final class CapsuleLog: ReplayableLog {
             self.drained = true
             return nil
         }
-        for (seq, entry) in batch {
-            precondition(self.seqs[self.taken] == seq, "the stream hands out the capsule's records in order")
-            switch entry {
-            case .decoded(let record):
-                self.ids.append(record.envelope.id)
-                self.correlations.append(record.envelope.correlationID)
-            case .stored(_, let peek):
+        // By index, the peek read in place: `for (seq, entry) in batch` would copy (retain and
+        // release) every record on the replay's thread.
+        for index in batch.indices {
+            precondition(self.seqs[self.taken] == batch[index].seq, "the stream hands out the capsule's records in order")
+            if let peek = batch[index].entry.storedPeek {
                 self.ids.append(peek.id)
                 self.correlations.append(peek.correlationID)
+            } else if case .decoded(let record) = batch[index].entry {
+                self.ids.append(record.envelope.id)
+                self.correlations.append(record.envelope.correlationID)
             }
             self.taken += 1
         }
@@ -305,7 +309,12 @@ final class CapsuleLog: ReplayableLog {
         let senders = storedSenders.map { Array($0.rawValue.utf8) }
         let decoder = EnvelopeDecoder(limits: CodecLimits.default)
         var failure: EventLogError?
+        // Every sender the stream stores is one recovery takes stored (the usual case: both are
+        // the replayed actors): then every batch is admitted as it is, without a look at each
+        // record's sender and a copy of the batch on the replay's thread.
+        let admitsAll = self.streamedStoredSenders.isSubset(of: Set(storedSenders))
         func admit(_ batch: ReplayBatch) -> ReplayBatch? {
+            if admitsAll { return batch }
             var result = batch
             for (position, item) in batch.enumerated() {
                 guard case .stored(let bytes, let peek) = item.entry else { continue }
