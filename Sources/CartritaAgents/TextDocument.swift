@@ -179,6 +179,9 @@ struct TextDocument {
     /// and only a new key is copied (into the interner and one String).
     mutating func wordsASCII(_ bytes: [UInt8], _ range: Range<Int>) -> [Word] {
         var words: [Word] = []
+        // English words average five letters and a space: room for that many at once, instead
+        // of growing the array four or five times per sentence.
+        words.reserveCapacity(range.count / 6 + 1)
         bytes.withUnsafeBufferPointer { text in
             let end = range.upperBound
             var index = range.lowerBound

@@ -38,12 +38,18 @@ enum Fields {
 public final class EnvelopeEncoder {
     public let writer: MsgPackWriter
     public let limits: CodecLimits
+    /// Bytes of task results already written, reused when the same result is written again (see
+    /// `ResultBytes`); nil unless asked for.
+    let resultBytes: ResultBytes?
 
     /// `initialCapacityBytes`: the writer's first buffer (it grows as needed); a caller that
     /// gathers many envelopes in it (`append`) starts it at the size it flushes at.
-    public init(limits: CodecLimits = .default, initialCapacityBytes: Int = 4096) {
+    /// `reusesResultBytes`: for a caller that encodes the same answers again and again as they
+    /// travel up the hierarchy (the simulator's trace digest); the bytes are the same either way.
+    public init(limits: CodecLimits = .default, initialCapacityBytes: Int = 4096, reusesResultBytes: Bool = false) {
         self.writer = MsgPackWriter(initialCapacityBytes: initialCapacityBytes)
         self.limits = limits
+        self.resultBytes = reusesResultBytes ? ResultBytes() : nil
     }
 
     /// The envelope as a standalone msgpack map.
@@ -231,7 +237,7 @@ public final class EnvelopeEncoder {
             w.write(response.status.rawValue)
             if let result = response.result {
                 w.writeKey("result")
-                w.write(result)
+                if let resultBytes = self.resultBytes { resultBytes.write(result, to: w) } else { w.write(result) }
             }
             if let metrics = response.metrics {
                 w.writeKey("metrics")

@@ -277,7 +277,19 @@ public final class MsgPackWriter {
     }
 
     public func write(_ value: MCPValue) {
-        switch value {
+        withUnsafePointer(to: value) { self.write(valueAt: $0) }
+    }
+
+    /// Where a map entry's value lies within the entry, for `write(valueAt:)`.
+    static let mapEntryValueOffset = MemoryLayout<MCPValue.MapEntry>.offset(of: \MCPValue.MapEntry.value)!
+
+    /// Writes the value in place, reached through a pointer into its container's buffer. Passing
+    /// each element by value made the compiler copy it for the call (an outlined copy and
+    /// destroy of the enum per element, with a retain and a release of its storage), which was
+    /// most of the cost of writing a task's parameters and an agent's result: the container's
+    /// buffer is kept alive by the one copy the `switch` makes of the container itself.
+    func write(valueAt value: UnsafePointer<MCPValue>) {
+        switch value.pointee {
         case .null: self.writeNil()
         case .bool(let flag): self.write(flag)
         case .int(let number): self.write(number)
@@ -288,18 +300,19 @@ public final class MsgPackWriter {
         case .binary(let bytes): self.writeBinary(bytes)
         case .array(let items):
             self.writeArrayHeader(items.count)
-            // Through the buffer, not `for item in items`: the iterator hands out owned copies
-            // (a retain and a release of every element's storage), which was most of the cost
-            // of writing a task's parameters.
             items.withUnsafeBufferPointer { items in
-                for index in items.indices { self.write(items[index]) }
+                guard let base = items.baseAddress else { return }
+                for index in 0..<items.count { self.write(valueAt: base + index) }
             }
         case .map(let entries):
             self.writeMapHeader(entries.count)
             entries.withUnsafeBufferPointer { entries in
-                for index in entries.indices {
-                    self.write(entries[index].key)
-                    self.write(entries[index].value)
+                guard let base = entries.baseAddress else { return }
+                let valueOffset = Self.mapEntryValueOffset
+                for index in 0..<entries.count {
+                    let entry = base + index
+                    self.write(entry.pointee.key)
+                    self.write(valueAt: (UnsafeRawPointer(entry) + valueOffset).assumingMemoryBound(to: MCPValue.self))
                 }
             }
         }

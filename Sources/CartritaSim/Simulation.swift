@@ -686,7 +686,8 @@ public final class Simulation {
         }
         self.synced(upTo: seq)
         let delivery = cell.deliver(envelope, DeliveryContext(seq: seq, clockMilliseconds: clock, entropy: entropy, buggify: self.buggify))
-        if case .taskError(let error) = envelope.payload, error.code == .agentCrashed, envelope.sender.isAgent {
+        // The sender first: reading `payload` copies it (see `report`), and few senders are agents.
+        if envelope.sender.isAgent, case .taskError(let error) = envelope.payload, error.code == .agentCrashed {
             self.count(.agentCrash)
         }
         self.traceDelivery(seq: seq, envelope: envelope, delivery: delivery)
@@ -724,7 +725,8 @@ public final class Simulation {
     /// crashes the same deliveries.
     func entropy(for envelope: Envelope, at position: Int) -> UInt64 {
         var entropy = self.random.next64()
-        guard self.crashesPerMillion > 0, case .taskRequest = envelope.payload, self.cellIsAgent[position] else { return entropy }
+        // The payload last: reading it copies it (see `report`).
+        guard self.crashesPerMillion > 0, self.cellIsAgent[position], case .taskRequest = envelope.payload else { return entropy }
         let storm = self.storming(position)
         guard storm || !self.configuredFaults.contains(.agentCrash) else { return entropy }
         // At 2% a crash takes ~50 draws; bounded in any case.
@@ -793,6 +795,11 @@ public final class Simulation {
         let records = self.log.records
         for position in records.indices {
             let envelope = records[position].envelope  // not the whole record: 72 bytes of header each
+            // Only messages to or from an agent matter, and the addresses say so without reading
+            // the payload: `payload` copies it out of the envelope (a large enum, with a retain of
+            // each of its strings and arrays), which for every record of the log was most of
+            // this pass.
+            guard envelope.recipient.isAgent || envelope.sender.isAgent else { continue }
             switch envelope.payload {
             case .taskRequest where envelope.recipient.isAgent:
                 agentRequests.append((envelope.id, envelope.correlationID))

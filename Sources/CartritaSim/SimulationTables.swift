@@ -218,7 +218,8 @@ final class TraceDigest {
     // access, several per delivery. The simulation runs on one thread, and nothing hands out an
     // inout reference to it.
     @exclusivity(unchecked) private var hash = SHA256()
-    private let encoder = EnvelopeEncoder(initialCapacityBytes: TraceDigest.bufferBytes + 4_096)
+    /// Reuses the bytes of results it wrote before: an answer is traced at each tier it passes.
+    private let encoder = EnvelopeEncoder(initialCapacityBytes: TraceDigest.bufferBytes + 4_096, reusesResultBytes: true)
     private var writer: MsgPackWriter { self.encoder.writer }
 
     init() {}
