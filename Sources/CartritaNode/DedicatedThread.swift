@@ -18,16 +18,16 @@ import Foundation
 /// executor its task prefers, so the actor's isolation is still the actor's own. Jobs of other
 /// tasks that call the actor keep running where they are.
 ///
-/// The log's writer may run its jobs too (`answerHook`, `NodeConfiguration.writerResumesDedicatedActors`):
-/// the writer resumes the actor when its batch is committed, and then, instead of waking this
-/// thread and waiting for the kernel to schedule it (tens of microseconds at the median, up to
-/// a millisecond at p99 on a busy 2-core machine), runs the actor's next steps itself, on a thread
-/// that is awake already. The actor's handling of a batch is short (a few microseconds a
+/// The log's writer may run its jobs too (`answerHook`,
+/// `NodeConfiguration.writerResumesDedicatedActors`): the writer resumes the actor when its
+/// batch is committed, and then, instead of waking this thread and waiting for the kernel to
+/// schedule it (tens of microseconds at the median, up to a millisecond at p99 on a busy 2-core
+/// machine), runs the actor's next steps itself, on a thread that is awake already. The actor's handling of a batch is short (a few microseconds a
 /// message) next to a commit, and the writer's next batch gathers appends meanwhile.
 ///
-/// The thread ends after `idleExitSeconds` (default 1) without work and starts again on the next job, so a
-/// node that stops (tests open hundreds) leaves no thread behind and a late job never waits
-/// for a thread that is gone.
+/// The thread ends after `idleExitSeconds` (default 1) without work and starts again on the
+/// next job, so a node that stops (tests open hundreds) leaves no thread behind and a late job
+/// never waits for a thread that is gone.
 final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
     let name: String
     /// The thread's nice value (lower runs first); not applied when the process may not set it.
@@ -149,6 +149,8 @@ final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
             // process's nice, which is still correct, only slower.
             _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, self.niceValue)
         #endif
+        // For top and perf until the first job: Swift's runtime renames a thread after the
+        // priority of the job it runs.
         Thread.current.name = self.name
         let executor = self.asUnownedTaskExecutor()
         var running: [UnownedJob] = []
