@@ -144,7 +144,8 @@ final class StepTimingTests: XCTestCase {
                 XCTAssertLessThanOrEqual(orchestrator.threads.count, 2, "its own thread and the writer's")
             } else {
                 XCTAssertEqual(executor.jobsRunByWriter, 0)
-                XCTAssertEqual(orchestrator.threads.count, 1, "one thread, kept while busy")
+                // One thread while busy; it may end and start again if the run idles for a second.
+                XCTAssertFalse(orchestrator.threads.isEmpty)
                 if geteuid() == 0 { XCTAssertEqual(orchestrator.nice, [-3]) }
             }
             XCTAssertGreaterThan(seenByActor.count, 3)
@@ -161,6 +162,14 @@ final class StepTimingTests: XCTestCase {
         let executor = DedicatedThreadExecutor(name: "cartrita-test", niceValue: 5, idleExitSeconds: 0.05)
         let hook = executor.answerHook
         for (backlog, runByWriter) in [(0, 1), (DedicatedThreadExecutor.maxWriterBacklogRecords + 1, 0), (10, 1)] {
+            // The actor's own thread, while up, may take a queued job first (it runs whatever it
+            // finds awake, which is as good): wait for it to end so only the writer can.
+            var waitedMilliseconds = 0
+            while executor.isThreadRunning, waitedMilliseconds < 5_000 {
+                try await Task.sleep(nanoseconds: 10_000_000)
+                waitedMilliseconds += 10
+            }
+            XCTAssertFalse(executor.isThreadRunning)
             let before = executor.jobsRunByWriter
             hook.willAnswer()
             // Queued while the writer answers: no thread is woken for it.
