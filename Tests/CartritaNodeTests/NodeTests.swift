@@ -64,6 +64,15 @@ final class NodeTests: XCTestCase {
     }
 }
 
+/// Waits (at most 5 s) for the executor's idle thread to end.
+private func waitForThreadToEnd(_ executor: DedicatedThreadExecutor) async throws {
+    var waitedMilliseconds = 0
+    while executor.isThreadRunning, waitedMilliseconds < 5_000 {
+        try await Task.sleep(nanoseconds: 10_000_000)
+        waitedMilliseconds += 10
+    }
+}
+
 /// The step tap's timings: where a delivery's time went inside its actor.
 final class StepTimingTests: XCTestCase {
     /// The arithmetic: the log's waits while the message queued (clipped to that span) and the
@@ -96,13 +105,7 @@ final class StepTimingTests: XCTestCase {
         let log = try openLog(directory)
         defer { log.close() }
         let (node, _) = try Node.recover(log: log, hierarchy: .standard(), configuration: configuration)
-        for index in 0..<10 {
-            let (request, mode) = Workload.standard.task(seed: 4, index: index)
-            _ = node.submit(request, from: Hierarchy.runClient, deliveryMode: mode)
-        }
-        let failure = await node.waitUntilIdle()
-        XCTAssertNil(failure)
-        await node.shutdown()
+        await runStandardTasks(node, count: 10, seed: 4)
         XCTAssertEqual(actors.withLock { $0 }, [.orchestrator])
     }
 
@@ -119,7 +122,7 @@ final class StepTimingTests: XCTestCase {
             configuration.writerResumesDedicatedActors = writerResumes
             configuration.stepTap = { timing in
                 // The tap runs on the delivering actor's drain: this thread is the one that handled it.
-                let thread = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(bitPattern: UInt(pthread_self()))))
+                let thread = UInt(pthread_self())
                 let nice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
                 seen.withLock {
                     $0[timing.actor, default: ([], [])].threads.insert(thread)
@@ -129,13 +132,7 @@ final class StepTimingTests: XCTestCase {
             let log = try openLog(directory, durability: .durable)
             defer { log.close() }
             let (node, _) = try Node.recover(log: log, hierarchy: .standard(), configuration: configuration)
-            for index in 0..<30 {
-                let (request, mode) = Workload.standard.task(seed: 5, index: index)
-                _ = node.submit(request, from: Hierarchy.runClient, deliveryMode: mode)
-            }
-            let failure = await node.waitUntilIdle()
-            XCTAssertNil(failure)
-            await node.shutdown()
+            await runStandardTasks(node, count: 30, seed: 5)
             let seenByActor = seen.withLock { $0 }
             let orchestrator = try XCTUnwrap(seenByActor[.orchestrator])
             let executor = try XCTUnwrap(node.hosts[.orchestrator]?.drainExecutor)
@@ -164,11 +161,7 @@ final class StepTimingTests: XCTestCase {
         for (backlog, runByWriter) in [(0, 1), (DedicatedThreadExecutor.maxWriterBacklogRecords + 1, 0), (10, 1)] {
             // The actor's own thread, while up, may take a queued job first (it runs whatever it
             // finds awake, which is as good): wait for it to end so only the writer can.
-            var waitedMilliseconds = 0
-            while executor.isThreadRunning, waitedMilliseconds < 5_000 {
-                try await Task.sleep(nanoseconds: 10_000_000)
-                waitedMilliseconds += 10
-            }
+            try await waitForThreadToEnd(executor)
             XCTAssertFalse(executor.isThreadRunning)
             let before = executor.jobsRunByWriter
             hook.willAnswer()
@@ -198,11 +191,7 @@ final class StepTimingTests: XCTestCase {
                 getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
             }.value
             XCTAssertEqual(nice, 5, "round \(round): the job ran on the executor's thread")
-            var waitedMilliseconds = 0
-            while executor.isThreadRunning, waitedMilliseconds < 5_000 {
-                try await Task.sleep(nanoseconds: 10_000_000)
-                waitedMilliseconds += 10
-            }
+            try await waitForThreadToEnd(executor)
             XCTAssertFalse(executor.isThreadRunning, "round \(round): the idle thread ended")
         }
     }

@@ -14,13 +14,7 @@ final class ReplayPipelineTests: XCTestCase {
         do {
             let log = try openLog(directory)
             let (node, _) = try Node.recover(log: log, hierarchy: .standard())
-            for index in 0..<120 {
-                let (request, mode) = Workload.standard.task(seed: 11, index: index)
-                _ = node.submit(request, from: Hierarchy.runClient, deliveryMode: mode)
-            }
-            let failure = await node.waitUntilIdle()
-            XCTAssertNil(failure)
-            await node.shutdown()
+            await runStandardTasks(node, count: 120, seed: 11)
             log.close()
         }
         let log = try openLog(directory)

@@ -3,6 +3,7 @@ import CartritaLog
 import CartritaNode
 import Foundation
 import Synchronization
+import XCTest
 
 /// A fresh directory under /tmp (mkdtemp), removed when released.
 final class TemporaryDirectory: @unchecked Sendable {
@@ -38,6 +39,18 @@ final class Answers: Sendable {
         }
         return result
     }
+}
+
+/// Submits `count` tasks of the standard mix (`seed`) to `node`, waits until it is idle, fails
+/// the test if storage failed, and shuts the node down (the log stays open).
+func runStandardTasks(_ node: Node, count: Int, seed: UInt64, file: StaticString = #filePath, line: UInt = #line) async {
+    for index in 0..<count {
+        let (request, mode) = Workload.standard.task(seed: seed, index: index)
+        _ = node.submit(request, from: Hierarchy.runClient, deliveryMode: mode)
+    }
+    let failure = await node.waitUntilIdle()
+    XCTAssertNil(failure, file: file, line: line)
+    await node.shutdown()
 }
 
 func openLog(_ directory: TemporaryDirectory, durability: Durability = .relaxed) throws -> EventLog {
