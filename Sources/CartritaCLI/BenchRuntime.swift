@@ -74,10 +74,22 @@ struct BenchRuntime: AsyncParsableCommand {
         for (index, concurrency) in levels.enumerated() {
             let path = scratch + "/throughput-\(index)"
             let result = try await Self.measure(path: path, durability: self.durability, concurrency: concurrency, seconds: self.seconds, tasks: nil)
-            byConcurrency.append(("\(concurrency)", .object([
+            let writer = result.writer
+            let commitsPerSecond = (Double(writer.batches) / result.elapsedSeconds).rounded()
+            let recordsPerCommit = (writer.averageBatchRecords * 10).rounded() / 10
+            let commitMilliseconds = (writer.averageCommitMilliseconds * 1000).rounded() / 1000
+            // Share of the wall time the writer spent inside commits (near 1: the log is the bottleneck).
+            let commitShare = (Double(writer.commitNanoseconds) / 1e9 / result.elapsedSeconds * 100).rounded() / 100
+            let figures: [(String, JSON)] = [
                 ("tasks_per_s", .double(result.rate.rounded())), ("p50_ms", .double(result.p50)), ("p99_ms", .double(result.p99)),
                 ("tasks", .int(Int64(result.tasks))), ("messages_per_task", .double(result.messagesPerTask)),
-            ])))
+                ("log_commits_per_s", .double(commitsPerSecond)), ("records_per_commit", .double(recordsPerCommit)),
+                ("commit_ms_mean", .double(commitMilliseconds)), ("writer_commit_share", .double(commitShare)),
+                // CPU per task says more than the rate on a shared machine; cores used, how near the 2 it runs.
+                ("cpu_us_per_task", .double(result.tasks == 0 ? 0 : (result.cpuSeconds / Double(result.tasks) * 1e7).rounded() / 10)),
+                ("cpu_cores", .double((result.cpuSeconds / result.elapsedSeconds * 100).rounded() / 100)),
+            ]
+            byConcurrency.append(("\(concurrency)", .object(figures)))
             if result.rate > best.rate { best = (result.rate, result.p50, result.p99, concurrency) }
             try? FileManager.default.removeItem(atPath: path)
         }
@@ -146,6 +158,11 @@ struct BenchRuntime: AsyncParsableCommand {
         var p99: Double
         var tasks: Int
         var messagesPerTask: Double
+        /// The log writer's group commits while the workload ran: where a durable run's time goes.
+        var writer: WriterMetrics
+        var elapsedSeconds: Double
+        /// The process's CPU time while the workload ran (every thread: actors, writer, client).
+        var cpuSeconds: Double
     }
 
     /// Runs the standard mix with `concurrency` tasks in flight for `seconds` (or until `tasks`
@@ -171,6 +188,7 @@ struct BenchRuntime: AsyncParsableCommand {
         let (node, _) = try Node.recover(log: log, hierarchy: .standard(), observer: observer)
         let workload = Workload.standard
         var submitted = 0
+        let cpuStarted = Self.cpuSeconds(CLOCK_PROCESS_CPUTIME_ID)
         let started = clock.now
         let deadline = seconds.map { started + .milliseconds(Int64($0 * 1000)) }
         while true {
@@ -186,6 +204,8 @@ struct BenchRuntime: AsyncParsableCommand {
         }
         if let failure = await node.waitUntilIdle() { throw failure }
         let elapsed = (clock.now - started).seconds
+        let writer = log.writerMetrics
+        let cpu = Self.cpuSeconds(CLOCK_PROCESS_CPUTIME_ID) - cpuStarted
         if snapshotAtEnd {
             await node.shutdown()
         } else {
@@ -201,6 +221,7 @@ struct BenchRuntime: AsyncParsableCommand {
         }
         return Result(
             rate: Double(submitted) / elapsed, p50: percentile(0.5), p99: percentile(0.99), tasks: submitted,
-            messagesPerTask: submitted == 0 ? 0 : (Double(messages) / Double(submitted) * 100).rounded() / 100)
+            messagesPerTask: submitted == 0 ? 0 : (Double(messages) / Double(submitted) * 100).rounded() / 100,
+            writer: writer, elapsedSeconds: elapsed, cpuSeconds: cpu)
     }
 }
