@@ -332,7 +332,7 @@ enum Validate {
 
     /// `[a-z][a-z0-9_]*`, at most 64 bytes.
     static func errorCode(_ code: TaskErrorCode, _ path: String) throws(EnvelopeError) {
-        let utf8 = Array(code.rawValue.utf8)
+        let utf8 = code.rawValue.utf8
         guard let first = utf8.first, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(first), utf8.count <= 64,
             utf8.allSatisfy({ Self.isLowerAlnum($0) || $0 == UInt8(ascii: "_") })
         else {
@@ -342,7 +342,7 @@ enum Validate {
 
     /// `segment(.segment)+` with segments of `[a-z0-9][a-z0-9_-]*`: the first segment routes it.
     static func taskType(_ type: String, _ path: String, _ limits: EnvelopeLimits) throws(EnvelopeError) {
-        let utf8 = Array(type.utf8)
+        let utf8 = type.utf8
         guard !utf8.isEmpty, utf8.count <= limits.maxTaskTypeBytes else {
             throw EnvelopeError(.invalidTaskType, path: path, "task type must be 1 to \(limits.maxTaskTypeBytes) bytes")
         }
@@ -371,7 +371,40 @@ enum Validate {
 
     /// Free-form values: bounded depth and entry counts, unique map keys. Finite numbers are not
     /// required (msgpack carries NaN faithfully).
+    ///
+    /// Every envelope a handler sends is validated before it is logged, and results can be big
+    /// trees: the first pass checks the rules without building a single path, and only a value
+    /// that breaks one is walked again to say where.
     static func value(_ value: MCPValue, _ path: String, _ limits: EnvelopeLimits, depth: Int = 0) throws(EnvelopeError) {
+        if Self.holdsRules(value, limits, depth: depth) { return }
+        try Self.locateBrokenRule(value, path, limits, depth: depth)
+    }
+
+    /// The rules of `value` without paths: true when every one holds.
+    static func holdsRules(_ value: MCPValue, _ limits: EnvelopeLimits, depth: Int) -> Bool {
+        switch value {
+        case .array(let items):
+            guard depth < limits.maxValueDepth, items.count <= limits.maxEntries else { return false }
+            for item in items where item.isContainer {
+                guard Self.holdsRules(item, limits, depth: depth + 1) else { return false }
+            }
+            return true
+        case .map(let entries):
+            guard depth < limits.maxValueDepth, entries.count <= limits.maxEntries,
+                MCPValue.firstDuplicateKey(entries) == nil
+            else { return false }
+            for entry in entries where entry.value.isContainer {
+                guard Self.holdsRules(entry.value, limits, depth: depth + 1) else { return false }
+            }
+            return true
+        default:
+            return true
+        }
+    }
+
+    /// The slow pass: throws the first broken rule with its path (the same order of checks as
+    /// `holdsRules`, so both passes agree on whether a value is valid).
+    static func locateBrokenRule(_ value: MCPValue, _ path: String, _ limits: EnvelopeLimits, depth: Int) throws(EnvelopeError) {
         switch value {
         case .array(let items):
             guard depth < limits.maxValueDepth else {
@@ -380,9 +413,8 @@ enum Validate {
             guard items.count <= limits.maxEntries else {
                 throw EnvelopeError(.tooManyEntries, path: path, "more than \(limits.maxEntries) items")
             }
-            // Only containers have rules; a path is built only for them.
             for (index, item) in items.enumerated() where item.isContainer {
-                try Self.value(item, "\(path)[\(index)]", limits, depth: depth + 1)
+                try Self.locateBrokenRule(item, "\(path)[\(index)]", limits, depth: depth + 1)
             }
         case .map(let entries):
             guard depth < limits.maxValueDepth else {
@@ -395,7 +427,7 @@ enum Validate {
                 throw EnvelopeError(.duplicateKey, path: "\(path).\(duplicate)", "key given twice")
             }
             for entry in entries where entry.value.isContainer {
-                try Self.value(entry.value, "\(path).\(entry.key)", limits, depth: depth + 1)
+                try Self.locateBrokenRule(entry.value, "\(path).\(entry.key)", limits, depth: depth + 1)
             }
         default:
             // Scalars and strings: their size is bounded by the codec's envelope size limit.

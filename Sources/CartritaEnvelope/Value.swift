@@ -54,10 +54,40 @@ public enum MCPValue: Hashable, Sendable {
             }
             return nil
         }
-        var seen = Set<[UInt8]>()
-        seen.reserveCapacity(count)
-        for entry in entries where !seen.insert(Array(entry.key.utf8)).inserted { return entry.key }
-        return nil
+        // Larger maps (an agent's result, a column's statistics): an open-addressing table of
+        // entry indexes keyed by a hash of the key's bytes, instead of a set of byte arrays
+        // (one allocation per key). Collisions compare the bytes, so only equal keys match.
+        var capacity = 32
+        while capacity < 2 * count { capacity <<= 1 }
+        let mask = capacity - 1
+        return withUnsafeTemporaryAllocation(of: Int32.self, capacity: capacity) { slots -> String? in
+            slots.initialize(repeating: -1)
+            for index in 0..<count {
+                let key = entries[index].key
+                var slot = Int(truncatingIfNeeded: Self.keyHash(key)) & mask
+                while true {
+                    let occupant = Int(slots[slot])
+                    if occupant < 0 {
+                        slots[slot] = Int32(truncatingIfNeeded: index)
+                        break
+                    }
+                    if Self.sameBytes(entries[occupant].key, key) { return key }
+                    slot = (slot + 1) & mask
+                }
+            }
+            return nil
+        }
+    }
+
+    /// FNV-1a over the key's UTF-8 bytes: keys are short, and the table only needs a spread,
+    /// not a defence against chosen collisions (the entry count is bounded by the limits).
+    @inline(__always)
+    static func keyHash(_ key: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in key.utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+        }
+        return hash ^ (hash >> 29)
     }
 
     /// Byte equality, cheaply: lengths first, then `==` (equal bytes are always canonically

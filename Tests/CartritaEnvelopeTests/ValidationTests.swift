@@ -397,3 +397,78 @@ final class KeyIdentityTests: XCTestCase {
         XCTAssertEqual(MCPValue.firstDuplicateKey([.init("a", 1), .init("b", 1), .init("a", 2)]), "a")
     }
 }
+
+/// Validation walks a free-form value twice only when it is invalid: a fast pass without paths,
+/// then a pass that says where. Both must agree with the rules on every tree, small maps
+/// (pairwise key compare) and large ones (hash table) alike.
+final class ValueRulesAgreementTests: XCTestCase {
+    struct Generator {
+        var state: UInt64
+        mutating func next(_ bound: Int) -> Int {
+            self.state = self.state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int((self.state >> 33) % UInt64(bound))
+        }
+    }
+
+    let limits = EnvelopeLimits(maxTextBytes: 64, maxEntries: 24, maxValueDepth: 4, maxTaskTypeBytes: 128)
+
+    func tree(_ generator: inout Generator, depth: Int) -> MCPValue {
+        switch generator.next(depth + 2) {
+        case 0:
+            // Now and then more items than the limit allows.
+            let count = generator.next(12) == 0 ? 20 + generator.next(8) : generator.next(4)
+            return .array((0..<count).map { _ in self.tree(&generator, depth: depth + 1) })
+        case 1:
+            // Sizes on both sides of 16 (pairwise compare below, hash table above), unique keys
+            // except now and then one repeated, possibly far apart.
+            let count = generator.next(5) == 0 ? 14 + generator.next(14) : generator.next(5)
+            var entries = (0..<count).map { MCPValue.MapEntry("k\($0)", self.tree(&generator, depth: depth + 1)) }
+            if count > 1, generator.next(6) == 0 {
+                let later = 1 + generator.next(count - 1)
+                entries[later].key = entries[generator.next(later)].key
+            }
+            return .map(entries)
+        default:
+            return .int(Int64(generator.next(100)))
+        }
+    }
+
+    /// The rules, written plainly: nesting, entry counts, keys unique by their bytes.
+    func holds(_ value: MCPValue, depth: Int) -> Bool {
+        switch value {
+        case .array(let items):
+            return depth < self.limits.maxValueDepth && items.count <= self.limits.maxEntries
+                && items.allSatisfy { !$0.isContainer || self.holds($0, depth: depth + 1) }
+        case .map(let entries):
+            let keys = entries.map { Array($0.key.utf8) }
+            return depth < self.limits.maxValueDepth && entries.count <= self.limits.maxEntries && Set(keys).count == keys.count
+                && entries.allSatisfy { !$0.value.isContainer || self.holds($0.value, depth: depth + 1) }
+        default:
+            return true
+        }
+    }
+
+    func testBothPassesAgreeWithTheRules() {
+        var generator = Generator(state: 42)
+        var valid = 0
+        var invalid = 0
+        for round in 0..<3000 {
+            let entries = (0..<generator.next(4)).map { MCPValue.MapEntry("p\($0)", self.tree(&generator, depth: 0)) }
+            let parameters = MCPValue.map(entries)
+            let envelope = Fixture.taskRequest { $0.task.parameters = entries }
+            let expected = self.holds(parameters, depth: 0)
+            do {
+                try envelope.validate(limits: self.limits)
+                XCTAssertTrue(expected, "round \(round): accepted a value that breaks a rule")
+                valid += 1
+            } catch {
+                XCTAssertFalse(expected, "round \(round): refused a valid value: \(error)")
+                XCTAssertTrue(error.path.hasPrefix("payload.task.parameters"), error.path)
+                invalid += 1
+            }
+        }
+        // The generator must exercise both outcomes, or the test proves nothing.
+        XCTAssertGreaterThan(valid, 200)
+        XCTAssertGreaterThan(invalid, 200)
+    }
+}
