@@ -247,20 +247,38 @@ public final class EventLog: @unchecked Sendable {
     func append(contentsOf envelopes: [Envelope], clockMilliseconds: Int64, entropy: UInt64, timed: Bool) async
         -> (results: [Result<UInt64, EventLogError>], answered: ContinuousClock.Instant?)
     {
-        var results = [Result<UInt64, EventLogError>?](repeating: nil, count: envelopes.count)
+        await self.enqueue(contentsOf: envelopes, clockMilliseconds: clockMilliseconds, entropy: entropy, timed: timed).results()
+    }
+
+    /// Validates and encodes `envelopes` on the caller's thread and queues them for the writer
+    /// before it returns; the ticket answers once they are committed, with one answer per
+    /// batch rather than a closure per record. `timed`: the ticket also reads the monotonic
+    /// clock when the last record is answered (`appendTimed`).
+    func enqueue(contentsOf envelopes: [Envelope], clockMilliseconds: Int64, entropy: UInt64, timed: Bool = false) -> AppendTicket {
+        let ticket = AppendTicket(count: envelopes.count, timed: timed)
         var pending: [PendingRecord] = []
-        var positions: [Int] = []
+        pending.reserveCapacity(envelopes.count)
         for (index, envelope) in envelopes.enumerated() {
             do {
-                pending.append(try self.prepare(envelope, clockMilliseconds: clockMilliseconds, entropy: entropy &+ UInt64(index)))
-                positions.append(index)
+                var record = try self.prepare(envelope, clockMilliseconds: clockMilliseconds, entropy: entropy &+ UInt64(index))
+                record.ticket = ticket
+                record.ticketIndex = index
+                pending.append(record)
             } catch {
-                results[index] = .failure(error)
+                ticket.set(index, .failure(error))
             }
         }
-        let (committed, answered) = await self.submitAll(pending, timed: timed)
-        for (position, result) in zip(positions, committed) { results[position] = result }
-        return (results.map { $0! }, answered)
+        guard !pending.isEmpty else { return ticket }
+        guard let writer = self.writer else {
+            for record in pending { ticket.set(record.ticketIndex, .failure(EventLogError(.readOnly, "the log was opened read-only"))) }
+            return ticket
+        }
+        do throws(EventLogError) {
+            try writer.enqueue(pending)
+        } catch {
+            for record in pending { ticket.set(record.ticketIndex, .failure(error)) }
+        }
+        return ticket
     }
 
     /// The blocking form of `append`, for callers outside Swift concurrency (tools, C callbacks).
@@ -287,19 +305,17 @@ public final class EventLog: @unchecked Sendable {
         guard !items.isEmpty else { return [] }
         var pending: [PendingRecord] = []
         pending.reserveCapacity(items.count)
-        for item in items { pending.append(try self.prepare(item.envelope, clockMilliseconds: item.clockMilliseconds, entropy: item.entropy)) }
-        let collector = BatchCollector(count: pending.count)
-        let done = DispatchSemaphore(value: 0)
-        let box = BatchResultBox()
-        collector.onDone = { results in
-            box.results = results
-            done.signal()
+        let ticket = AppendTicket(count: items.count, timed: false)
+        for (index, item) in items.enumerated() {
+            var record = try self.prepare(item.envelope, clockMilliseconds: item.clockMilliseconds, entropy: item.entropy)
+            record.ticket = ticket
+            record.ticketIndex = index
+            pending.append(record)
         }
-        try self.writerOrThrow().enqueue(pending.enumerated().map { index, record in record.with { collector.set(index, $0) } })
-        done.wait()
+        try self.writerOrThrow().enqueue(pending)
         var seqs: [UInt64] = []
         seqs.reserveCapacity(items.count)
-        for result in box.results! { seqs.append(try result.get()) }
+        for result in ticket.waitBlocking() { seqs.append(try result.get()) }
         return seqs
     }
 
@@ -365,26 +381,6 @@ public final class EventLog: @unchecked Sendable {
         return try result.get()
     }
 
-    /// `timed`: also read the monotonic clock when the last record is answered.
-    func submitAll(_ pending: [PendingRecord], timed: Bool) async -> ([Result<UInt64, EventLogError>], ContinuousClock.Instant?) {
-        guard !pending.isEmpty else { return ([], nil) }
-        guard let writer = self.writer else {
-            return (pending.map { _ in .failure(EventLogError(.readOnly, "the log was opened read-only")) }, nil)
-        }
-        let collector = BatchCollector(count: pending.count)
-        return await withCheckedContinuation { continuation in
-            collector.onDone = { continuation.resume(returning: ($0, timed ? ContinuousClock.now : nil)) }
-            let records = pending.enumerated().map { index, record in
-                record.with { collector.set(index, $0) }
-            }
-            do throws(EventLogError) {
-                try writer.enqueue(records)
-            } catch {
-                for index in pending.indices { collector.set(index, .failure(error)) }
-            }
-        }
-    }
-
     // MARK: Keys
 
     static func metaKey(_ name: String) -> [UInt8] { Array(name.utf8) }
@@ -424,6 +420,10 @@ struct PendingRecord: @unchecked Sendable {
     var clockMilliseconds: Int64
     var entropy: UInt64
     var completion: (@Sendable (Result<UInt64, EventLogError>) -> Void)?
+    /// The batch form's answer (`EventLog.enqueue`): one ticket for the whole batch instead of a
+    /// closure per record. The writer answers runs of a ticket's records under one lock.
+    var ticket: AppendTicket?
+    var ticketIndex = 0
 
     func with(_ completion: @escaping @Sendable (Result<UInt64, EventLogError>) -> Void) -> PendingRecord {
         var copy = self
@@ -436,33 +436,100 @@ final class FlushResultBox: @unchecked Sendable {
     var result: Result<Void, EventLogError>?
 }
 
-final class BatchResultBox: @unchecked Sendable {
-    var results: [Result<UInt64, EventLogError>]?
-}
-
 final class ResultBox: @unchecked Sendable {
     var result: Result<UInt64, EventLogError>?
 }
 
-/// Gathers the results of a multi-record append; the last one to arrive resumes the caller.
-final class BatchCollector: @unchecked Sendable {
+/// The answer to one `EventLog.enqueue`: a result per envelope, in the order given, once the
+/// writer has answered all of them. Waited on at most once.
+final class AppendTicket: @unchecked Sendable {
+    // Unchecked: every field is guarded by `lock`.
     let lock = NSLock()
     var results: [Result<UInt64, EventLogError>?]
     var remaining: Int
-    var onDone: (([Result<UInt64, EventLogError>]) -> Void)?
+    let timed: Bool
+    var answered: ContinuousClock.Instant?
+    var waiter: UnsafeContinuation<Void, Never>?
+    var blockingWaiter: DispatchSemaphore?
 
-    init(count: Int) {
+    init(count: Int, timed: Bool) {
         self.results = Array(repeating: nil, count: count)
         self.remaining = count
+        self.timed = timed
     }
 
     func set(_ index: Int, _ result: Result<UInt64, EventLogError>) {
         self.lock.lock()
         self.results[index] = result
         self.remaining -= 1
-        let finished = self.remaining == 0
+        self.finishIfDoneLocked()
+    }
+
+    /// Results for the ticket's records `first ..< first + results.count`, from one commit.
+    func set(from first: Int, _ results: ArraySlice<Result<UInt64, EventLogError>>) {
+        self.lock.lock()
+        var index = first
+        for result in results {
+            self.results[index] = result
+            index += 1
+        }
+        self.remaining -= results.count
+        self.finishIfDoneLocked()
+    }
+
+    /// Called with `lock` held; releases it.
+    private func finishIfDoneLocked() {
+        guard self.remaining == 0 else {
+            self.lock.unlock()
+            return
+        }
+        if self.timed { self.answered = .now }
+        let waiter = self.waiter
+        self.waiter = nil
+        let blockingWaiter = self.blockingWaiter
         self.lock.unlock()
-        if finished { self.onDone?(self.results.map { $0! }) }
+        waiter?.resume()
+        blockingWaiter?.signal()
+    }
+
+    /// `results()` for callers outside Swift concurrency; never call it on the cooperative pool.
+    func waitBlocking() -> [Result<UInt64, EventLogError>] {
+        self.lock.lock()
+        if self.remaining > 0 {
+            let semaphore = DispatchSemaphore(value: 0)
+            self.blockingWaiter = semaphore
+            self.lock.unlock()
+            semaphore.wait()
+        } else {
+            self.lock.unlock()
+        }
+        return self.collect().results
+    }
+
+    /// The results, once every record is answered, and (for a timed ticket) when the last was.
+    func results() async -> (results: [Result<UInt64, EventLogError>], answered: ContinuousClock.Instant?) {
+        // Unsafe (unchecked) continuation: the hot path of every batch. It is parked under the
+        // lock the answers take, and resumed exactly once: here if everything was answered
+        // meanwhile, else by the last answer.
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            if !self.park(continuation) { continuation.resume() }
+        }
+        return self.collect()
+    }
+
+    /// Parks the waiter unless every record is answered already.
+    private func park(_ continuation: UnsafeContinuation<Void, Never>) -> Bool {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        guard self.remaining > 0 else { return false }
+        self.waiter = continuation
+        return true
+    }
+
+    private func collect() -> (results: [Result<UInt64, EventLogError>], answered: ContinuousClock.Instant?) {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        return (self.results.map { $0! }, self.answered)
     }
 }
 

@@ -168,7 +168,7 @@ final class LogWriter: @unchecked Sendable {
         guard !self.stopping else {
             let closed = EventLogError(.closed, "the log is closed")
             switch request {
-            case .append(let record): record.completion?(.failure(closed))
+            case .append(let record): Self.answer([record], [.failure(closed)])
             case .snapshot(let snapshot): snapshot.completion(.failure(closed))
             case .barrier(let done), .rebuildIndexes(let done): done(.failure(closed))
             }
@@ -276,7 +276,7 @@ final class LogWriter: @unchecked Sendable {
                 self.published.unlock()
                 let hooks = self.answerHooks.current()
                 for hook in hooks { hook.willAnswer() }
-                for (record, result) in zip(batch, results) { record.completion?(result) }
+                Self.answer(batch, results)
                 if !hooks.isEmpty {
                     let queued = self.queuedRecordsNow()
                     for hook in hooks { hook.didAnswer(queued) }
@@ -296,6 +296,25 @@ final class LogWriter: @unchecked Sendable {
                     let queued = self.queuedRecordsNow()
                     for hook in hooks { hook.didAnswer(queued) }
                 }
+            }
+        }
+    }
+
+    /// Hands each record its result: a ticket's consecutive records in one call (one lock).
+    static func answer(_ batch: [PendingRecord], _ results: [Result<UInt64, EventLogError>]) {
+        var position = 0
+        while position < batch.count {
+            let record = batch[position]
+            if let ticket = record.ticket {
+                var end = position + 1
+                while end < batch.count, batch[end].ticket === ticket, batch[end].ticketIndex == record.ticketIndex + (end - position) {
+                    end += 1
+                }
+                ticket.set(from: record.ticketIndex, results[position..<end])
+                position = end
+            } else {
+                record.completion?(results[position])
+                position += 1
             }
         }
     }
