@@ -13,6 +13,13 @@ final class TimerQueue: @unchecked Sendable {
     struct Key: Hashable {
         var owner: Address
         var correlation: MessageID
+
+        /// The correlation's random half only: a cancel runs on every answered task, and
+        /// hashing the owner's text as well cost more than the rare collision between owners
+        /// of one task (`==` still compares both).
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(self.correlation.low)
+        }
     }
 
     struct Entry: Comparable {
