@@ -509,9 +509,32 @@ final class LogWriter: @unchecked Sendable {
         while true {
             do {
                 try self.environment.write { txn in
+                    // Up to `maxIndexLagRecords` entries in one go on the writer's thread (the
+                    // commit that follows waits): the keys are built in one reused buffer, not
+                    // two arrays per entry. Same bytes as `correlationKey` and `actorKey`.
+                    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 512, alignment: 8)
+                    defer { scratch.deallocate() }
+                    let empty = UnsafeRawBufferPointer(start: scratch.baseAddress, count: 0)
                     for entry in self.pendingIndex[0..<count] {
-                        try txn.put(self.databases.byCorrelation, key: EventLog.correlationKey(entry.correlationID, entry.seq), value: [UInt8]())
-                        try txn.put(self.databases.byActor, key: EventLog.actorKey(entry.recipient, entry.seq), value: [UInt8]())
+                        let seq = entry.seq.bigEndian
+                        entry.correlationID.withBytes { id in scratch.copyMemory(from: id) }
+                        withUnsafeBytes(of: seq) { UnsafeMutableRawBufferPointer(rebasing: scratch[16..<24]).copyMemory(from: $0) }
+                        try txn.put(self.databases.byCorrelation, key: UnsafeRawBufferPointer(rebasing: scratch[0..<24]), value: empty)
+                        var actorKeyBytes = 0
+                        var recipient = entry.recipient
+                        let fits = recipient.withUTF8 { utf8 -> Bool in
+                            guard utf8.count + 9 <= scratch.count else { return false }
+                            UnsafeMutableRawBufferPointer(rebasing: scratch[0..<utf8.count]).copyMemory(from: UnsafeRawBufferPointer(utf8))
+                            scratch[utf8.count] = 0
+                            withUnsafeBytes(of: seq) { UnsafeMutableRawBufferPointer(rebasing: scratch[(utf8.count + 1)..<(utf8.count + 9)]).copyMemory(from: $0) }
+                            actorKeyBytes = utf8.count + 9
+                            return true
+                        }
+                        if fits {
+                            try txn.put(self.databases.byActor, key: UnsafeRawBufferPointer(rebasing: scratch[0..<actorKeyBytes]), value: empty)
+                        } else {
+                            try txn.put(self.databases.byActor, key: EventLog.actorKey(entry.recipient, entry.seq), value: [UInt8]())
+                        }
                     }
                     try txn.put(
                         self.databases.meta, key: EventLog.metaKey(EventLog.MetaKey.indexAppliedSeq),
