@@ -215,6 +215,8 @@ public struct DomainSupervisor: Sendable {
     /// How long an agent may take before the task is retried or answered `timeout`.
     public static let defaultTimeoutMilliseconds: Int64 = 30_000
 
+    static let defaultTimeoutMessage = "no answer within \(DomainSupervisor.defaultTimeoutMilliseconds) ms"
+
     static func forwardID(of request: Envelope) -> MessageID { request.id.derived(tag: 0x6677_6400) }
 
     /// A message to the supervisor itself, due when the agent's time is up. It names the attempt
@@ -225,9 +227,10 @@ public struct DomainSupervisor: Sendable {
             limit = milliseconds
         }
         if context.buggify(.supervisorShortTimeout) { limit = 1 + Int64(context.entropy >> 40) % 20 }
+        // The default limit's text is made once: every task accepted arms this timer.
+        let message = limit == Self.defaultTimeoutMilliseconds ? Self.defaultTimeoutMessage : "no answer within \(limit) ms"
         var timeout = OutgoingMessage.reply(
-            to: request,
-            payload: .taskError(TaskError(code: .timeout, message: "no answer within \(limit) ms", retryable: true)))
+            to: request, payload: .taskError(TaskError(code: .timeout, message: message, retryable: true)))
         timeout.recipient = self.address
         // The supervisor's own timer is owed across a crash whatever the task's mode: it is what
         // answers an at_most_once task whose forward a crash lost.
