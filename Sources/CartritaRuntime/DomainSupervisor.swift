@@ -87,10 +87,17 @@ public struct DomainSupervisor: Sendable {
     /// stateless agent), the task's id picks one, so the choice is spread evenly, needs no
     /// state, and is the same on replay.
     public func agent(forTaskType taskType: String, task: MessageID) -> Address? {
-        var pool: [Address] = []
-        for route in self.agents where route.taskTypes.contains(taskType) { pool.append(route.address) }
-        guard !pool.isEmpty else { return nil }
-        return pool.count == 1 ? pool[0] : pool[Int(task.low % UInt64(pool.count))]
+        // Counted, then walked to the chosen one: the same choice as collecting the pool in an
+        // array, without allocating one for every task.
+        var count = 0
+        for route in self.agents where route.taskTypes.contains(taskType) { count += 1 }
+        guard count > 0 else { return nil }
+        var remaining = count == 1 ? 0 : Int(task.low % UInt64(count))
+        for route in self.agents where route.taskTypes.contains(taskType) {
+            if remaining == 0 { return route.address }
+            remaining -= 1
+        }
+        preconditionFailure("the routes changed while an agent was picked")
     }
 
     public func step(_ state: inout State, _ envelope: Envelope, _ context: DeliveryContext) -> [Effect] {
