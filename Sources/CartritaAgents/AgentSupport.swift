@@ -223,6 +223,10 @@ enum TextInput {
 
     /// `Text/CSV; charset=utf-8` → `text/csv`.
     static func mediaType(_ contentType: String) -> String {
+        // Usually already bare and lower case (`text/plain`): then it is the answer as it is.
+        if contentType.utf8.allSatisfy({ $0 < 0x80 && $0 != UInt8(ascii: ";") && $0 != 0x20 && $0 != 0x09 && !($0 >= 0x41 && $0 <= 0x5A) }) {
+            return contentType
+        }
         let bare = contentType.prefix { $0 != ";" }
         return String(bare.filter { $0 != " " && $0 != "\t" }).lowercased()
     }

@@ -185,26 +185,49 @@ struct ColumnProfile {
     /// Narrows the types the column may still have.
     mutating func addToTypes(_ value: String) {
         if self.allBoolean {
-            switch value.lowercased() {
-            case "true": self.trueCount += 1
-            case "false": break
-            default: self.allBoolean = false
+            switch Self.boolean(value) {
+            case true?: self.trueCount += 1
+            case false?: break
+            case nil: self.allBoolean = false
             }
         }
+        var integer: Int64?
         if self.allInteger {
             // Int64(String) takes an optional sign and decimal digits only, and fails on overflow:
             // such a value is still a number, just not an integer.
-            if let integer = Int64(value) { self.integers.append(integer) } else {
+            integer = Int64(value)
+            if let integer { self.integers.append(integer) } else {
                 self.allInteger = false
                 self.integers = []
             }
         }
         if self.allNumber {
-            if let number = Self.decimal(value) { self.numbers.append(number) } else {
+            // An integer's text converts to the double nearest its value, which is what the
+            // conversion of the integer gives (both round to nearest, ties to even), without
+            // scanning the text again and calling strtod. Not for zero: "-0" is -0.0 to strtod.
+            let number: Double? = if let integer, integer != 0 { Double(integer) } else { Self.decimal(value) }
+            if let number { self.numbers.append(number) } else {
                 self.allNumber = false
                 self.numbers = []
             }
         }
+    }
+
+    /// true or false for `true` and `false` in any case (what `lowercased()` compared with them
+    /// would say, without making the lower-cased copy), nil for anything else. Only ASCII
+    /// letters lower-case to these ASCII words.
+    static func boolean(_ value: String) -> Bool? {
+        let utf8 = value.utf8
+        let count = utf8.count
+        guard count == 4 || count == 5 else { return nil }
+        let word: StaticString = count == 4 ? "true" : "false"
+        var offset = 0
+        for byte in utf8 {
+            let lower = byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
+            guard lower == word.utf8Start[offset] else { return nil }
+            offset += 1
+        }
+        return count == 4
     }
 
     /// A finite decimal number: `[+-]? digits [. digits] [(e|E) [+-]? digits]`, with digits on

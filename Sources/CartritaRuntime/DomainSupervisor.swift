@@ -87,10 +87,17 @@ public struct DomainSupervisor: Sendable {
     /// stateless agent), the task's id picks one, so the choice is spread evenly, needs no
     /// state, and is the same on replay.
     public func agent(forTaskType taskType: String, task: MessageID) -> Address? {
-        var pool: [Address] = []
-        for route in self.agents where route.taskTypes.contains(taskType) { pool.append(route.address) }
-        guard !pool.isEmpty else { return nil }
-        return pool.count == 1 ? pool[0] : pool[Int(task.low % UInt64(pool.count))]
+        // Counted, then walked to the chosen one: the same choice as collecting the pool in an
+        // array, without allocating one for every task.
+        var count = 0
+        for route in self.agents where route.taskTypes.contains(taskType) { count += 1 }
+        guard count > 0 else { return nil }
+        var remaining = count == 1 ? 0 : Int(task.low % UInt64(count))
+        for route in self.agents where route.taskTypes.contains(taskType) {
+            if remaining == 0 { return route.address }
+            remaining -= 1
+        }
+        preconditionFailure("the routes changed while an agent was picked")
     }
 
     public func step(_ state: inout State, _ envelope: Envelope, _ context: DeliveryContext) -> [Effect] {
@@ -215,6 +222,8 @@ public struct DomainSupervisor: Sendable {
     /// How long an agent may take before the task is retried or answered `timeout`.
     public static let defaultTimeoutMilliseconds: Int64 = 30_000
 
+    static let defaultTimeoutMessage = "no answer within \(DomainSupervisor.defaultTimeoutMilliseconds) ms"
+
     static func forwardID(of request: Envelope) -> MessageID { request.id.derived(tag: 0x6677_6400) }
 
     /// A message to the supervisor itself, due when the agent's time is up. It names the attempt
@@ -225,9 +234,10 @@ public struct DomainSupervisor: Sendable {
             limit = milliseconds
         }
         if context.buggify(.supervisorShortTimeout) { limit = 1 + Int64(context.entropy >> 40) % 20 }
+        // The default limit's text is made once: every task accepted arms this timer.
+        let message = limit == Self.defaultTimeoutMilliseconds ? Self.defaultTimeoutMessage : "no answer within \(limit) ms"
         var timeout = OutgoingMessage.reply(
-            to: request,
-            payload: .taskError(TaskError(code: .timeout, message: "no answer within \(limit) ms", retryable: true)))
+            to: request, payload: .taskError(TaskError(code: .timeout, message: message, retryable: true)))
         timeout.recipient = self.address
         // The supervisor's own timer is owed across a crash whatever the task's mode: it is what
         // answers an at_most_once task whose forward a crash lost.

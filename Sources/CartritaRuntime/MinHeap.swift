@@ -2,6 +2,10 @@
 /// (due time, order of arrival), so their order never depends on hashing. `Comparable` keys and
 /// `@inlinable` code let each driver get a specialized heap (no closure call per comparison:
 /// the simulator pops one per delivery).
+///
+/// Push and pop move the element along its path through a hole (one store per level) instead of
+/// swapping at each level, on the buffer without bounds checks: the same comparisons as the
+/// swapping form, so the same heap, element for element, and the same order of equal keys.
 public struct MinHeap<Element: Comparable> {
     @usableFromInline var storage: [Element] = []
 
@@ -16,12 +20,15 @@ public struct MinHeap<Element: Comparable> {
     @inlinable
     public mutating func push(_ element: Element) {
         self.storage.append(element)
-        var child = self.storage.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard self.storage[child] < self.storage[parent] else { break }
-            self.storage.swapAt(child, parent)
-            child = parent
+        self.storage.withUnsafeMutableBufferPointer { heap in
+            var child = heap.count - 1
+            while child > 0 {
+                let parent = (child - 1) / 2
+                guard element < heap[parent] else { break }
+                heap[child] = heap[parent]
+                child = parent
+            }
+            heap[child] = element
         }
     }
 
@@ -30,20 +37,23 @@ public struct MinHeap<Element: Comparable> {
     public mutating func popFirst() -> Element? {
         guard let first = self.storage.first else { return nil }
         let last = self.storage.removeLast()
-        if !self.storage.isEmpty {
-            self.storage[0] = last
-            var parent = 0
-            let count = self.storage.count
+        guard !self.storage.isEmpty else { return first }
+        self.storage.withUnsafeMutableBufferPointer { heap in
+            let count = heap.count
+            var hole = 0
             while true {
-                let left = 2 * parent + 1
+                let left = 2 * hole + 1
+                guard left < count else { break }
                 let right = left + 1
-                var smallest = parent
-                if left < count && self.storage[left] < self.storage[smallest] { smallest = left }
-                if right < count && self.storage[right] < self.storage[smallest] { smallest = right }
-                if smallest == parent { break }
-                self.storage.swapAt(parent, smallest)
-                parent = smallest
+                // The smaller of `last` and the children, as the swapping form chose it.
+                var smallest = left
+                if !(heap[left] < last) { smallest = hole }
+                if right < count && heap[right] < (smallest == hole ? last : heap[left]) { smallest = right }
+                if smallest == hole { break }
+                heap[hole] = heap[smallest]
+                hole = smallest
             }
+            heap[hole] = last
         }
         return first
     }

@@ -70,7 +70,9 @@ public struct Orchestrator: Sendable {
             }
             let pending = state.pending.remove(at: index)
             state.answered += 1
-            return Self.forgetDeadline(of: pending) + [.send(.reply(to: pending.request, payload: envelope.payload))]
+            // One array, not the deadline's and the answer's concatenated: this runs for every task.
+            let answer = Effect.send(.reply(to: pending.request, payload: envelope.payload))
+            return Self.hasDeadline(pending) ? [.cancelTimers(correlationID: pending.request.correlationID), answer] : [answer]
         case .taskProgress, .streamStart, .streamData, .streamEnd:
             guard let index = state.pending.index(ofTask: envelope.correlationID) else { return [] }
             let pending = state.pending[index]
@@ -151,8 +153,11 @@ public struct Orchestrator: Sendable {
     }
 
     static func forgetDeadline(of pending: Pending) -> [Effect] {
-        pending.request.deliveryMode == .atMostOnce ? [.cancelTimers(correlationID: pending.request.correlationID)] : []
+        Self.hasDeadline(pending) ? [.cancelTimers(correlationID: pending.request.correlationID)] : []
     }
+
+    /// Whether the task has a deadline timer (`deadlineTimer`): at_most_once tasks do.
+    static func hasDeadline(_ pending: Pending) -> Bool { pending.request.deliveryMode == .atMostOnce }
 
     /// An at_most_once task's deadline passed with no answer: the client hears `timeout`, and
     /// an answer arriving later finds no entry (still at most one terminal answer).

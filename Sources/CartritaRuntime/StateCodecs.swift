@@ -334,7 +334,10 @@ extension Orchestrator {
     /// of requests and is snapshotted every thousand deliveries, and building the value tree
     /// first cost an array per request and a second pass over everything.
     public func encodeState(_ state: State) -> [UInt8] {
-        let writer = MsgPackWriter()
+        // Room for the whole table at once (a pending request, kept without its input, is a
+        // few hundred bytes): growing from 4 KiB by doubling copied and touched the buffer
+        // again at every step. Room never written costs nothing (the pages are never touched).
+        let writer = MsgPackWriter(initialCapacityBytes: 4_096 + state.pending.count * 512)
         let envelopes = EnvelopeEncoder()
         writer.writeMapHeader(2 + Self.stateKeys.count)
         writer.write("format")

@@ -124,8 +124,10 @@ struct SimMailbox {
     static let maxQueued = 1 << 24
 
     private(set) var count = 0
-    /// By `Priority.rank`: 0 low … 3 critical; `heads[rank]` is the first unread element.
-    private var queues: [[Envelope]] = [[], [], [], []]
+    /// By `Priority.rank`: 0 low … 3 critical; `heads[rank]` is the first unread element. Read
+    /// elements are nil: `pop` moves each envelope out of its slot (`take`) instead of copying
+    /// it, which cost a retain per delivery and a release when the queue was emptied.
+    private var queues: [[Envelope?]] = [[], [], [], []]
     private var heads: [Int] = [0, 0, 0, 0]
 
     var isEmpty: Bool { self.count == 0 }
@@ -143,7 +145,7 @@ struct SimMailbox {
         while rank >= 0 {
             let head = self.heads[rank]
             if head < self.queues[rank].count {
-                let envelope = self.queues[rank][head]
+                let envelope = self.queues[rank][head].take()
                 self.count -= 1
                 if head + 1 == self.queues[rank].count {
                     self.queues[rank].removeAll(keepingCapacity: true)

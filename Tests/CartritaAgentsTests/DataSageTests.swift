@@ -268,4 +268,34 @@ final class DataSageTests: XCTestCase {
         }
         for value in pieces { XCTAssertEqual(ColumnProfile.characterCount(value), value.count, value.debugDescription) }
     }
+
+    /// The shortcuts of `addToTypes` agree with what they replace: `boolean` with comparing
+    /// `lowercased()` to "true" and "false", and an integer's double with `decimal`'s strtod
+    /// (including -0, the extremes of Int64 and integers past 2^53, where both must round).
+    func testTypeShortcutsAgreeWithTheTextForms() {
+        let words = [
+            "true", "TRUE", "True", "tRuE", "false", "FALSE", "False", "fAlSe", "truE ", " true", "tru", "falsee", "ture", "t\u{212A}ue",
+            "\u{212A}", "truë", "fals\u{E9}", "1", "", "yes", "TRUE\u{301}", "FALSE!",
+        ]
+        for word in words {
+            let expected: Bool? = switch word.lowercased() {
+            case "true": true
+            case "false": false
+            default: nil
+            }
+            XCTAssertEqual(ColumnProfile.boolean(word), expected, word.debugDescription)
+        }
+        var random = SplitMix64(seed: 5)
+        var integers = ["0", "-0", "+0", "-00", "007", "+12", "-12", "9223372036854775807", "-9223372036854775808", "9007199254740993"]
+        for _ in 0..<2_000 {
+            let magnitude = random.next64() >> (random.next64() % 64)
+            integers.append((random.next64() % 2 == 0 ? "-" : "") + String(magnitude % UInt64(Int64.max)))
+        }
+        for text in integers {
+            guard let integer = Int64(text) else { return XCTFail("\(text) should parse") }
+            var column = ColumnProfile()
+            column.addToTypes(text)
+            XCTAssertEqual(column.numbers.first?.bitPattern, ColumnProfile.decimal(text)?.bitPattern, "\(text) (\(integer))")
+        }
+    }
 }

@@ -290,3 +290,90 @@ final class OrchestratorTests: XCTestCase {
         XCTAssertEqual(first.0.unknown, 50)
     }
 }
+
+final class MinHeapTests: XCTestCase {
+    /// The heap against the swapping form it replaced: the same elements in the same places after
+    /// every push and pop, with many equal keys (so the order of ties, which a timer queue with
+    /// equal due times sees, is the same too).
+    func testTheHeapIsTheSwappingHeapElementForElement() {
+        struct Key: Comparable {
+            var due: Int
+            var tag: Int
+            static func < (a: Key, b: Key) -> Bool { a.due < b.due }  // ties: equal, whatever the tag
+        }
+        var heap = MinHeap<Key>()
+        var reference: [Key] = []
+        var random = SplitMix64(seed: 11)
+        for step in 0..<10_000 {
+            if random.next64() % 5 < 3 {
+                let key = Key(due: Int(random.next64() % 16), tag: step)
+                heap.push(key)
+                reference.append(key)
+                var child = reference.count - 1
+                while child > 0 {
+                    let parent = (child - 1) / 2
+                    guard reference[child] < reference[parent] else { break }
+                    reference.swapAt(child, parent)
+                    child = parent
+                }
+            } else {
+                var expected: Key?
+                if let first = reference.first {
+                    expected = first
+                    let last = reference.removeLast()
+                    if !reference.isEmpty {
+                        reference[0] = last
+                        var parent = 0
+                        while true {
+                            let left = 2 * parent + 1
+                            let right = left + 1
+                            var smallest = parent
+                            if left < reference.count && reference[left] < reference[smallest] { smallest = left }
+                            if right < reference.count && reference[right] < reference[smallest] { smallest = right }
+                            if smallest == parent { break }
+                            reference.swapAt(parent, smallest)
+                            parent = smallest
+                        }
+                    }
+                }
+                XCTAssertEqual(heap.popFirst()?.tag, expected?.tag, "step \(step)")
+            }
+            if step % 25 == 0 { XCTAssertEqual(heap.elements.map(\.tag), reference.map(\.tag), "step \(step)") }
+        }
+    }
+}
+
+final class KeyedListTests: XCTestCase {
+    struct Entry: TaskKeyed, Hashable, Sendable {
+        var taskKey: MessageID
+        var number: Int
+    }
+
+    /// Random appends and removals, with ids crowded into few buckets (a handful of values per
+    /// half), so probes run long and removals shift entries: every task is found where the
+    /// list holds it, and no removed one is found.
+    func testTheIndexFindsEveryTaskWhereTheListHoldsIt() {
+        var random = SplitMix64(seed: 21)
+        var list = KeyedList<Entry>()
+        for step in 0..<6_000 {
+            let id = MessageID(high: random.next64() % 32, low: random.next64() % 8)
+            if random.next64() % 3 != 0 {
+                if list.index(ofTask: id) == nil { list.append(Entry(taskKey: id, number: step)) }
+            } else if !list.isEmpty {
+                let removed = list.remove(at: Int(random.next64() % UInt64(list.count)))
+                XCTAssertNil(list.index(ofTask: removed.taskKey), "step \(step)")
+            }
+            if step % 50 == 0 {
+                for high in 0..<UInt64(32) {
+                    for low in 0..<UInt64(8) {
+                        let probe = MessageID(high: high, low: low)
+                        XCTAssertEqual(list.index(ofTask: probe), list.firstIndex { $0.taskKey == probe }, "step \(step), \(probe)")
+                    }
+                }
+            }
+        }
+        list.removeAll()
+        XCTAssertNil(list.index(ofTask: MessageID(high: 1, low: 1)))
+    }
+}
+
