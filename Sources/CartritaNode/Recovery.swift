@@ -190,8 +190,7 @@ public struct Recovery {
 
         // 1. Snapshots: the newest one each actor can read, else an older one, else nothing.
         var snapshotSeq: [Address: UInt64] = [:]
-        var expected = ExpectedMessages()
-        var timers: [TimerKey: [MessageID]] = [:]
+        let scan = ScanTables()
         for cell in cells where self.useSnapshots {
             var before = UInt64.max
             while let snapshot = try self.log.latestSnapshot(
@@ -203,8 +202,8 @@ public struct Recovery {
                     snapshotSeq[cell.address] = snapshot.seq
                     report.cellsFromSnapshots += 1
                     for envelope in wrapper.owed {
-                        expected.insert(Expected(envelope: envelope, producedAt: 0))
-                        timers[TimerKey(owner: envelope.sender, correlation: envelope.correlationID), default: []].append(envelope.id)
+                        scan.expected.insert(Expected(envelope: envelope, producedAt: 0))
+                        scan.timers[TimerKey(owner: envelope.sender, correlation: envelope.correlationID), default: []].append(envelope.id)
                     }
                     break
                 }
@@ -230,10 +229,10 @@ public struct Recovery {
         var actors: [ActorKey: ReplayedActor] = [:]
         actors.reserveCapacity(cells.count)
         for cell in cells where actors[ActorKey(cell.address)] == nil {
-            actors[ActorKey(cell.address)] = ReplayedActor(cell: cell, coveredSeq: snapshotSeq[cell.address] ?? 0, isClient: cell.address.isClient)
+            actors[ActorKey(cell.address)] = ReplayedActor(
+                cell: cell, coveredSeq: snapshotSeq[cell.address] ?? 0, isClient: cell.address.isClient,
+                skipsHandler: self.handlers == .stateful && cell.isStateless)
         }
-        var cancelled: Set<MessageID> = []
-        var deferred: [MessageID: Deferred] = [:]
         var divergence: Divergence?
         // One record of the scan; false stops it (a divergence). `matched`: replay's copy was
         // already found identical, byte for byte, and taken (a stored record, below).
@@ -244,9 +243,9 @@ public struct Recovery {
             if !matched, let sender = actors[ActorKey(envelope.sender)], !sender.isClient, seq > sender.coveredSeq {
                 if let parent = envelope.parentID, envelope.id == parent.derived(tag: Node.refusalTag) {
                     // The runtime's own refusal on the sender's behalf: an input.
-                } else if let parent = envelope.parentID, let skipped = deferred[parent], skipped.cell === sender.cell {
-                    deferred[parent] = nil  // answered in the log: the skipped handler owes nothing
-                } else if let taken = expected.take(envelope) {
+                } else if let parent = envelope.parentID, let skipped = scan.deferred[parent], skipped.cell === sender.cell {
+                    scan.deferred[parent] = nil  // answered in the log: the skipped handler owes nothing
+                } else if let taken = scan.expected.take(envelope) {
                     if case .failure(let copy) = taken {
                         divergence = Divergence(
                             seq: copy.expected.producedAt, actor: sender.cell.address,
@@ -254,7 +253,7 @@ public struct Recovery {
                             logged: envelope.jsonString(), replayed: copy.expected.envelope.jsonString())
                         return false
                     }
-                } else if !cancelled.contains(envelope.id) {
+                } else if !scan.cancelled.contains(envelope.id) {
                     divergence = Divergence(
                         seq: seq, actor: sender.cell.address,
                         message: "the log has message \(envelope.id) from \(sender.cell.address) that replay did not make",
@@ -266,24 +265,24 @@ public struct Recovery {
             let cell = recipient.cell
             let context = DeliveryContext(
                 seq: seq, clockMilliseconds: record.header.clockMilliseconds, entropy: record.header.entropy, buggify: self.buggify)
-            report.recordsReplayed += 1
-            if self.handlers == .stateful && cell.isStateless {
+            scan.recordsReplayed += 1
+            if recipient.skipsHandler {
                 cell.skip(seq: seq)
-                deferred[envelope.id] = Deferred(envelope: envelope, context: context, cell: cell)
+                scan.deferred[envelope.id] = Deferred(envelope: envelope, context: context, cell: cell)
                 return true
             }
             let delivery = cell.deliver(envelope, context)
             for correlation in delivery.cancelledTimers {
                 let key = TimerKey(owner: cell.address, correlation: correlation)
-                guard let ids = timers.removeValue(forKey: key) else { continue }
-                for id in ids where expected.cancelTimer(id, dueAfter: context.clockMilliseconds) {
-                    cancelled.insert(id)  // it may still show up: it could have fired first
+                guard let ids = scan.timers.removeValue(forKey: key) else { continue }
+                for id in ids where scan.expected.cancelTimer(id, dueAfter: context.clockMilliseconds) {
+                    scan.cancelled.insert(id)  // it may still show up: it could have fired first
                 }
             }
             for message in delivery.messages {
-                expected.insert(Expected(envelope: message, producedAt: seq))
+                scan.expected.insert(Expected(envelope: message, producedAt: seq))
                 if message.timestampMilliseconds > context.clockMilliseconds {
-                    timers[TimerKey(owner: cell.address, correlation: message.correlationID), default: []].append(message.id)
+                    scan.timers[TimerKey(owner: cell.address, correlation: message.correlationID), default: []].append(message.id)
                 }
             }
             return true
@@ -296,22 +295,21 @@ public struct Recovery {
         // and judged as before.
         let storedSenders = !self.comparesStoredBytes ? [] : cells.filter { !$0.address.isClient && !(self.handlers == .stateful && $0.isStateless) }.map(\.address)
         let decoder = EnvelopeDecoder(validatesEnvelopes: self.log.replayValidatesEnvelopes)
-        var checks: [StoredCheck] = []
         let checker = StoredChecker()
         var unreadable: EventLogError?
         var divergenceRecordSeq = UInt64.max
         var checkerFoundIt = false
-        // Record `index` of `batch`, stored. Its bytes are not touched here (not even retained):
-        // the checker reads them from the batch, which it is handed whole.
-        func replay(_ seq: UInt64, storedAt index: Int, of batch: ReplayBatch, _ peek: RecordPeek) -> Bool {
-            if let copy = expected.takeOnly(peek.id) {
+        // Record `index` of the batch at `entries`, stored. Its bytes are not touched here (not
+        // even retained): the checker reads them from the batch, which it is handed whole.
+        func replay(_ seq: UInt64, storedAt index: Int, of entries: UnsafeBufferPointer<ReplayBatch.Element>, _ peek: RecordPeek) -> Bool {
+            if let copy = scan.expected.takeOnly(peek.id) {
                 if let sender = actors[ActorKey(copy.envelope.sender)], !sender.isClient, seq > sender.coveredSeq {
-                    checks.append(StoredCheck(index: index, copy: copy))
+                    scan.checks.append(StoredCheck(index: index, copy: copy))
                     return replay(seq, LogRecord(header: peek.header, envelope: copy.envelope), matched: true)
                 }
-                expected.putBack(copy)
+                scan.expected.putBack(copy)
             }
-            guard case .stored(let bytes, _) = batch[index].entry else { preconditionFailure("record \(seq) is not stored") }
+            guard case .stored(let bytes, _) = entries[index].entry else { preconditionFailure("record \(seq) is not stored") }
             do {
                 return replay(seq, try decoder.decodeRecord(bytes), matched: false)
             } catch {
@@ -342,28 +340,29 @@ public struct Recovery {
                 try self.log.replayEntries(from: start, storedSenders: storedSenders) { batch in
                     // By index, not `for entry in batch`: that would copy (retain and release)
                     // every entry's bytes, made on a reader thread, on this one.
-                    for index in batch.indices {
-                        let seq = batch[index].seq
-                        let going: Bool
-                        if let peek = batch[index].entry.storedPeek {
-                            going = replay(seq, storedAt: index, of: batch, peek)
-                        } else if case .decoded(let record) = batch[index].entry {
-                            going = replay(seq, record, matched: false)
-                        } else {
-                            preconditionFailure("record \(seq) is neither stored nor decoded")
+                    let going = batch.withUnsafeBufferPointer { entries -> Bool in
+                        for index in entries.indices {
+                            let seq = entries[index].seq
+                            let going: Bool
+                            if let peek = entries[index].entry.storedPeek {
+                                going = replay(seq, storedAt: index, of: entries, peek)
+                            } else if case .decoded(let record) = entries[index].entry {
+                                going = replay(seq, record, matched: false)
+                            } else {
+                                preconditionFailure("record \(seq) is neither stored nor decoded")
+                            }
+                            if !going {
+                                if divergence != nil { divergenceRecordSeq = seq }
+                                return false
+                            }
                         }
-                        if !going {
-                            if divergence != nil { divergenceRecordSeq = seq }
-                            // What was delivered before the stop is checked all the same: the
-                            // checker may find an earlier divergence.
-                            checker.submit(checks, of: batch)
-                            checks.removeAll()
-                            return false
-                        }
+                        return true
                     }
-                    checker.submit(checks, of: batch)
-                    checks.removeAll(keepingCapacity: true)
-                    return checker.mismatch == nil
+                    // What was delivered before a stop is checked all the same: the checker may
+                    // find an earlier divergence.
+                    checker.submit(scan.checks, of: batch)
+                    scan.checks.removeAll(keepingCapacity: true)
+                    return going && checker.mismatch == nil
                 }
             } catch {
                 // The log failed under the replay (a record it cannot hand out). A record the
@@ -374,6 +373,7 @@ public struct Recovery {
             }
         }
         judge(checker.finish())
+        report.recordsReplayed = scan.recordsReplayed
         if let unreadable { throw unreadable }
         if checkerFoundIt {
             // The replay ran past it by a few batches, as far as the checker lagged: a matter of
@@ -390,17 +390,17 @@ public struct Recovery {
         }
 
         // Skipped handlers whose answers the log lacks run now: their effects are owed.
-        for skipped in deferred.values.sorted(by: { $0.context.seq < $1.context.seq }) {
+        for skipped in scan.deferred.values.sorted(by: { $0.context.seq < $1.context.seq }) {
             let lastSeq = skipped.cell.lastSeq
             let delivery = skipped.cell.deliver(skipped.envelope, skipped.context)
             skipped.cell.skip(seq: lastSeq)  // running it late must not move the actor back
-            for message in delivery.messages { expected.insert(Expected(envelope: message, producedAt: skipped.context.seq)) }
+            for message in delivery.messages { scan.expected.insert(Expected(envelope: message, producedAt: skipped.context.seq)) }
         }
 
         // 3. What replay made but the scan did not meet: already in the log, refused, cancelled
         //    at its recipient, at_most_once (not owed), or owed.
         // Timers are owed whatever their mode: they are the actor's own, not the network's.
-        var remaining = expected.all.filter { $0.envelope.deliveryMode != .atMostOnce || $0.envelope.sender == $0.envelope.recipient }
+        var remaining = scan.expected.all.filter { $0.envelope.deliveryMode != .atMostOnce || $0.envelope.sender == $0.envelope.recipient }
         // A total order, whatever the hash order `all` came in: it is the order owed work resumes.
         remaining.sort {
             ($0.envelope.timestampMilliseconds, $0.envelope.id, $0.envelope.retryCount, $0.producedAt)
@@ -496,6 +496,24 @@ struct ReplayedActor {
     /// The seq its snapshot covers (0: none): records up to it are not delivered to it again.
     var coveredSeq: UInt64
     var isClient: Bool
+    /// A stateless agent under `Handlers.stateful`: its deliveries are noted, not run.
+    var skipsHandler: Bool
+}
+
+/// The replay scan's tables, shared by the scan's nested functions. An object with unchecked
+/// exclusivity rather than local variables: captured by those functions, each access to a local
+/// paid a dynamic exclusivity check (`swift_beginAccess`/`swift_endAccess`), several per record.
+/// The scan runs on one thread and never holds two overlapping accesses to one of these.
+final class ScanTables {
+    @exclusivity(unchecked) var expected = Recovery.ExpectedMessages()
+    @exclusivity(unchecked) var timers: [Recovery.TimerKey: [MessageID]] = [:]
+    /// Timers cancelled while replay still expected them (they may show up: one may have fired
+    /// before its cancel).
+    @exclusivity(unchecked) var cancelled: Set<MessageID> = []
+    @exclusivity(unchecked) var deferred: [MessageID: Recovery.Deferred] = [:]
+    /// The current batch's stored records whose copies were delivered, for the checker.
+    @exclusivity(unchecked) var checks: [StoredCheck] = []
+    @exclusivity(unchecked) var recordsReplayed = 0
 }
 
 /// A stored record whose replayed copy was delivered in its place, to be checked: the record
@@ -546,8 +564,11 @@ final class StoredChecker: @unchecked Sendable {
         thread.start()
     }
 
+    /// The encoder a checker compares with (its tests judge `same` with this one too).
+    static func makeEncoder() -> EnvelopeEncoder { EnvelopeEncoder() }
+
     private func run() {
-        let encoder = EnvelopeEncoder()
+        let encoder = Self.makeEncoder()
         let decoder = EnvelopeDecoder(validatesEnvelopes: false)
         while true {
             self.condition.lock()
