@@ -141,15 +141,8 @@ struct TaskChains: Sendable {
     private var slots: [Slot] = []
     private var used = 0
 
-    /// The SplitMix64 / murmur3 finaliser over both halves: the same in every process.
     @inline(__always)
-    static func bucket(_ id: MessageID, mask: Int) -> Int {
-        var x = id.high &* 0x9E37_79B9_7F4A_7C15 ^ id.low
-        x = (x ^ (x >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        x = (x ^ (x >> 27)) &* 0x94D0_49BB_1331_11EB
-        x ^= x >> 31
-        return Int(truncatingIfNeeded: x) & mask
-    }
+    static func bucket(_ id: MessageID, mask: Int) -> Int { TaskIDHash.bucket(id, mask: mask) }
 
     func existingSlot(_ id: MessageID) -> Int? {
         guard !self.slots.isEmpty else { return nil }

@@ -84,15 +84,8 @@ struct TaskPositions: Sendable {
     private var mask = 0
     private(set) var count = 0
 
-    /// The SplitMix64 / murmur3 finaliser of both halves: the same in every process.
     @inline(__always)
-    static func bucket(_ id: MessageID, mask: Int) -> Int {
-        var x = id.high &* 0x9E37_79B9_7F4A_7C15 ^ id.low
-        x = (x ^ (x >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        x = (x ^ (x >> 27)) &* 0x94D0_49BB_1331_11EB
-        x ^= x >> 31
-        return Int(truncatingIfNeeded: x) & mask
-    }
+    static func bucket(_ id: MessageID, mask: Int) -> Int { TaskIDHash.bucket(id, mask: mask) }
 
     /// Where `id` is, or where a probe for it ends (an empty slot); nil when the table is empty.
     private func find(_ id: MessageID) -> (index: Int, found: Bool)? {
@@ -167,3 +160,16 @@ struct TaskPositions: Sendable {
     }
 }
 
+/// The bucket of a task id in the open-addressing tables keyed by id (`TaskPositions` here, the
+/// node's `TaskChains`): the SplitMix64 / murmur3 finaliser of both halves, the same in every
+/// process (unlike `Hasher`), and cheaper than a SipHash of 16 bytes.
+public enum TaskIDHash {
+    @inlinable @inline(__always)
+    public static func bucket(_ id: MessageID, mask: Int) -> Int {
+        var x = id.high &* 0x9E37_79B9_7F4A_7C15 ^ id.low
+        x = (x ^ (x >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        x = (x ^ (x >> 27)) &* 0x94D0_49BB_1331_11EB
+        x ^= x >> 31
+        return Int(truncatingIfNeeded: x) & mask
+    }
+}
