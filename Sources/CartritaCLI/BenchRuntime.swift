@@ -80,11 +80,19 @@ struct BenchRuntime: AsyncParsableCommand {
             let commitMilliseconds = (writer.averageCommitMilliseconds * 1000).rounded() / 1000
             // Share of the wall time the writer spent inside commits (near 1: the log is the bottleneck).
             let commitShare = (Double(writer.commitNanoseconds) / 1e9 / result.elapsedSeconds * 100).rounded() / 100
+            // Where the rest of the writer's wall time went: building the batch (records, hashes,
+            // puts) against LMDB's commit proper (pages and sync), answering (with the steps the
+            // answer hooks run on the writer's thread), lingering for a batch, indexing.
+            func share(_ nanoseconds: Int64) -> JSON { .double((Double(nanoseconds) / 1e9 / result.elapsedSeconds * 1000).rounded() / 1000) }
             let figures: [(String, JSON)] = [
                 ("tasks_per_s", .double(result.rate.rounded())), ("p50_ms", .double(result.p50)), ("p99_ms", .double(result.p99)),
                 ("tasks", .int(Int64(result.tasks))), ("messages_per_task", .double(result.messagesPerTask)),
                 ("log_commits_per_s", .double(commitsPerSecond)), ("records_per_commit", .double(recordsPerCommit)),
                 ("commit_ms_mean", .double(commitMilliseconds)), ("writer_commit_share", .double(commitShare)),
+                ("writer_build_share", share(writer.commitBuildNanoseconds)),
+                ("writer_lmdb_commit_share", share(writer.commitNanoseconds - writer.commitBuildNanoseconds)),
+                ("writer_answer_share", share(writer.answerNanoseconds)), ("writer_linger_share", share(writer.lingerNanoseconds)),
+                ("writer_index_share", share(writer.indexNanoseconds)),
                 // CPU per task says more than the rate on a shared machine; cores used, how near the 2 it runs.
                 ("cpu_us_per_task", .double(result.tasks == 0 ? 0 : (result.cpuSeconds / Double(result.tasks) * 1e7).rounded() / 10)),
                 ("cpu_cores", .double((result.cpuSeconds / result.elapsedSeconds * 100).rounded() / 100)),

@@ -47,6 +47,9 @@ public final class EventLog: @unchecked Sendable {
     let readsSinceRelease = Atomic<Int>(0)
     /// Random record reads between two releases by readers: at most about 16 MiB mapped.
     static let releaseMappedPagesEveryReads = 256
+    /// Id-index entries (16-byte key, 8-byte seq, 8-byte node header) a 4 KiB leaf page holds,
+    /// rounded down: what one page of sorted id lookups covers, for `noteReads`.
+    static let idEntriesPerPageEstimate = 64
 
     struct Databases: Sendable {
         var log: LMDBDatabase

@@ -56,6 +56,15 @@ final class LogWriter: @unchecked Sendable {
     /// pins old pages, so the file would grow without bound).
     static let readerCheckInterval = Duration.seconds(30)
     let recordWriter = MsgPackWriter(initialCapacityBytes: 1 << 16)
+    /// Where the writer's time went since the last batch's metrics were published (writer
+    /// thread only; moved into `metrics` once per batch, under one lock).
+    struct Times {
+        var build: Int64 = 0
+        var linger: Int64 = 0
+        var index: Int64 = 0
+        var answer: Int64 = 0
+    }
+    var times = Times()
     let answerHooks = AnswerHooks()
 
     /// Published for readers on other threads (`EventLog.lastSeq`, `EventLog.writerMetrics`).
@@ -232,10 +241,12 @@ final class LogWriter: @unchecked Sendable {
             if self.configuration.groupCommitLingerMicroseconds > 0, self.queuedRecords > 0,
                 self.queuedRecords < min(self.lastBatchRecords, self.configuration.maxBatchRecords), !self.stopping
             {
+                let lingerStart = ContinuousClock.now
                 let deadline = Date(timeIntervalSinceNow: Double(self.configuration.groupCommitLingerMicroseconds) / 1e6)
                 while self.queuedRecords < min(self.lastBatchRecords, self.configuration.maxBatchRecords), !self.stopping {
                     if !self.condition.wait(until: deadline) { break }
                 }
+                self.times.linger += (ContinuousClock.now - lingerStart).nanoseconds
             }
             // Take a batch: consecutive appends up to the caps, or one other request.
             var batch: [PendingRecord] = []
@@ -273,7 +284,13 @@ final class LogWriter: @unchecked Sendable {
                 self.metrics.maxBatchRecords = max(self.metrics.maxBatchRecords, batch.count)
                 self.metrics.commitNanoseconds += commitNanoseconds
                 self.metrics.maxCommitNanoseconds = max(self.metrics.maxCommitNanoseconds, commitNanoseconds)
+                self.metrics.commitBuildNanoseconds += self.times.build
+                self.metrics.lingerNanoseconds += self.times.linger
+                self.metrics.indexNanoseconds += self.times.index
+                self.metrics.answerNanoseconds += self.times.answer
                 self.published.unlock()
+                self.times = Times()
+                let answerStart = ContinuousClock.now
                 let hooks = self.answerHooks.current()
                 for hook in hooks { hook.willAnswer() }
                 Self.answer(batch, results)
@@ -281,8 +298,11 @@ final class LogWriter: @unchecked Sendable {
                     let queued = self.queuedRecordsNow()
                     for hook in hooks { hook.didAnswer(queued) }
                 }
+                let answered = ContinuousClock.now
+                self.times.answer += (answered - answerStart).nanoseconds
                 if self.pendingIndex.count >= self.configuration.maxIndexLagRecords {
                     self.applyIndexes(limit: self.configuration.maxIndexLagRecords)
+                    self.times.index += (ContinuousClock.now - answered).nanoseconds
                 }
                 self.syncIfDue(force: false)
                 self.committedBytesSinceRelease += bytes
@@ -357,6 +377,7 @@ final class LogWriter: @unchecked Sendable {
             var indexEntries: [IndexEntry] = []
             indexEntries.reserveCapacity(batch.count)
             do {
+                let buildStart = ContinuousClock.now
                 try self.environment.write { txn in
                     // One 8-byte key buffer for the whole batch, rewritten per record: the commit
                     // loop is the hot path and allocates nothing per record for keys.
@@ -396,6 +417,7 @@ final class LogWriter: @unchecked Sendable {
                         try txn.put(self.databases.heads, key: Array(actor.utf8), value: EventLog.bigEndian(seq))
                     }
                     try txn.put(self.databases.meta, key: EventLog.metaKey(EventLog.MetaKey.headHash), value: prevHash.bytes)
+                    self.times.build += (ContinuousClock.now - buildStart).nanoseconds
                 }
             } catch let error as LMDBError where error.code == .mapFull {
                 if let failure = self.growMap() {
@@ -598,6 +620,15 @@ public struct WriterMetrics: Sendable, Hashable {
     /// Time inside group commits (building records, hashing, LMDB puts, commit and sync).
     public var commitNanoseconds: Int64 = 0
     public var maxCommitNanoseconds: Int64 = 0
+    /// The part of `commitNanoseconds` spent before LMDB's commit: building records, hashing,
+    /// puts. The rest is LMDB's commit (writing pages, and the sync when durable).
+    public var commitBuildNanoseconds: Int64 = 0
+    /// Waiting for more appends to join a batch (the group-commit linger).
+    public var lingerNanoseconds: Int64 = 0
+    /// Applying deferred secondary-index entries while appends were coming in.
+    public var indexNanoseconds: Int64 = 0
+    /// Answering appends, with the answer hooks (the steps they run on the writer's thread).
+    public var answerNanoseconds: Int64 = 0
     /// Reader slots of dead processes cleared by the idle writer.
     public var staleReadersCleared = 0
     /// Times the writer dropped the process's mappings of the log file's pages, and failed to.
