@@ -5,7 +5,7 @@ import PackageDescription
 //   CartritaEnvelope  (pure Swift: types, validation, UUIDv7)   no dependencies
 //   CartritaCodec     (msgpack: native, checked against msgpack-c) -> Envelope, CMsgPack
 //   CartritaLMDB      (thin safe layer over liblmdb)             -> CLMDB
-//   CartritaLog       (LMDB event log, snapshots, indexes)       -> Codec, LMDB, Crypto
+//   CartritaLog       (LMDB event log, snapshots, indexes)       -> Codec, LMDB, CSHA256, Crypto
 //   CartritaRuntime   (actor contract, mailboxes, routing: pure)  -> Envelope, Codec
 //   CartritaAgents    (the tier-2 agents' deterministic work)    -> Runtime, Envelope
 //   CartritaNode      (drives the actors on the log: delivery,
@@ -70,6 +70,8 @@ let package = Package(
             pkgConfig: "msgpack",
             providers: [.apt(["libmsgpack-dev"])]
         ),
+        // SHA-256 in C with the x86 SHA extensions: the record hash on the writer's hot path.
+        .target(name: "CSHA256"),
         .target(
             name: "CartritaEnvelope",
             swiftSettings: swiftSettings
@@ -87,7 +89,7 @@ let package = Package(
         .target(
             name: "CartritaLog",
             dependencies: [
-                "CartritaEnvelope", "CartritaCodec", "CartritaLMDB",
+                "CartritaEnvelope", "CartritaCodec", "CartritaLMDB", "CSHA256",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings

@@ -515,11 +515,7 @@ final class LogWriter: @unchecked Sendable {
         self.published.unlock()
     }
 
-    static func sha256(_ bytes: UnsafeRawBufferPointer) -> Digest32 {
-        // swift-crypto uses BoringSSL's SHA-NI/AVX2 code here; the hash is on the writer's hot path.
-        let digest = SHA256.hash(data: bytes)
-        return digest.withUnsafeBytes { Digest32(bytes: $0) }
-    }
+    static func sha256(_ bytes: UnsafeRawBufferPointer) -> Digest32 { RecordHash.sha256(bytes) }
 
     // MARK: Secondary indexes
 
