@@ -414,6 +414,11 @@ final class FrontDoor: Sendable {
     /// Task `id` as the log knows it (its correlation's records), or as this process knows it
     /// when the request is not committed yet. Nil: no such task.
     func view(of id: MessageID, flowLimit: Int = 0) throws(APIError) -> TaskView? {
+        // The tracker first, then the log: an answer leaves the tracker only once its record is
+        // committed, so whatever the log read below misses, this read still holds. Read the
+        // other way round, a commit landing between the two reads showed a task its client had
+        // been answered as pending.
+        let tracked = self.tracker.tracked(id)
         let seqs: [UInt64]
         do {
             seqs = try self.log.seqs(correlation: id)
@@ -441,9 +446,9 @@ final class FrontDoor: Sendable {
             if view.flow.count < flowLimit { view.flow.append(record) }
         }
         // Settled but not committed yet: the answer its client may already have been given.
-        if view.answer == nil, let settled = self.tracker.tracked(id)?.settled { view.answer = settled }
+        if view.answer == nil, let settled = tracked?.settled { view.answer = settled }
         if !view.requestLogged {
-            guard self.tracker.tracked(id) != nil else { return nil }
+            guard tracked != nil else { return nil }
         }
         return view
     }
