@@ -93,6 +93,8 @@ struct BenchRuntime: AsyncParsableCommand {
                 ("writer_lmdb_commit_share", share(writer.commitNanoseconds - writer.commitBuildNanoseconds)),
                 ("writer_answer_share", share(writer.answerNanoseconds)), ("writer_linger_share", share(writer.lingerNanoseconds)),
                 ("writer_index_share", share(writer.indexNanoseconds)),
+                ("writer_other_share", share(writer.otherNanoseconds)),
+                ("writer_other_requests_per_s", .double((Double(writer.otherRequests) / result.elapsedSeconds).rounded())),
                 // CPU per task says more than the rate on a shared machine; cores used, how near the 2 it runs.
                 ("cpu_us_per_task", .double(result.tasks == 0 ? 0 : (result.cpuSeconds / Double(result.tasks) * 1e7).rounded() / 10)),
                 ("cpu_cores", .double((result.cpuSeconds / result.elapsedSeconds * 100).rounded() / 100)),

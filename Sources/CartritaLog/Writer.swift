@@ -248,39 +248,50 @@ final class LogWriter: @unchecked Sendable {
                 }
                 self.times.linger += (ContinuousClock.now - lingerStart).nanoseconds
             }
-            // Take a batch: consecutive appends up to the caps, or one other request.
+            // Take a batch: consecutive appends up to the caps, with the snapshots among them
+            // (saved in the same transaction), or one other request.
             var batch: [PendingRecord] = []
+            var snapshots: [PendingSnapshot] = []
             var other: Request?
             var bytes = 0
             var taken = 0
-            while taken < self.queue.count {
-                if case .append(let record) = self.queue[taken] {
+            taking: while taken < self.queue.count {
+                switch self.queue[taken] {
+                case .append(let record):
                     guard batch.count < self.configuration.maxBatchRecords,
                         batch.isEmpty || bytes + record.encoded.body.count <= self.configuration.maxBatchBytes
-                    else { break }
+                    else { break taking }
                     batch.append(record)
                     bytes += record.encoded.body.count
                     taken += 1
-                } else {
-                    if batch.isEmpty {
+                case .snapshot(let snapshot):
+                    guard snapshots.count < Self.maxSnapshotsPerBatch,
+                        batch.isEmpty && snapshots.isEmpty || bytes + snapshot.encoded.count <= self.configuration.maxBatchBytes
+                    else { break taking }
+                    snapshots.append(snapshot)
+                    bytes += snapshot.encoded.count
+                    taken += 1
+                default:
+                    if batch.isEmpty && snapshots.isEmpty {
                         other = self.queue[taken]
                         taken += 1
                     }
-                    break
+                    break taking
                 }
             }
             self.queue.removeFirst(taken)
             self.queuedRecords -= batch.count
             self.condition.unlock()
 
-            if !batch.isEmpty {
-                self.lastBatchRecords = batch.count
+            if !batch.isEmpty || !snapshots.isEmpty {
+                if !batch.isEmpty { self.lastBatchRecords = batch.count }
                 let commitStart = ContinuousClock.now
-                let results = self.commit(batch)
+                let (results, snapshotResults) = self.commit(batch, snapshots: snapshots)
                 let commitNanoseconds = (ContinuousClock.now - commitStart).nanoseconds
                 self.published.lock()
                 self.metrics.batches += 1
                 self.metrics.records += batch.count
+                self.metrics.snapshotsSaved += snapshotResults.count(where: { (try? $0.get()) != nil })
                 self.metrics.maxBatchRecords = max(self.metrics.maxBatchRecords, batch.count)
                 self.metrics.commitNanoseconds += commitNanoseconds
                 self.metrics.maxCommitNanoseconds = max(self.metrics.maxCommitNanoseconds, commitNanoseconds)
@@ -294,6 +305,7 @@ final class LogWriter: @unchecked Sendable {
                 let hooks = self.answerHooks.current()
                 for hook in hooks { hook.willAnswer() }
                 Self.answer(batch, results)
+                for (snapshot, result) in zip(snapshots, snapshotResults) { snapshot.completion(result) }
                 if !hooks.isEmpty {
                     let queued = self.queuedRecordsNow()
                     for hook in hooks { hook.didAnswer(queued) }
@@ -311,7 +323,13 @@ final class LogWriter: @unchecked Sendable {
             if let other {
                 let hooks = self.answerHooks.current()
                 for hook in hooks { hook.willAnswer() }
+                let otherStart = ContinuousClock.now
                 self.perform(other)
+                let otherNanoseconds = (ContinuousClock.now - otherStart).nanoseconds
+                self.published.lock()
+                self.metrics.otherRequests += 1
+                self.metrics.otherNanoseconds += otherNanoseconds
+                self.published.unlock()
                 if !hooks.isEmpty {
                     let queued = self.queuedRecordsNow()
                     for hook in hooks { hook.didAnswer(queued) }
@@ -350,7 +368,14 @@ final class LogWriter: @unchecked Sendable {
         case .append:
             preconditionFailure("appends are batched")
         case .snapshot(let snapshot):
-            snapshot.completion(self.saveSnapshot(snapshot))
+            // Snapshots ride in the group commits (see `run`); one alone is a commit of its own.
+            let result = self.commit([], snapshots: [snapshot]).snapshots[0]
+            if case .success = result {
+                self.published.lock()
+                self.metrics.snapshotsSaved += 1
+                self.published.unlock()
+            }
+            snapshot.completion(result)
         case .barrier(let done):
             while !self.pendingIndex.isEmpty {
                 guard self.applyIndexes(limit: self.configuration.maxIndexLagRecords) else {
@@ -367,8 +392,31 @@ final class LogWriter: @unchecked Sendable {
 
     // MARK: Group commit
 
-    /// Commits one batch. Returns one result per record, in order.
-    func commit(_ batch: [PendingRecord]) -> [Result<UInt64, EventLogError>] {
+    /// Snapshots saved in one group commit at most (the rest wait for the next).
+    static let maxSnapshotsPerBatch = 64
+
+    /// Commits one batch, with `snapshots` in the same transaction. Returns one result per
+    /// record and one per snapshot, in order. A snapshot that covers records the log does not
+    /// hold fails alone; a failed transaction fails everything in it.
+    func commit(
+        _ batch: [PendingRecord], snapshots: [PendingSnapshot] = []
+    ) -> (records: [Result<UInt64, EventLogError>], snapshots: [Result<Void, EventLogError>]) {
+        var snapshotResults: [Result<Void, EventLogError>] = snapshots.map { self.checkSnapshot($0).map { .failure($0) } ?? .success(()) }
+        let records = self.commitRecords(batch) { txn in
+            for (index, snapshot) in snapshots.enumerated() where (try? snapshotResults[index].get()) != nil {
+                try self.putSnapshot(snapshot, in: txn)
+            }
+        } failed: { failure in
+            for index in snapshotResults.indices where (try? snapshotResults[index].get()) != nil { snapshotResults[index] = .failure(failure) }
+        }
+        return (records, snapshotResults)
+    }
+
+    /// The records' part of `commit`: `alsoInTransaction` runs in the same write transaction
+    /// after the records; `failed` hears the error when the transaction does not commit.
+    func commitRecords(
+        _ batch: [PendingRecord], alsoInTransaction: (LMDBWriteTransaction) throws -> Void, failed: (EventLogError) -> Void
+    ) -> [Result<UInt64, EventLogError>] {
         while true {
             var results = [Result<UInt64, EventLogError>](repeating: .failure(EventLogError(.storage, "not written")), count: batch.count)
             var nextSeq = self.nextSeq
@@ -412,20 +460,24 @@ final class LogWriter: @unchecked Sendable {
                         results[position] = .success(seq)
                         nextSeq += 1
                     }
-                    guard nextSeq != self.nextSeq else { return }  // only duplicates: nothing to commit
-                    for (actor, seq) in touched {
-                        try txn.put(self.databases.heads, key: Array(actor.utf8), value: EventLog.bigEndian(seq))
+                    if nextSeq != self.nextSeq {  // else only duplicates: no record to commit
+                        for (actor, seq) in touched {
+                            try txn.put(self.databases.heads, key: Array(actor.utf8), value: EventLog.bigEndian(seq))
+                        }
+                        try txn.put(self.databases.meta, key: EventLog.metaKey(EventLog.MetaKey.headHash), value: prevHash.bytes)
                     }
-                    try txn.put(self.databases.meta, key: EventLog.metaKey(EventLog.MetaKey.headHash), value: prevHash.bytes)
+                    try alsoInTransaction(txn)
                     self.times.build += (ContinuousClock.now - buildStart).nanoseconds
                 }
             } catch let error as LMDBError where error.code == .mapFull {
                 if let failure = self.growMap() {
+                    failed(failure)
                     return batch.map { _ in .failure(failure) }
                 }
                 continue  // retry the whole batch in a bigger map: nothing was acknowledged
             } catch {
                 let failure = self.classify(error, context: "committing \(batch.count) records", neededBytes: batch.reduce(0) { $0 + $1.encoded.body.count })
+                failed(failure)
                 return batch.map { _ in .failure(failure) }
             }
             // Committed: now, and only now, the writer's memory moves forward.
@@ -625,6 +677,11 @@ public struct WriterMetrics: Sendable, Hashable {
     public var indexNanoseconds: Int64 = 0
     /// Answering appends, with the answer hooks (the steps they run on the writer's thread).
     public var answerNanoseconds: Int64 = 0
+    /// Requests other than appends (snapshots, barriers, index rebuilds): how many, how long.
+    public var otherRequests = 0
+    public var otherNanoseconds: Int64 = 0
+    /// Snapshots stored (each in the transaction of a group commit).
+    public var snapshotsSaved = 0
     /// Reader slots of dead processes cleared by the idle writer.
     public var staleReadersCleared = 0
     /// Times the writer dropped the process's mappings of the log file's pages, and failed to.

@@ -3,6 +3,7 @@ import CartritaEnvelope
 import CartritaLMDB
 import CartritaLog
 import Foundation
+import Synchronization
 import XCTest
 
 /// Actor snapshots (MCP-SPEC §6): the newest usable one at or before a seq, pruning, and
@@ -23,6 +24,48 @@ final class SnapshotTests: XCTestCase {
         let log = try EventLog(path: directory.path, configuration: config { $0.snapshotsKeptPerActor = keep })
         _ = try await log.append(contentsOf: sampleEnvelopes(seed: 91, count: 100, payloadBytes: 32), clockMilliseconds: 0, entropy: 0).map { try $0.get() }
         return log
+    }
+
+    /// Snapshots queued among appends are stored in the transaction of a group commit, never
+    /// as commits of their own; one that covers records the log lacks fails alone, and the
+    /// records and snapshots around it are stored.
+    func testSnapshotsRideInTheGroupCommitsAndABadOneFailsAlone() async throws {
+        let directory = TemporaryDirectory("snapshots-in-batches")
+        let log = try await self.makeLog(directory)
+        defer { log.close() }
+        let outcomes = Mutex<[UInt64: Result<Void, EventLogError>]>([:])
+        let appended = try await withThrowingTaskGroup(of: Int.self) { group -> Int in
+            for round in 0..<20 {
+                group.addTask {
+                    let results = await log.append(
+                        contentsOf: sampleEnvelopes(seed: 1_000 + UInt64(round), count: 50, payloadBytes: 64), clockMilliseconds: 0, entropy: 0)
+                    return try results.map { try $0.get() }.count
+                }
+                // Seqs 10…29 are in the log already; 1_000_000 + round never will be.
+                for seq in [UInt64(10 + round), 1_000_000 + UInt64(round)] {
+                    try log.saveSnapshot(Snapshot(actor: "actor.\(round)@v1.0", seq: seq, formatVersion: 1, state: self.state(seq))) { result in
+                        outcomes.withLock { $0[seq] = result }
+                    }
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        XCTAssertEqual(appended, 1_000)
+        try await log.flush()
+        let results = outcomes.withLock { $0 }
+        XCTAssertEqual(results.count, 40, "every snapshot hears its outcome")
+        for round in 0..<20 {
+            XCTAssertNoThrow(try results[UInt64(10 + round)]?.get())
+            XCTAssertEqual(try log.latestSnapshot(of: "actor.\(round)@v1.0")?.seq, UInt64(10 + round))
+            guard case .failure(let error)? = results[1_000_000 + UInt64(round)] else { return XCTFail("a snapshot beyond the log was stored") }
+            XCTAssertEqual(error.code, .invalidArgument)
+        }
+        let metrics = log.writerMetrics
+        XCTAssertEqual(metrics.snapshotsSaved, 20)
+        // At most flush's barrier (counted once it has answered, so maybe not yet): no snapshot
+        // was a commit of its own.
+        XCTAssertLessThanOrEqual(metrics.otherRequests, 1)
+        _ = try assertVerifies(log, records: 1_100)
     }
 
     /// Older snapshots are thinned to one per window of seqs, not all deleted: time travel to
