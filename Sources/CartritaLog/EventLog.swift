@@ -247,6 +247,14 @@ public final class EventLog: @unchecked Sendable {
         return (results, answered ?? .now)
     }
 
+    /// Queues `envelopes` (validated and encoded on the caller's thread, as `append` does) and
+    /// returns at once: the caller goes on (it may queue another batch) and hears the answer
+    /// through the returned handle. For an actor that keeps a second batch in flight while the
+    /// first is committed (`CellHost`).
+    public func submit(contentsOf envelopes: [Envelope], clockMilliseconds: Int64, entropy: UInt64, timed: Bool = false) -> PendingAppend {
+        PendingAppend(ticket: self.enqueue(contentsOf: envelopes, clockMilliseconds: clockMilliseconds, entropy: entropy, timed: timed))
+    }
+
     func append(contentsOf envelopes: [Envelope], clockMilliseconds: Int64, entropy: UInt64, timed: Bool) async
         -> (results: [Result<UInt64, EventLogError>], answered: ContinuousClock.Instant?)
     {
@@ -445,6 +453,25 @@ final class ResultBox: @unchecked Sendable {
 
 /// The answer to one `EventLog.enqueue`: a result per envelope, in the order given, once the
 /// writer has answered all of them. Waited on at most once.
+/// A batch `EventLog.submit` queued: one answer per record, once the batch is committed.
+public struct PendingAppend: Sendable {
+    let ticket: AppendTicket
+
+    /// Every record has its answer.
+    public var isAnswered: Bool { self.ticket.isAnswered }
+
+    /// Runs `body` once every record is answered: at once if they are, else on the log's writer
+    /// thread, which it must not hold up (resume a waiter, no more). One callback per batch.
+    public func whenAnswered(_ body: @escaping @Sendable () -> Void) { self.ticket.whenAnswered(body) }
+
+    /// The answers, in the order of the envelopes, and (when submitted `timed`) when the last
+    /// was given on the monotonic clock. Only once `isAnswered`.
+    public func answers() -> (results: [Result<UInt64, EventLogError>], answered: ContinuousClock.Instant?) {
+        precondition(self.ticket.isAnswered, "the batch is not answered yet")
+        return self.ticket.answeredResults()
+    }
+}
+
 final class AppendTicket: @unchecked Sendable {
     // Unchecked: every field is guarded by `lock`.
     let lock = NSLock()
@@ -454,6 +481,8 @@ final class AppendTicket: @unchecked Sendable {
     var answered: ContinuousClock.Instant?
     var waiter: UnsafeContinuation<Void, Never>?
     var blockingWaiter: DispatchSemaphore?
+    /// Called once every record is answered (`PendingAppend.whenAnswered`), after the waiters.
+    var onAnswered: (@Sendable () -> Void)?
 
     init(count: Int, timed: Bool) {
         self.results = Array(repeating: nil, count: count)
@@ -490,9 +519,39 @@ final class AppendTicket: @unchecked Sendable {
         let waiter = self.waiter
         self.waiter = nil
         let blockingWaiter = self.blockingWaiter
+        let onAnswered = self.onAnswered
+        self.onAnswered = nil
         self.lock.unlock()
         waiter?.resume()
         blockingWaiter?.signal()
+        onAnswered?()
+    }
+
+    var isAnswered: Bool {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        return self.remaining == 0
+    }
+
+    /// Runs `body` once every record is answered: at once (here) if they are already, else on
+    /// the thread of the last answer. False if it ran here.
+    @discardableResult
+    func whenAnswered(_ body: @escaping @Sendable () -> Void) -> Bool {
+        self.lock.lock()
+        guard self.remaining > 0 else {
+            self.lock.unlock()
+            body()
+            return false
+        }
+        precondition(self.onAnswered == nil, "one callback per ticket")
+        self.onAnswered = body
+        self.lock.unlock()
+        return true
+    }
+
+    /// The results of an answered ticket (`isAnswered`), and when the last was answered.
+    func answeredResults() -> (results: [Result<UInt64, EventLogError>], answered: ContinuousClock.Instant?) {
+        self.collect()
     }
 
     /// `results()` for callers outside Swift concurrency; never call it on the cooperative pool.

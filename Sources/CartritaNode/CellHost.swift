@@ -3,6 +3,7 @@ import CartritaEnvelope
 import CartritaLog
 import CartritaRuntime
 import Crypto
+import Foundation
 import Synchronization
 
 /// One actor of the hierarchy in production: a Swift actor that owns the cell (its state
@@ -11,7 +12,9 @@ import Synchronization
 /// The mailbox sits behind a mutex rather than in the actor so that a sender never waits for the
 /// recipient: a push is a lock and an append, and it starts a drain task only when the actor
 /// was idle. The drain takes a batch in priority order, appends it to the log in one group
-/// commit, and only then hands each message to the cell (write-ahead).
+/// commit, and only then hands each message to the cell (write-ahead). While a batch commits,
+/// the drain may take and append the next (`maxBatchesInFlight`); batches are handled in the
+/// order they were appended, so the log's order is the delivery order.
 actor CellHost {
     struct Inbox {
         var mailbox: Mailbox<Envelope>
@@ -24,6 +27,9 @@ actor CellHost {
         /// A `shutdown` with drain was delivered: new work is refused, queued work finishes,
         /// then the actor stops.
         var draining = false
+        /// The drain waits for its oldest batch's commit with room for another batch: a push
+        /// wakes it (`wake`) so that what arrives joins the writer's queue at once.
+        var wantsMail = false
     }
 
     enum Enqueued {
@@ -49,6 +55,8 @@ actor CellHost {
     var sent: SentMessages
     /// This actor's latest waits for the log, for `StepTiming` (kept only with a step tap).
     var recentLogWaits: [Range<ContinuousClock.Instant>] = []
+    /// Where the drain waits for an answer or mail (`waitForAnswerOrMail`).
+    nonisolated let wake = DrainWake()
 
     init(cell handOff: CellHandOff, sent: [Envelope], configuration: NodeConfiguration) {
         self.address = handOff.cell.address
@@ -77,6 +85,7 @@ actor CellHost {
     nonisolated func enqueue(_ envelope: Envelope, capacity: Int) -> Enqueued {
         var purged = 0
         var refusal: Enqueued?
+        var wakeDrain = false
         let start: Bool = self.inbox.withLock { inbox in
             if case .taskError(let error) = envelope.payload, error.code == .cancelled, !envelope.sender.isAgent {
                 purged = inbox.mailbox.removeAll {
@@ -94,10 +103,15 @@ actor CellHost {
                 }
             }
             inbox.mailbox.push(envelope, priority: envelope.priority, overCapacity: true)
+            if inbox.wantsMail {
+                inbox.wantsMail = false
+                wakeDrain = true
+            }
             guard !inbox.scheduled, !inbox.stopped else { return false }
             inbox.scheduled = true
             return true
         }
+        if wakeDrain { self.wake.signal() }
         if purged > 0 { self.node?.outstanding.subtract(purged, ordering: .relaxed) }
         if let refusal { return refusal }
         if start { self.startDrain() }
@@ -127,10 +141,13 @@ actor CellHost {
     /// dropped was never logged, so after a process restart recovery sends it again.
     nonisolated func setStopped(_ stopped: Bool) {
         var dropped: [Envelope] = []
+        var wakeDrain = false
         let start: Bool = self.inbox.withLock { inbox in
             inbox.stopped = stopped
             if stopped {
                 dropped = inbox.mailbox.removeAll { _ in true }
+                wakeDrain = inbox.wantsMail
+                inbox.wantsMail = false
                 return false
             }
             guard !inbox.scheduled, !inbox.mailbox.isEmpty else { return false }
@@ -143,6 +160,7 @@ actor CellHost {
             }
             node.outstanding.subtract(dropped.count, ordering: .releasing)
         }
+        if wakeDrain { self.wake.signal() }
         if start { self.startDrain() }
     }
 
@@ -157,54 +175,134 @@ actor CellHost {
         }
     }
 
+    /// A batch appended and not delivered yet.
+    struct InFlight {
+        var batch: [Envelope]
+        var append: PendingAppend
+        var clock: Int64
+        var entropy: UInt64
+        /// When the batch left the mailbox and was appended, read only with a step tap.
+        var taken: ContinuousClock.Instant?
+    }
+
+    /// Batches a drain keeps appended ahead of its deliveries: while the oldest is committed,
+    /// the next is already in the writer's queue. With one, an actor waiting for its commit
+    /// left what arrived meanwhile in its mailbox until the commit came back and the batch was
+    /// handled; sampled at 1024 tasks in flight, a third of the messages in flight sat there
+    /// (322 in 3.8 mailboxes, 7 of 11 actors waiting for the log). Delivery order is still the
+    /// log's order: batches are delivered oldest first, each in its own order.
+    static let maxBatchesInFlight = 2
+
     func drain() async {
         guard let node = self.node else { return }
+        var inFlight: [InFlight] = []
+        inFlight.reserveCapacity(Self.maxBatchesInFlight)
         while true {
-            let now = node.clock.now()
-            let maxBatch = self.configuration.maxDeliveryBatch
-            var heldUntil: Int64?
-            let batch: [Envelope] = self.inbox.withLock { inbox in
-                if inbox.stopped || node.storageFailure != nil {
-                    inbox.scheduled = false
-                    return []
+            // 1. Room for another batch: take one from the mailbox and append it.
+            if inFlight.count < Self.maxBatchesInFlight {
+                switch self.takeBatch(node, ending: inFlight.isEmpty) {
+                case .batch(let batch):
+                    inFlight.append(self.append(batch, node))
+                    continue  // more may wait
+                case .end:
+                    return
+                case .held(let until):
+                    if inFlight.isEmpty {
+                        node.timers.wake(at: until) { self.startDrain() }
+                        return
+                    }
+                case .empty:
+                    break
                 }
-                if inbox.heldUntil > now {
-                    heldUntil = inbox.heldUntil  // stays scheduled: the wake-up drains
-                    return []
-                }
-                var batch: [Envelope] = []
-                batch.reserveCapacity(min(maxBatch, inbox.mailbox.count))
-                while batch.count < maxBatch, let (item, _) = inbox.mailbox.pop() { batch.append(item) }
-                if batch.isEmpty {
-                    inbox.scheduled = false
-                    if inbox.draining { inbox.stopped = true }  // drained: now it stops
-                }
-                return batch
             }
-            if let heldUntil {
-                node.timers.wake(at: heldUntil) { self.startDrain() }
-                return
+            // 2. The oldest batch is committed: deliver it.
+            if let oldest = inFlight.first, oldest.append.isAnswered {
+                inFlight.removeFirst()
+                await self.deliver(oldest, node)
+                continue
             }
-            if batch.isEmpty { return }
-            await self.deliver(batch, node, taken: self.stepTap == nil ? nil : ContinuousClock.now)
+            // 3. Wait for the oldest batch's answer or, with room for another, for mail.
+            guard let oldest = inFlight.first else { continue }
+            await self.waitForAnswerOrMail(oldest.append, wantsMail: inFlight.count < Self.maxBatchesInFlight)
         }
     }
 
-    /// `taken`: when the batch left the mailbox, read only when there is a step tap.
-    func deliver(_ batch: [Envelope], _ node: Node, taken: ContinuousClock.Instant? = nil) async {
+    enum Taken {
+        case batch([Envelope])
+        /// Nothing to take now, batches in flight: the drain goes on.
+        case empty
+        /// A restart's backoff holds the mailbox until this clock reading.
+        case held(Int64)
+        /// Nothing to take and nothing in flight: the drain has ended (`scheduled` is off).
+        case end
+    }
+
+    /// A batch in priority order from the mailbox. `ending`: nothing is in flight, so with
+    /// nothing to take the drain ends, in the same critical section that finds the mailbox
+    /// empty (a push after it starts a new drain).
+    private func takeBatch(_ node: Node, ending: Bool) -> Taken {
+        let now = node.clock.now()
+        let maxBatch = self.configuration.maxDeliveryBatch
+        return self.inbox.withLock { inbox -> Taken in
+            inbox.wantsMail = false
+            if inbox.stopped || node.storageFailure != nil {
+                guard ending else { return .empty }  // what is in flight is logged: delivered first
+                inbox.scheduled = false
+                return .end
+            }
+            if inbox.heldUntil > now {
+                return .held(inbox.heldUntil)  // stays scheduled: the wake-up drains
+            }
+            var batch: [Envelope] = []
+            batch.reserveCapacity(min(maxBatch, inbox.mailbox.count))
+            while batch.count < maxBatch, let (item, _) = inbox.mailbox.pop() { batch.append(item) }
+            if !batch.isEmpty { return .batch(batch) }
+            guard ending else { return .empty }
+            inbox.scheduled = false
+            if inbox.draining { inbox.stopped = true }  // drained: now it stops
+            return .end
+        }
+    }
+
+    /// Appends `batch` to the log (write-ahead) without waiting for the commit.
+    private func append(_ batch: [Envelope], _ node: Node) -> InFlight {
+        let taken: ContinuousClock.Instant? = self.stepTap == nil ? nil : .now
         let clock = node.clock.now()
         let entropy = UInt64.random(in: .min ... .max)
-        let stepTap = taken == nil ? nil : self.stepTap
-        let results: [Result<UInt64, EventLogError>]
-        var commit: Range<ContinuousClock.Instant>?
-        if stepTap != nil {
-            let started = ContinuousClock.now
-            let answered: ContinuousClock.Instant
-            (results, answered) = await node.log.appendTimed(contentsOf: batch, clockMilliseconds: clock, entropy: entropy)
-            commit = started..<max(started, answered)
-        } else {
-            results = await node.log.append(contentsOf: batch, clockMilliseconds: clock, entropy: entropy)
+        let append = node.log.submit(contentsOf: batch, clockMilliseconds: clock, entropy: entropy, timed: taken != nil)
+        // The answer wakes the drain if it waits (a signal before it parks is kept).
+        let wake = self.wake
+        append.whenAnswered { wake.signal() }
+        return InFlight(batch: batch, append: append, clock: clock, entropy: entropy, taken: taken)
+    }
+
+    /// Suspends until a batch in flight is answered (each signals `wake`) or, with
+    /// `wantsMail`, a message arrives. It may return for a batch other than the oldest, or for a
+    /// signal left from before: the drain looks again and waits again.
+    private func waitForAnswerOrMail(_ append: PendingAppend, wantsMail: Bool) async {
+        if append.isAnswered { return }
+        if wantsMail {
+            let arrived = self.inbox.withLock { inbox -> Bool in
+                if !inbox.mailbox.isEmpty || inbox.stopped { return true }
+                inbox.wantsMail = true
+                return false
+            }
+            if arrived { return }
         }
+        let wake = self.wake
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in wake.park(continuation) }
+    }
+
+    /// Delivers a committed batch: each message whose append succeeded goes to the cell.
+    func deliver(_ inFlight: InFlight, _ node: Node) async {
+        let batch = inFlight.batch
+        let clock = inFlight.clock
+        let entropy = inFlight.entropy
+        let stepTap = inFlight.taken == nil ? nil : self.stepTap
+        let taken = inFlight.taken
+        let (results, answered) = inFlight.append.answers()
+        var commit: Range<ContinuousClock.Instant>?
+        if let taken { commit = taken..<max(taken, answered ?? .now) }
         var handled = 0
         var retry: [Envelope] = []
         for (index, envelope) in batch.enumerated() {
@@ -369,5 +467,39 @@ public struct NodeSnapshot: Sendable {
 
     static func digest(_ bytes: [UInt8]) -> String {
         Hex.encode(Array(SHA256.hash(data: bytes)))
+    }
+}
+
+/// One parked drain and whether it was signalled: an answer and a push may both signal, before
+/// or after the drain parks, and it resumes exactly once (a signal before it parks is kept).
+final class DrainWake: @unchecked Sendable {
+    // Unchecked: both fields are guarded by `lock`.
+    private let lock = NSLock()
+    private var waiter: UnsafeContinuation<Void, Never>?
+    private var signalled = false
+
+    /// Parks `continuation`, or resumes it at once if a signal came first.
+    func park(_ continuation: UnsafeContinuation<Void, Never>) {
+        self.lock.lock()
+        if self.signalled {
+            self.signalled = false
+            self.lock.unlock()
+            continuation.resume()
+            return
+        }
+        self.waiter = continuation
+        self.lock.unlock()
+    }
+
+    func signal() {
+        self.lock.lock()
+        guard let waiter = self.waiter else {
+            self.signalled = true
+            self.lock.unlock()
+            return
+        }
+        self.waiter = nil
+        self.lock.unlock()
+        waiter.resume()
     }
 }

@@ -72,10 +72,11 @@ public struct NodeConfiguration: Sendable {
 /// Where one delivery's time went inside its actor, on the monotonic clock (the log's clock
 /// readings are whole milliseconds, too coarse for this): see `NodeConfiguration.stepTap`.
 ///
-/// An actor takes a batch from its mailbox, waits for the batch's group commit, then handles the
-/// batch's messages in order. So a message's time in the actor splits into what the log costs
-/// (commits, and snapshot writes, which the actor waits for) and what the actor itself costs
-/// (waiting for a thread, waiting behind the handling of earlier messages, its own step).
+/// An actor takes a batch from its mailbox, appends it (its next batch may follow while it
+/// commits), waits for the batch's group commit, then handles the batch's messages in order. So
+/// a message's time in the actor splits into what the log costs (commits) and what the actor
+/// itself costs (waiting for a thread, waiting behind the handling of earlier messages, its own
+/// step). Snapshots are stored in the background: the actor does not wait for them.
 public struct StepTiming: Sendable {
     public var actor: Address
     public var envelope: Envelope
@@ -86,9 +87,10 @@ public struct StepTiming: Sendable {
     public var commit: Range<ContinuousClock.Instant>
     /// When the handler had run and what it sent was queued at its recipients.
     public var handedOn: ContinuousClock.Instant
-    /// The actor's latest waits for the log before this batch (commits and snapshot writes,
-    /// oldest first, at most `StepTiming.recentLogWaitsLimit`): the share of a mailbox wait
-    /// that was the log's, not the actor's.
+    /// The actor's latest waits for the log that began before this batch was taken (commits,
+    /// oldest first, at most `StepTiming.recentLogWaitsLimit`; the previous batch's may end
+    /// after it, as a drain appends its next batch while one commits): the share of a mailbox
+    /// wait that was the log's, not the actor's. `actorOverhead` counts them up to `taken`.
     public var recentLogWaits: [Range<ContinuousClock.Instant>]
 
     /// Log waits an actor remembers: a message waits in the mailbox at most one batch unless
