@@ -1,3 +1,4 @@
+import CartritaCodec
 import CartritaEnvelope
 
 // MARK: - The actor contract the runtime drives
@@ -18,9 +19,18 @@ public protocol StateMachine: Sendable {
     func initialState() -> State
     func step(_ state: inout State, _ envelope: Envelope, _ context: DeliveryContext) -> [Effect]
     func encodeState(_ state: State) -> [UInt8]
+    /// Appends exactly `encodeState(state)`'s bytes to `writer`. The default copies them; a
+    /// machine whose state is large writes them in place (see `Orchestrator`).
+    func encodeState(_ state: State, into writer: MsgPackWriter)
     func decodeState(_ bytes: [UInt8]) throws(StateDecodingError) -> State
     /// The state as a readable value (for `travel`, `recover --json`, the debugger).
     func describeState(_ state: State) -> MCPValue
+}
+
+extension StateMachine {
+    public func encodeState(_ state: State, into writer: MsgPackWriter) {
+        self.encodeState(state).withUnsafeBytes { writer.writeRaw($0) }
+    }
 }
 
 extension Orchestrator: StateMachine {
@@ -80,6 +90,8 @@ public protocol ActorCell: AnyObject {
 
     var stateFormatVersion: UInt32 { get }
     func snapshotBytes() -> [UInt8]
+    /// Appends `snapshotBytes()`'s bytes to `writer` (a buffer the driver reuses).
+    func writeSnapshot(into writer: MsgPackWriter)
     /// Restores a snapshot that covers the log up to `seq`. False (and the state unchanged) when
     /// its format is another or its bytes cannot be read: the caller falls back.
     func restore(formatVersion: UInt32, bytes: [UInt8], seq: UInt64) -> Bool
@@ -153,6 +165,8 @@ public final class MachineCell<Machine: StateMachine>: ActorCell {
     }
 
     public func snapshotBytes() -> [UInt8] { self.machine.encodeState(self.state) }
+
+    public func writeSnapshot(into writer: MsgPackWriter) { self.machine.encodeState(self.state, into: writer) }
 
     public func restore(formatVersion: UInt32, bytes: [UInt8], seq: UInt64) -> Bool {
         guard formatVersion == self.machine.stateFormatVersion, let state = try? self.machine.decodeState(bytes) else {

@@ -118,6 +118,8 @@ public final class Simulation {
     @exclusivity(unchecked) var arrivals = ArrivalQueue()
     let log: any SimulationLog
     let trace = TraceDigest()
+    /// Writes the snapshots (`NodeSnapshot`'s bytes) into buffers kept for the run.
+    let snapshotEncoder = SnapshotEncoder()
     var client: Address
 
     /// Messages each actor sent that the log does not hold yet (by cell position): its
@@ -521,7 +523,7 @@ public final class Simulation {
         let seq = cell.lastSeq
         // The in-memory log's lookups cannot fail.
         let owed = (try? self.sent[position].owed(atSnapshot: seq) { (ids) throws(EventLogError) in try self.log.seqs(ofMessages: ids) }) ?? []
-        let bytes = NodeSnapshot(state: cell.snapshotBytes(), owed: owed).encode()
+        let bytes = self.snapshotEncoder.encode(cell, owed: owed)
         self.log.save(Snapshot(actor: cell.address.rawValue, seq: seq, formatVersion: cell.stateFormatVersion, state: bytes))
         cell.markSnapshotted(bytes: bytes.count)
     }

@@ -1,5 +1,6 @@
 import CartritaCodec
 import CartritaEnvelope
+import CartritaRuntime
 import Crypto
 
 // MARK: - Tables of the simulator's hot path
@@ -267,5 +268,58 @@ final class TraceDigest {
     func finalize() -> String {
         self.flush()
         return Hex.encode(Array(self.hash.finalize()))
+    }
+}
+
+// MARK: - Snapshots, written into reused buffers
+
+/// `NodeSnapshot(state: cell.snapshotBytes(), owed: owed).encode()`, byte for byte (a test
+/// compares them), written into buffers the simulation keeps. The node's wrapper makes a new
+/// encoder, a new array per owed message, a value tree, and a new buffer the size of the
+/// state, and copies the state twice on the way; with snapshots every thousand deliveries and
+/// an orchestrator holding thousands of pending requests, those fresh pages (faulted in each
+/// time) and copies were most of what a snapshot cost.
+///
+/// The format is `NodeSnapshot`'s: a map of `format` ("cartrita.node-snapshot"), `v` (1),
+/// `state` (bin: the cell's state bytes) and `owed` (an array of bin: each message's canonical
+/// bytes; one the codec would refuse as too large is left out, as `encode`'s `try?` leaves it).
+final class SnapshotEncoder {
+    static let format = "cartrita.node-snapshot"
+    static let version: Int64 = 1
+
+    /// The cell's state bytes, before they are framed as `bin`.
+    private let state = MsgPackWriter(initialCapacityBytes: 64 * 1_024)
+    /// The owed messages, each already framed as `bin`: their count comes first in the output,
+    /// and it is known only once each has been encoded (and found within the size limit).
+    private let owed = MsgPackWriter(initialCapacityBytes: 16 * 1_024)
+    private let output = MsgPackWriter(initialCapacityBytes: 64 * 1_024)
+    private let envelopes = EnvelopeEncoder()
+
+    func encode(_ cell: any ActorCell, owed messages: [Envelope]) -> [UInt8] {
+        self.state.reset()
+        cell.writeSnapshot(into: self.state)
+        self.owed.reset()
+        var owedCount = 0
+        for message in messages {
+            self.envelopes.withEncoded(message) { bytes in
+                // `EnvelopeEncoder.encode`'s size check: the node's wrapper drops what it refuses.
+                guard bytes.count <= self.envelopes.limits.maxEnvelopeBytes else { return }
+                self.owed.writeBinary(bytes)
+                owedCount += 1
+            }
+        }
+        let output = self.output
+        output.reset()
+        output.writeMapHeader(4)
+        output.write("format")
+        output.write(Self.format)
+        output.write("v")
+        output.write(Self.version)
+        output.write("state")
+        self.state.withBytes { output.writeBinary($0) }
+        output.write("owed")
+        output.writeArrayHeader(owedCount)
+        self.owed.withBytes { output.writeRaw($0) }
+        return output.bytes
     }
 }

@@ -187,6 +187,32 @@ final class SimulationTablesTests: XCTestCase {
         XCTAssertNil(log.verify())
     }
 
+    /// The simulator's snapshot writer gives `NodeSnapshot.encode`'s bytes: for every cell of a
+    /// run stopped with work in flight (the orchestrator's pending table full, supervisors
+    /// holding tasks), with no owed messages, a few, and one too large for the codec, which the
+    /// node's wrapper leaves out. The writer is reused across all of them, as a run reuses it.
+    func testSnapshotsAreTheNodesBytes() {
+        var configuration = Simulation.Configuration(seed: 11)
+        configuration.tasks = 300
+        configuration.maxDeliveries = 700
+        let simulation = Simulation(configuration)
+        _ = simulation.run()
+        var oversized = simulation.planned[0].envelope
+        oversized.payload = .taskRequest(TaskRequest(task: TaskSpec(type: "text.stats"), input: TaskInput(data: .string(String(repeating: "x", count: 1 << 20)))))
+        let owedLists: [[Envelope]] = [
+            [], simulation.planned.prefix(5).map(\.envelope), [oversized] + simulation.planned.suffix(20).map(\.envelope) + [oversized],
+        ]
+        let encoder = SnapshotEncoder()
+        var statesWithContent = 0
+        for cell in simulation.cells {
+            if cell.snapshotBytes().count > 200 { statesWithContent += 1 }
+            for owed in owedLists {
+                XCTAssertEqual(encoder.encode(cell, owed: owed), NodeSnapshot(state: cell.snapshotBytes(), owed: owed).encode(), "\(cell.address)")
+            }
+        }
+        XCTAssertGreaterThan(statesWithContent, 1)
+    }
+
     static func envelope(number: UInt64, priority: Priority) -> Envelope {
         var envelope = Self.envelope(id: MessageID(high: number, low: 1), correlation: MessageID(high: number, low: 1), recipient: .orchestrator)
         envelope.priority = priority
