@@ -790,24 +790,18 @@ public final class Simulation {
         // exactly_once work happens once: each such task takes effect at an agent at most once.
         // An attempt the agent answered `agent_crashed` took no effect (a crash is a throw before
         // or instead of the work), so it does not count.
-        // One pass over the log (the LMDB log reads it from disk): the requests agents took, and
-        // the attempts they answered `agent_crashed`, which are then left out.
+        // One pass over the log's agent traffic: the requests agents took, and the attempts they
+        // answered `agent_crashed`, which are then left out. (The LMDB log reads every record
+        // from disk; the in-memory one kept the few that matter aside as they were appended.)
         var crashedAttempts: Set<MessageID> = []
         var agentRequests: [(id: MessageID, task: MessageID)] = []
-        let records = self.log.records
-        for position in records.indices {
-            let envelope = records[position].envelope  // not the whole record: 72 bytes of header each
-            // Only messages to or from an agent matter, and the addresses say so without reading
-            // the payload: `payload` copies it out of the envelope (a large enum, with a retain of
-            // each of its strings and arrays), which for every record of the log was most of
-            // this pass.
-            guard envelope.recipient.isAgent || envelope.sender.isAgent else { continue }
-            switch envelope.payload {
-            case .taskRequest where envelope.recipient.isAgent:
+        self.log.forEachAgentTraffic { kind, envelope in
+            switch kind {
+            case .requestToAgent:
                 agentRequests.append((envelope.id, envelope.correlationID))
-            case .taskError(let error) where error.code == .agentCrashed && envelope.sender.isAgent:
+            case .agentCrashed:
                 if let parent = envelope.parentID { crashedAttempts.insert(parent) }
-            default:
+            case .other:
                 break
             }
         }

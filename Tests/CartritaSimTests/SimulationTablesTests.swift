@@ -41,6 +41,42 @@ final class SimulationTablesTests: XCTestCase {
         }
     }
 
+    /// The in-memory log's id index (hash bits and seqs, ids read back through `idAt`) against a
+    /// dictionary, with the same crowded ids and random inserts, lookups and removals.
+    func testTheRecordIdTableAgreesWithADictionary() {
+        var random = SplitMix64(seed: 43)
+        var table = RecordIDTable(minimumCapacity: 4)
+        var reference: [MessageID: UInt64] = [:]
+        var idOfSeq: [UInt32: MessageID] = [:]
+        let idAt = { (seq: UInt32) -> MessageID in idOfSeq[seq]! }
+        var nextSeq: UInt64 = 1
+        for step in 0..<20_000 {
+            let id = MessageID(high: random.next64() % 64, low: random.next64() % 8)
+            switch random.next64() % 3 {
+            case 0, 1:
+                let inserted = table.insert(id, seq: nextSeq, idAt: idAt)
+                XCTAssertEqual(inserted, reference[id] == nil, "step \(step)")
+                if inserted {
+                    reference[id] = nextSeq
+                    idOfSeq[UInt32(nextSeq)] = id
+                }
+                nextSeq += 1
+            default:
+                table.remove(id, idAt: idAt)
+                reference[id] = nil
+            }
+            XCTAssertEqual(table.count, reference.count, "step \(step)")
+            if step % 97 == 0 {
+                for high in 0..<UInt64(64) {
+                    for low in 0..<UInt64(8) {
+                        let probe = MessageID(high: high, low: low)
+                        XCTAssertEqual(table.seq(of: probe, idAt: idAt), reference[probe], "step \(step), \(probe)")
+                    }
+                }
+            }
+        }
+    }
+
     /// The simulator's mailbox serves in the runtime's `Mailbox` order (priority, then FIFO),
     /// through the compactions of long queues.
     func testTheMailboxServesInTheRuntimesOrder() {
