@@ -104,7 +104,7 @@ public final class Simulation {
     let hierarchy: Hierarchy
     let workload: Workload
     @exclusivity(unchecked) var cells: [any ActorCell]
-    @exclusivity(unchecked) var index: [Address: Int] = [:]
+    @exclusivity(unchecked) var index = AddressIndex()
     /// What the hot path asks of each cell, by position, read once instead of through the cell's
     /// existential `address` (a copy of its text) on every delivery.
     @exclusivity(unchecked) var cellIsClient: [Bool] = []
@@ -134,7 +134,8 @@ public final class Simulation {
     // What the oracles watch.
     var planned: [(envelope: Envelope, at: Int64)] = []
     var submitted: [MessageID] = []
-    @exclusivity(unchecked) var answers: [MessageID: Int] = [:]
+    /// Terminal answers the client got, by task (a counter; looked up, never iterated).
+    @exclusivity(unchecked) var answers = MessageSeqTable(minimumCapacity: 1_024)
     var submittedModes: [MessageID: DeliveryMode] = [:]
 
     /// The run's start on the virtual clock: fixed, so runs compare across machines and days.
@@ -266,8 +267,7 @@ public final class Simulation {
     /// the log's numbering of the actors (again after a recovery, which makes new cells).
     func numberCells() {
         let addresses = self.cells.map(\.address)
-        self.index = [:]
-        for (position, address) in addresses.enumerated() { self.index[address] = position }
+        self.index = AddressIndex(addresses)
         self.cellIsClient = addresses.map(\.isClient)
         self.cellIsAgent = addresses.map(\.isAgent)
         self.logKnowsPositions = self.log.register(actors: addresses)
@@ -471,9 +471,9 @@ public final class Simulation {
             // Answers the client saw in the lost tail are gone with it: a relaxed or fast log
             // may lose acknowledged work on a power loss (that is what those modes trade). The
             // client counts what the log holds, and sends again what it does not.
-            self.answers = [:]
+            self.answers = MessageSeqTable(minimumCapacity: 1_024)
             for record in self.log.records where record.envelope.recipient.isClient && ClientMachine.outcome(record.envelope) != nil {
-                self.answers[record.envelope.correlationID, default: 0] += 1
+                _ = self.answers.increment(record.envelope.correlationID)
             }
         }
         // Owed timers first, as the node resumes them.
@@ -694,7 +694,7 @@ public final class Simulation {
         }
         self.traceDelivery(seq: seq, envelope: envelope, delivery: delivery)
         if self.cellIsClient[position], ClientMachine.outcome(envelope) != nil {
-            self.answers[envelope.correlationID, default: 0] += 1
+            _ = self.answers.increment(envelope.correlationID)
             self.lastAnswerAt = self.now
         }
         for correlation in delivery.cancelledTimers { self.arrivals.cancel(owner: position, correlation: correlation) }
@@ -779,7 +779,7 @@ public final class Simulation {
         var missing = 0
         var doubled = 0
         for id in self.submitted {
-            let count = self.answers[id] ?? 0
+            let count = self.answers.seq(of: id) ?? 0
             // at_most_once may lose a task; nothing may be answered twice.
             if count == 0 && self.submittedModes[id] != .atMostOnce { missing += 1 }
             if count > 1 { doubled += 1 }

@@ -100,6 +100,26 @@ struct MessageSeqTable {
         self.count -= 1
     }
 
+    /// Adds one to the value kept for `id` (absent: 0) and returns it: the table as a counter
+    /// (the client's answers per task), with the same fixed hash.
+    mutating func increment(_ id: MessageID) -> UInt64 {
+        if (self.count + 1) * 2 > self.slots.count { self.grow() }
+        var index = Self.bucket(id.high, id.low, mask: self.mask)
+        while true {
+            let slot = self.slots[index]
+            if slot.seq == 0 {
+                self.slots[index] = Slot(high: id.high, low: id.low, seq: 1)
+                self.count += 1
+                return 1
+            }
+            if slot.high == id.high && slot.low == id.low {
+                self.slots[index].seq += 1
+                return slot.seq + 1
+            }
+            index = (index + 1) & self.mask
+        }
+    }
+
     private mutating func grow() {
         let old = self.slots
         let capacity = old.count * 2
@@ -425,5 +445,71 @@ struct RecordIDTable {
             while self.slots[index].seq != 0 { index = (index + 1) & self.mask }
             self.slots[index] = slot
         }
+    }
+}
+
+// MARK: - Cells by address
+
+/// Address → cell position, asked for every message that arrives (and by every restart, stop
+/// and spawn): open addressing over a fixed hash of the address's bytes (FNV-1a), instead of a
+/// `Dictionary`, whose per-process SipHash with its set-up and finalisation cost more than
+/// the lookup. Never iterated: its layout decides nothing.
+struct AddressIndex {
+    /// Position + 1 per bucket (0: empty); at most half full.
+    private var buckets: [Int32]
+    private var addresses: [Address] = []
+    private var positions: [Int] = []
+    private var mask: Int
+
+    init() {
+        self.buckets = [Int32](repeating: 0, count: 16)
+        self.mask = 15
+    }
+
+    /// The positions of `addresses`, in order; a repeated address keeps its last position (as
+    /// assigning into a dictionary would).
+    init(_ addresses: [Address]) {
+        var capacity = 16
+        while capacity < addresses.count * 2 { capacity <<= 1 }
+        self.buckets = [Int32](repeating: 0, count: capacity)
+        self.mask = capacity - 1
+        for (position, address) in addresses.enumerated() {
+            let (bucket, entry) = self.find(address)
+            if let entry {
+                self.positions[entry] = position
+            } else {
+                self.addresses.append(address)
+                self.positions.append(position)
+                self.buckets[bucket] = Int32(self.addresses.count)
+            }
+        }
+    }
+
+    @inline(__always)
+    static func hash(_ address: Address) -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        let hashed: Void? = address.rawValue.utf8.withContiguousStorageIfAvailable { bytes in
+            for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        }
+        if hashed == nil {
+            for byte in address.rawValue.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        }
+        return hash ^ (hash >> 29)
+    }
+
+    /// The bucket where `address` is or its probe ends, and its entry if present.
+    private func find(_ address: Address) -> (bucket: Int, entry: Int?) {
+        var bucket = Int(truncatingIfNeeded: Self.hash(address)) & self.mask
+        while true {
+            let slot = self.buckets[bucket]
+            if slot == 0 { return (bucket, nil) }
+            if self.addresses[Int(slot) - 1] == address { return (bucket, Int(slot) - 1) }
+            bucket = (bucket + 1) & self.mask
+        }
+    }
+
+    subscript(address: Address) -> Int? {
+        guard let entry = self.find(address).entry else { return nil }
+        return self.positions[entry]
     }
 }

@@ -77,6 +77,34 @@ final class SimulationTablesTests: XCTestCase {
         }
     }
 
+    /// The address index answers as the dictionary it replaced: every cell of the standard
+    /// hierarchy at its position, a repeated address at its last one, unknown addresses nil.
+    func testTheAddressIndexAgreesWithADictionary() {
+        var addresses = Hierarchy.standard().makeCells().map(\.address)
+        addresses.append(addresses[2])
+        var reference: [Address: Int] = [:]
+        for (position, address) in addresses.enumerated() { reference[address] = position }
+        let index = AddressIndex(addresses)
+        for address in addresses + [Address("agent.nobody@v1.0"), Address("io.files@v1.0"), Address("client.run@v1.0")] {
+            XCTAssertEqual(index[address], reference[address], "\(address)")
+        }
+        XCTAssertNil(AddressIndex()[Address.orchestrator])
+    }
+
+    /// The id table as a counter (the client's answers per task), through its growth.
+    func testTheIdTableCountsLikeADictionary() {
+        var random = SplitMix64(seed: 44)
+        var table = MessageSeqTable(minimumCapacity: 2)
+        var reference: [MessageID: UInt64] = [:]
+        for _ in 0..<5_000 {
+            let id = MessageID(high: random.next64() % 300, low: random.next64() % 3)
+            reference[id, default: 0] += 1
+            XCTAssertEqual(table.increment(id), reference[id])
+        }
+        XCTAssertEqual(table.count, reference.count)
+        for (id, count) in reference { XCTAssertEqual(table.seq(of: id), count) }
+    }
+
     /// The simulator's mailbox serves in the runtime's `Mailbox` order (priority, then FIFO),
     /// through the compactions of long queues.
     func testTheMailboxServesInTheRuntimesOrder() {
