@@ -248,13 +248,20 @@ public struct EffectIDs {
 
 public enum Materializer {
     /// Turns a step's effects into what the runtime does, in the order the handler gave them.
-    public static func materialize(_ effects: [Effect], from sender: Address, _ context: DeliveryContext) -> Delivery {
+    ///
+    /// The effects are consumed: each is moved out of the array (a trivial effect is left in its
+    /// place) and its message's strings and payload move into the envelope, where iterating
+    /// the array copied each one (a retain per reference) and freeing it released them again.
+    public static func materialize(_ effects: consuming [Effect], from sender: Address, _ context: DeliveryContext) -> Delivery {
         var delivery = Delivery()
         guard !effects.isEmpty else { return delivery }
         var ids = EffectIDs(context)
         delivery.messages.reserveCapacity(effects.count)
-        for effect in effects {
-            switch effect {
+        var effects = effects
+        for position in effects.indices {
+            var effect = Effect.cancelTimers(correlationID: MessageID(high: 0, low: 0))
+            swap(&effect, &effects[position])
+            switch consume effect {
             case .send(let message):
                 let id = ids.next()  // drawn even when unused, so later ids do not shift
                 delivery.messages.append(message.envelope(id: message.id ?? id, sender: sender, timestampMilliseconds: context.clockMilliseconds))
