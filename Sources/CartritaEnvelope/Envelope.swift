@@ -203,6 +203,12 @@ public struct Envelope: Hashable, Sendable {
         }
     }
 
+    /// The identity of the shared storage. Two envelopes with the same identity are the same
+    /// value (a write copies the storage first unless it is unshared), as long as one of them
+    /// keeps the storage alive: a cache of bytes derived from envelopes may key on it if it
+    /// holds the envelope too (the simulator's snapshots).
+    public var storageIdentity: ObjectIdentifier { ObjectIdentifier(self.box) }
+
     public static func == (lhs: Envelope, rhs: Envelope) -> Bool {
         lhs.box === rhs.box || lhs.box.fields == rhs.box.fields
     }

@@ -523,7 +523,7 @@ public final class Simulation {
         let seq = cell.lastSeq
         // The in-memory log's lookups cannot fail.
         let owed = (try? self.sent[position].owed(atSnapshot: seq) { (ids) throws(EventLogError) in try self.log.seqs(ofMessages: ids) }) ?? []
-        let bytes = self.snapshotEncoder.encode(cell, owed: owed)
+        let bytes = self.snapshotEncoder.encode(cell, position: position, owed: owed)
         self.log.save(Snapshot(actor: cell.address.rawValue, seq: seq, formatVersion: cell.stateFormatVersion, state: bytes))
         cell.markSnapshotted(bytes: bytes.count)
     }

@@ -314,20 +314,42 @@ final class SnapshotEncoder {
     private let owed = MsgPackWriter(initialCapacityBytes: 16 * 1_024)
     private let output = MsgPackWriter(initialCapacityBytes: 64 * 1_024)
     private let envelopes = EnvelopeEncoder()
+    /// Per actor (by cell position), the owed messages of its last snapshot with their bytes
+    /// (nil: too large, left out), by envelope storage. A message stays owed over many
+    /// snapshots (a supervisor's timeout timers, an at_most_once task's deadline: tens of
+    /// seconds of virtual time), and was encoded again at each. An envelope's storage is never
+    /// written while shared (copy-on-write), and the cache holds the envelope, so its storage
+    /// cannot be freed and reused: the same identity is the same message, the same bytes.
+    /// Only looked up, never iterated.
+    private var owedCache: [[ObjectIdentifier: (envelope: Envelope, bytes: [UInt8]?)]] = []
 
-    func encode(_ cell: any ActorCell, owed messages: [Envelope]) -> [UInt8] {
+    /// `position`: the cell's, which keys its cache of owed messages' bytes.
+    func encode(_ cell: any ActorCell, position: Int, owed messages: [Envelope]) -> [UInt8] {
         self.state.reset()
         cell.writeSnapshot(into: self.state)
         self.owed.reset()
         var owedCount = 0
+        while self.owedCache.count <= position { self.owedCache.append([:]) }
+        let previous = self.owedCache[position]
+        var cache: [ObjectIdentifier: (envelope: Envelope, bytes: [UInt8]?)] = [:]
+        cache.reserveCapacity(messages.count)
         for message in messages {
-            self.envelopes.withEncoded(message) { bytes in
-                // `EnvelopeEncoder.encode`'s size check: the node's wrapper drops what it refuses.
-                guard bytes.count <= self.envelopes.limits.maxEnvelopeBytes else { return }
-                self.owed.writeBinary(bytes)
-                owedCount += 1
+            let identity = message.storageIdentity
+            let bytes: [UInt8]?
+            if let known = previous[identity] ?? cache[identity] {
+                bytes = known.bytes
+            } else {
+                bytes = self.envelopes.withEncoded(message) { encoded in
+                    // `EnvelopeEncoder.encode`'s size check: the node's wrapper drops what it refuses.
+                    encoded.count <= self.envelopes.limits.maxEnvelopeBytes ? [UInt8](encoded) : nil
+                }
             }
+            cache[identity] = (message, bytes)
+            guard let bytes else { continue }
+            self.owed.writeBinary(bytes)
+            owedCount += 1
         }
+        self.owedCache[position] = cache
         let output = self.output
         output.reset()
         output.writeMapHeader(4)

@@ -268,10 +268,13 @@ final class SimulationTablesTests: XCTestCase {
         ]
         let encoder = SnapshotEncoder()
         var statesWithContent = 0
-        for cell in simulation.cells {
+        // Twice over each list and in both orders, so owed messages' cached bytes are used too.
+        for (position, cell) in simulation.cells.enumerated() {
             if cell.snapshotBytes().count > 200 { statesWithContent += 1 }
-            for owed in owedLists {
-                XCTAssertEqual(encoder.encode(cell, owed: owed), NodeSnapshot(state: cell.snapshotBytes(), owed: owed).encode(), "\(cell.address)")
+            for owed in owedLists + owedLists.reversed() + owedLists {
+                XCTAssertEqual(
+                    encoder.encode(cell, position: position, owed: owed), NodeSnapshot(state: cell.snapshotBytes(), owed: owed).encode(),
+                    "\(cell.address)")
             }
         }
         XCTAssertGreaterThan(statesWithContent, 1)
