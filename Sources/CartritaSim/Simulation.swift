@@ -978,7 +978,9 @@ struct ArrivalQueue {
 
     var nextTime: Int64? { self.heap.first?.at }
 
-    mutating func push(_ envelope: Envelope, at: Int64, timerOf owner: Int? = nil) {
+    /// Consuming: a message the caller is done with moves into the window (no retain here and
+    /// release at the caller); one it still needs is copied at the call.
+    mutating func push(_ envelope: consuming Envelope, at: Int64, timerOf owner: Int? = nil) {
         self.order += 1
         if let owner { self.timers[TimerKey(owner: owner, correlation: envelope.correlationID), default: []].append(self.order) }
         self.window.append(Waiting(envelope: envelope, timerOf: owner))
@@ -988,8 +990,8 @@ struct ArrivalQueue {
     mutating func take(_ order: UInt64) -> Waiting? {
         guard order >= self.base, order - self.base < UInt64(self.window.count) else { return nil }
         let slot = Int(order - self.base)
-        guard let entry = self.window[slot] else { return nil }
-        self.window[slot] = nil
+        // Moved out, leaving nil: no retain of the envelope here and release in the window.
+        guard let entry = self.window[slot].take() else { return nil }
         // `front`: the empty slots before the first waiting one. Dropped when they are at least
         // half the window, so each slot is moved O(1) times.
         while self.front < self.window.count && self.window[self.front] == nil { self.front += 1 }

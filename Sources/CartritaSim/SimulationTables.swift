@@ -153,7 +153,8 @@ struct SimMailbox {
 
     var isEmpty: Bool { self.count == 0 }
 
-    mutating func push(_ envelope: Envelope) {
+    /// Consuming, as `ArrivalQueue.push`: the arriving message moves into the queue.
+    mutating func push(_ envelope: consuming Envelope) {
         precondition(self.count < Self.maxQueued, "a simulated mailbox holds \(Self.maxQueued) messages: the run is looping")
         self.queues[envelope.priority.rank].append(envelope)
         self.count += 1
