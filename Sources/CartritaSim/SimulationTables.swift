@@ -11,8 +11,10 @@ import Crypto
 // same jobs with integer positions and a fixed mixing function. None is ever iterated in hash
 // order, so behaviour cannot depend on the hashing (and a fixed hash makes that easy to see).
 
-/// Message id → seq: the in-memory log's id index (the exactly_once dedupe), with open
-/// addressing and linear probing. The ids of a run are UUIDv7 with random low bits, but the hash
+/// Message id → seq: the LMDB simulation log's id index (the exactly_once dedupe, known before
+/// the batch commits), and a per-task counter (`increment`: the client's answers), with open
+/// addressing and linear probing. (The in-memory log, which holds the ids in its records,
+/// uses the denser `RecordIDTable`.) The ids of a run are UUIDv7 with random low bits, but the hash
 /// mixes both halves, so derived or hand-made ids only make it slower, never wrong.
 struct MessageSeqTable {
     struct Slot {
