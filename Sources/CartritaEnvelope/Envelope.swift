@@ -203,6 +203,12 @@ public struct Envelope: Hashable, Sendable {
         }
     }
 
+    /// The identity of the shared storage. Two envelopes with the same identity are the same
+    /// value (a write copies the storage first unless it is unshared), as long as one of them
+    /// keeps the storage alive: a cache of bytes derived from envelopes may key on it if it
+    /// holds the envelope too (the simulator's snapshots).
+    public var storageIdentity: ObjectIdentifier { ObjectIdentifier(self.box) }
+
     public static func == (lhs: Envelope, rhs: Envelope) -> Bool {
         lhs.box === rhs.box || lhs.box.fields == rhs.box.fields
     }
@@ -223,12 +229,17 @@ public struct Envelope: Hashable, Sendable {
         get { self.box.fields.correlationID }
         set { self.mutableFields.correlationID = newValue }
     }
+    // The fields that hold references (addresses' text, the context's strings, the payload) are
+    // read through `_read`: the caller borrows the value inside the box, which the envelope
+    // keeps alive, instead of getting a copy (a retain of every reference in it, and a release
+    // after). A `switch envelope.payload` or an `envelope.recipient.isAgent` runs on every
+    // delivery, at every tier, and in the encoder for every envelope it writes.
     @inlinable public var sender: Address {
-        get { self.box.fields.sender }
+        _read { yield self.box.fields.sender }
         set { self.mutableFields.sender = newValue }
     }
     @inlinable public var recipient: Address {
-        get { self.box.fields.recipient }
+        _read { yield self.box.fields.recipient }
         set { self.mutableFields.recipient = newValue }
     }
     @inlinable public var broadcast: Bool {
@@ -249,11 +260,11 @@ public struct Envelope: Hashable, Sendable {
         set { self.mutableFields.priority = newValue }
     }
     @inlinable public var context: MessageContext {
-        get { self.box.fields.context }
+        _read { yield self.box.fields.context }
         _modify { yield &self.mutableFields.context }
     }
     @inlinable public var payload: Payload {
-        get { self.box.fields.payload }
+        _read { yield self.box.fields.payload }
         _modify { yield &self.mutableFields.payload }
     }
     @inlinable public var deliveryMode: DeliveryMode {
@@ -269,7 +280,7 @@ public struct Envelope: Hashable, Sendable {
         set { self.mutableFields.maxRetries = newValue }
     }
 
-    public var type: MessageType { self.payload.type }
+    @inlinable public var type: MessageType { self.payload.type }
 
     /// The instant after which the message must not be delivered.
     public var expiresAtMilliseconds: Int64 { self.timestampMilliseconds + Int64(self.ttlMilliseconds) }

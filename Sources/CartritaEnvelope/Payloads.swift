@@ -18,7 +18,7 @@ public enum Payload: Hashable, Sendable {
     case streamData(StreamData)
     case streamEnd(StreamEnd)
 
-    public var type: MessageType {
+    @inlinable public var type: MessageType {
         switch self {
         case .ping: .ping
         case .pong: .pong

@@ -1,3 +1,4 @@
+import CartritaCodec
 import CartritaEnvelope
 
 // MARK: - The actor contract the runtime drives
@@ -18,9 +19,18 @@ public protocol StateMachine: Sendable {
     func initialState() -> State
     func step(_ state: inout State, _ envelope: Envelope, _ context: DeliveryContext) -> [Effect]
     func encodeState(_ state: State) -> [UInt8]
+    /// Appends exactly `encodeState(state)`'s bytes to `writer`. The default copies them; a
+    /// machine whose state is large writes them in place (see `Orchestrator`).
+    func encodeState(_ state: State, into writer: MsgPackWriter)
     func decodeState(_ bytes: [UInt8]) throws(StateDecodingError) -> State
     /// The state as a readable value (for `travel`, `recover --json`, the debugger).
     func describeState(_ state: State) -> MCPValue
+}
+
+extension StateMachine {
+    public func encodeState(_ state: State, into writer: MsgPackWriter) {
+        self.encodeState(state).withUnsafeBytes { writer.writeRaw($0) }
+    }
 }
 
 extension Orchestrator: StateMachine {
@@ -80,6 +90,8 @@ public protocol ActorCell: AnyObject {
 
     var stateFormatVersion: UInt32 { get }
     func snapshotBytes() -> [UInt8]
+    /// Appends `snapshotBytes()`'s bytes to `writer` (a buffer the driver reuses).
+    func writeSnapshot(into writer: MsgPackWriter)
     /// Restores a snapshot that covers the log up to `seq`. False (and the state unchanged) when
     /// its format is another or its bytes cannot be read: the caller falls back.
     func restore(formatVersion: UInt32, bytes: [UInt8], seq: UInt64) -> Bool
@@ -153,6 +165,8 @@ public final class MachineCell<Machine: StateMachine>: ActorCell {
     }
 
     public func snapshotBytes() -> [UInt8] { self.machine.encodeState(self.state) }
+
+    public func writeSnapshot(into writer: MsgPackWriter) { self.machine.encodeState(self.state, into: writer) }
 
     public func restore(formatVersion: UInt32, bytes: [UInt8], seq: UInt64) -> Bool {
         guard formatVersion == self.machine.stateFormatVersion, let state = try? self.machine.decodeState(bytes) else {
@@ -234,13 +248,20 @@ public struct EffectIDs {
 
 public enum Materializer {
     /// Turns a step's effects into what the runtime does, in the order the handler gave them.
-    public static func materialize(_ effects: [Effect], from sender: Address, _ context: DeliveryContext) -> Delivery {
+    ///
+    /// The effects are consumed: each is moved out of the array (a trivial effect is left in its
+    /// place) and its message's strings and payload move into the envelope, where iterating
+    /// the array copied each one (a retain per reference) and freeing it released them again.
+    public static func materialize(_ effects: consuming [Effect], from sender: Address, _ context: DeliveryContext) -> Delivery {
         var delivery = Delivery()
         guard !effects.isEmpty else { return delivery }
         var ids = EffectIDs(context)
         delivery.messages.reserveCapacity(effects.count)
-        for effect in effects {
-            switch effect {
+        var effects = effects
+        for position in effects.indices {
+            var effect = Effect.cancelTimers(correlationID: MessageID(high: 0, low: 0))
+            swap(&effect, &effects[position])
+            switch consume effect {
             case .send(let message):
                 let id = ids.next()  // drawn even when unused, so later ids do not shift
                 delivery.messages.append(message.envelope(id: message.id ?? id, sender: sender, timestampMilliseconds: context.clockMilliseconds))

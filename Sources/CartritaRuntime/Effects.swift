@@ -50,8 +50,10 @@ public struct OutgoingMessage: Hashable, Sendable {
             ttlMilliseconds: request.ttlMilliseconds, maxRetries: request.maxRetries)
     }
 
-    /// The envelope the runtime logs for this message.
-    public func envelope(id: MessageID, sender: Address, timestampMilliseconds: Int64) -> Envelope {
+    /// The envelope the runtime logs for this message. Consuming: the materializer hands over
+    /// a message it owns, so its strings and payload move into the envelope instead of being
+    /// copied (a caller that keeps the message passes a copy).
+    public consuming func envelope(id: MessageID, sender: Address, timestampMilliseconds: Int64) -> Envelope {
         Envelope(
             id: id, parentID: self.parentID, correlationID: self.correlationID, sender: sender, recipient: self.recipient,
             broadcast: self.broadcast, timestampMilliseconds: timestampMilliseconds, ttlMilliseconds: self.ttlMilliseconds,

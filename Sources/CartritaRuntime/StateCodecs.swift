@@ -338,6 +338,14 @@ extension Orchestrator {
         // few hundred bytes): growing from 4 KiB by doubling copied and touched the buffer
         // again at every step. Room never written costs nothing (the pages are never touched).
         let writer = MsgPackWriter(initialCapacityBytes: 4_096 + state.pending.count * 512)
+        self.encodeState(state, into: writer)
+        return writer.bytes
+    }
+
+    /// `encodeState(state)`'s bytes, appended to `writer`: a driver that snapshots often (the
+    /// simulator) writes them into a buffer it reuses, instead of a new one of the table's size
+    /// each time, whose fresh pages were faulted in on every snapshot and then copied out.
+    public func encodeState(_ state: State, into writer: MsgPackWriter) {
         let envelopes = EnvelopeEncoder()
         writer.writeMapHeader(2 + Self.stateKeys.count)
         writer.write("format")
@@ -378,7 +386,6 @@ extension Orchestrator {
             writer.write("at_ms")
             writer.write(health.atMilliseconds)
         }
-        return writer.bytes
     }
 
     public func decodeState(_ bytes: [UInt8]) throws(StateDecodingError) -> State {

@@ -104,7 +104,7 @@ public final class Simulation {
     let hierarchy: Hierarchy
     let workload: Workload
     @exclusivity(unchecked) var cells: [any ActorCell]
-    @exclusivity(unchecked) var index: [Address: Int] = [:]
+    @exclusivity(unchecked) var index = AddressIndex()
     /// What the hot path asks of each cell, by position, read once instead of through the cell's
     /// existential `address` (a copy of its text) on every delivery.
     @exclusivity(unchecked) var cellIsClient: [Bool] = []
@@ -118,6 +118,8 @@ public final class Simulation {
     @exclusivity(unchecked) var arrivals = ArrivalQueue()
     let log: any SimulationLog
     let trace = TraceDigest()
+    /// Writes the snapshots (`NodeSnapshot`'s bytes) into buffers kept for the run.
+    let snapshotEncoder = SnapshotEncoder()
     var client: Address
 
     /// Messages each actor sent that the log does not hold yet (by cell position): its
@@ -132,7 +134,8 @@ public final class Simulation {
     // What the oracles watch.
     var planned: [(envelope: Envelope, at: Int64)] = []
     var submitted: [MessageID] = []
-    @exclusivity(unchecked) var answers: [MessageID: Int] = [:]
+    /// Terminal answers the client got, by task (a counter; looked up, never iterated).
+    @exclusivity(unchecked) var answers = MessageSeqTable(minimumCapacity: 1_024)
     var submittedModes: [MessageID: DeliveryMode] = [:]
 
     /// The run's start on the virtual clock: fixed, so runs compare across machines and days.
@@ -264,8 +267,7 @@ public final class Simulation {
     /// the log's numbering of the actors (again after a recovery, which makes new cells).
     func numberCells() {
         let addresses = self.cells.map(\.address)
-        self.index = [:]
-        for (position, address) in addresses.enumerated() { self.index[address] = position }
+        self.index = AddressIndex(addresses)
         self.cellIsClient = addresses.map(\.isClient)
         self.cellIsAgent = addresses.map(\.isAgent)
         self.logKnowsPositions = self.log.register(actors: addresses)
@@ -469,9 +471,9 @@ public final class Simulation {
             // Answers the client saw in the lost tail are gone with it: a relaxed or fast log
             // may lose acknowledged work on a power loss (that is what those modes trade). The
             // client counts what the log holds, and sends again what it does not.
-            self.answers = [:]
+            self.answers = MessageSeqTable(minimumCapacity: 1_024)
             for record in self.log.records where record.envelope.recipient.isClient && ClientMachine.outcome(record.envelope) != nil {
-                self.answers[record.envelope.correlationID, default: 0] += 1
+                _ = self.answers.increment(record.envelope.correlationID)
             }
         }
         // Owed timers first, as the node resumes them.
@@ -521,7 +523,7 @@ public final class Simulation {
         let seq = cell.lastSeq
         // The in-memory log's lookups cannot fail.
         let owed = (try? self.sent[position].owed(atSnapshot: seq) { (ids) throws(EventLogError) in try self.log.seqs(ofMessages: ids) }) ?? []
-        let bytes = NodeSnapshot(state: cell.snapshotBytes(), owed: owed).encode()
+        let bytes = self.snapshotEncoder.encode(cell, position: position, owed: owed)
         self.log.save(Snapshot(actor: cell.address.rawValue, seq: seq, formatVersion: cell.stateFormatVersion, state: bytes))
         cell.markSnapshotted(bytes: bytes.count)
     }
@@ -692,7 +694,7 @@ public final class Simulation {
         }
         self.traceDelivery(seq: seq, envelope: envelope, delivery: delivery)
         if self.cellIsClient[position], ClientMachine.outcome(envelope) != nil {
-            self.answers[envelope.correlationID, default: 0] += 1
+            _ = self.answers.increment(envelope.correlationID)
             self.lastAnswerAt = self.now
         }
         for correlation in delivery.cancelledTimers { self.arrivals.cancel(owner: position, correlation: correlation) }
@@ -777,7 +779,7 @@ public final class Simulation {
         var missing = 0
         var doubled = 0
         for id in self.submitted {
-            let count = self.answers[id] ?? 0
+            let count = self.answers.seq(of: id) ?? 0
             // at_most_once may lose a task; nothing may be answered twice.
             if count == 0 && self.submittedModes[id] != .atMostOnce { missing += 1 }
             if count > 1 { doubled += 1 }
@@ -788,24 +790,18 @@ public final class Simulation {
         // exactly_once work happens once: each such task takes effect at an agent at most once.
         // An attempt the agent answered `agent_crashed` took no effect (a crash is a throw before
         // or instead of the work), so it does not count.
-        // One pass over the log (the LMDB log reads it from disk): the requests agents took, and
-        // the attempts they answered `agent_crashed`, which are then left out.
+        // One pass over the log's agent traffic: the requests agents took, and the attempts they
+        // answered `agent_crashed`, which are then left out. (The LMDB log reads every record
+        // from disk; the in-memory one kept the few that matter aside as they were appended.)
         var crashedAttempts: Set<MessageID> = []
         var agentRequests: [(id: MessageID, task: MessageID)] = []
-        let records = self.log.records
-        for position in records.indices {
-            let envelope = records[position].envelope  // not the whole record: 72 bytes of header each
-            // Only messages to or from an agent matter, and the addresses say so without reading
-            // the payload: `payload` copies it out of the envelope (a large enum, with a retain of
-            // each of its strings and arrays), which for every record of the log was most of
-            // this pass.
-            guard envelope.recipient.isAgent || envelope.sender.isAgent else { continue }
-            switch envelope.payload {
-            case .taskRequest where envelope.recipient.isAgent:
+        self.log.forEachAgentTraffic { kind, envelope in
+            switch kind {
+            case .requestToAgent:
                 agentRequests.append((envelope.id, envelope.correlationID))
-            case .taskError(let error) where error.code == .agentCrashed && envelope.sender.isAgent:
+            case .agentCrashed:
                 if let parent = envelope.parentID { crashedAttempts.insert(parent) }
-            default:
+            case .other:
                 break
             }
         }
@@ -982,7 +978,9 @@ struct ArrivalQueue {
 
     var nextTime: Int64? { self.heap.first?.at }
 
-    mutating func push(_ envelope: Envelope, at: Int64, timerOf owner: Int? = nil) {
+    /// Consuming: a message the caller is done with moves into the window (no retain here and
+    /// release at the caller); one it still needs is copied at the call.
+    mutating func push(_ envelope: consuming Envelope, at: Int64, timerOf owner: Int? = nil) {
         self.order += 1
         if let owner { self.timers[TimerKey(owner: owner, correlation: envelope.correlationID), default: []].append(self.order) }
         self.window.append(Waiting(envelope: envelope, timerOf: owner))
@@ -992,8 +990,8 @@ struct ArrivalQueue {
     mutating func take(_ order: UInt64) -> Waiting? {
         guard order >= self.base, order - self.base < UInt64(self.window.count) else { return nil }
         let slot = Int(order - self.base)
-        guard let entry = self.window[slot] else { return nil }
-        self.window[slot] = nil
+        // Moved out, leaving nil: no retain of the envelope here and release in the window.
+        guard let entry = self.window[slot].take() else { return nil }
         // `front`: the empty slots before the first waiting one. Dropped when they are at least
         // half the window, so each slot is moved O(1) times.
         while self.front < self.window.count && self.window[self.front] == nil { self.front += 1 }

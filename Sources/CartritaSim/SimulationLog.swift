@@ -26,6 +26,32 @@ protocol SimulationLog: ReplayableLog {
     func truncate(after seq: UInt64) -> Int
     /// nil when the log's invariants hold, else the first problem.
     func verify() -> String?
+    /// The records the exactly_once oracle reads (`AgentTraffic`), in seq order, each with its
+    /// kind: every record of another kind is left out.
+    func forEachAgentTraffic(_ body: (AgentTraffic, Envelope) -> Void)
+}
+
+/// What the exactly_once oracle needs of a record: a request delivered to an agent, or an
+/// agent's `agent_crashed` answer (an attempt that took no effect); nothing else.
+enum AgentTraffic: UInt8 {
+    case other = 0
+    case requestToAgent = 1
+    case agentCrashed = 2
+
+    /// Only messages to or from an agent matter, and the addresses say so without reading the
+    /// payload.
+    static func of(_ envelope: Envelope) -> AgentTraffic {
+        let toAgent = envelope.recipient.isAgent
+        guard toAgent || envelope.sender.isAgent else { return .other }
+        switch envelope.payload {
+        case .taskRequest where toAgent:
+            return .requestToAgent
+        case .taskError(let error) where error.code == .agentCrashed && envelope.sender.isAgent:
+            return .agentCrashed
+        default:
+            return .other
+        }
+    }
 }
 
 /// The simulator on the real event log: every delivery is appended (`fast` durability: a
@@ -122,6 +148,13 @@ final class LMDBSimulationLog: SimulationLog {
         }
     }
 
+    func forEachAgentTraffic(_ body: (AgentTraffic, Envelope) -> Void) {
+        for record in self.records {
+            let kind = AgentTraffic.of(record.envelope)
+            if kind != .other { body(kind, record.envelope) }
+        }
+    }
+
     func latestSnapshot(of actor: String, atOrBefore seq: UInt64, accepting: (UInt32) -> Bool) throws(EventLogError) -> Snapshot? {
         self.flush()
         return try self.log.latestSnapshot(of: actor, atOrBefore: seq, accepting: accepting)
@@ -168,7 +201,12 @@ final class MemoryLog: SimulationLog {
     @exclusivity(unchecked) private(set) var records: [LogRecord] = []
     /// Each record's actor slot, parallel to `records`.
     @exclusivity(unchecked) private var recordActors: [Int32] = []
-    @exclusivity(unchecked) private var ids = MessageSeqTable()
+    /// The records of `AgentTraffic` other than `.other`, by position, with their kind: the
+    /// end-of-run oracle reads these few instead of every record. Classified at append, while
+    /// the envelope is in cache: the oracle's pass over every envelope of the log (a box, then
+    /// the addresses' text, for each) missed the cache on nearly every record.
+    @exclusivity(unchecked) private var agentTraffic: [(position: Int32, kind: AgentTraffic)] = []
+    @exclusivity(unchecked) private var ids = RecordIDTable()
     /// The task index, built on demand: only recovery asks, so appends do not pay for it. It
     /// covers `records[0..<correlationIndexed]`.
     private var byCorrelation: [MessageID: [UInt64]] = [:]
@@ -187,7 +225,7 @@ final class MemoryLog: SimulationLog {
         let expected = min(max(0, expectedRecords), 1 << 20)
         self.records.reserveCapacity(expected)
         self.recordActors.reserveCapacity(expected)
-        self.ids = MessageSeqTable(minimumCapacity: max(1_024, expected))
+        self.ids = RecordIDTable(minimumCapacity: max(1_024, expected))
     }
 
     func register(actors: [Address]) -> Bool {
@@ -208,7 +246,7 @@ final class MemoryLog: SimulationLog {
     /// The new record's seq, or nil when a record with this id exists (refused, nothing changes).
     func append(_ envelope: Envelope, actor: Int?, clockMilliseconds: Int64, entropy: UInt64) -> UInt64? {
         let seq = UInt64(self.records.count + 1)
-        guard self.ids.insert(envelope.id, seq: seq) else { return nil }
+        guard self.ids.insert(envelope.id, seq: seq, idAt: self.id(at:)) else { return nil }
         let slot: Int
         if let actor {
             // Compares the text once (the same storage in the common case: a pointer check).
@@ -219,13 +257,23 @@ final class MemoryLog: SimulationLog {
         }
         let header = RecordHeader(
             seq: seq, prevHash: .zero, actorPrevSeq: self.headOf[slot], clockMilliseconds: clockMilliseconds, entropy: entropy)
+        let kind = AgentTraffic.of(envelope)
+        if kind != .other { self.agentTraffic.append((Int32(self.records.count), kind)) }
         self.records.append(LogRecord(header: header, envelope: envelope))
         self.recordActors.append(Int32(slot))
         self.headOf[slot] = seq
         return seq
     }
 
-    func contains(_ id: MessageID) -> Bool { self.ids.seq(of: id) != nil }
+    func forEachAgentTraffic(_ body: (AgentTraffic, Envelope) -> Void) {
+        for (position, kind) in self.agentTraffic { body(kind, self.records[Int(position)].envelope) }
+    }
+
+    func contains(_ id: MessageID) -> Bool { self.ids.seq(of: id, idAt: self.id(at:)) != nil }
+
+    /// The id of the record at `seq` (the id index keeps only seqs and hash bits).
+    @inline(__always)
+    private func id(at seq: UInt32) -> MessageID { self.records[Int(seq) - 1].envelope.id }
 
     /// The log's invariants: seqs from 1 without gaps, each record's actor chain pointing at the
     /// actor's previous record, the heads at the last of each chain, and no id twice (every
@@ -249,7 +297,7 @@ final class MemoryLog: SimulationLog {
                 return "seq \(seq): actor_prev_seq \(header.actorPrevSeq), the actor's previous record is \(heads[slot])"
             }
             heads[slot] = seq
-            let indexed = self.ids.seq(of: envelope.id)
+            let indexed = self.ids.seq(of: envelope.id, idAt: self.id(at:))
             guard indexed == seq else { return "seq \(seq): id \(envelope.id) twice (the id index says seq \(indexed.map(String.init) ?? "none"))" }
         }
         for slot in heads.indices where heads[slot] != self.headOf[slot] {
@@ -266,7 +314,7 @@ final class MemoryLog: SimulationLog {
         for position in stride(from: self.records.count - 1, through: kept, by: -1) {
             let record = self.records[position]
             let envelope = record.envelope
-            self.ids.remove(envelope.id)
+            self.ids.remove(envelope.id, idAt: self.id(at:))
             if position < self.correlationIndexed {
                 self.byCorrelation[envelope.correlationID]?.removeLast()
                 if self.byCorrelation[envelope.correlationID]?.isEmpty == true { self.byCorrelation[envelope.correlationID] = nil }
@@ -277,6 +325,7 @@ final class MemoryLog: SimulationLog {
         let count = self.records.count - kept
         self.records.removeLast(count)
         self.recordActors.removeLast(count)
+        while let last = self.agentTraffic.last, Int(last.position) >= kept { self.agentTraffic.removeLast() }
         self.correlationIndexed = min(self.correlationIndexed, kept)
         for (actor, list) in self.snapshotStore {
             let kept = list.filter { $0.seq <= seq }
@@ -309,7 +358,7 @@ final class MemoryLog: SimulationLog {
             .sorted { $0.actor < $1.actor }
     }
 
-    func seqs(ofMessages ids: [MessageID]) throws(EventLogError) -> [UInt64?] { ids.map { self.ids.seq(of: $0) } }
+    func seqs(ofMessages ids: [MessageID]) throws(EventLogError) -> [UInt64?] { ids.map { self.ids.seq(of: $0, idAt: self.id(at:)) } }
 
     func record(_ seq: UInt64) throws(EventLogError) -> LogRecord? {
         seq >= 1 && seq <= self.lastSeq ? self.records[Int(seq - 1)] : nil

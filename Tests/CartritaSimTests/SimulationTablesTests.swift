@@ -41,6 +41,70 @@ final class SimulationTablesTests: XCTestCase {
         }
     }
 
+    /// The in-memory log's id index (hash bits and seqs, ids read back through `idAt`) against a
+    /// dictionary, with the same crowded ids and random inserts, lookups and removals.
+    func testTheRecordIdTableAgreesWithADictionary() {
+        var random = SplitMix64(seed: 43)
+        var table = RecordIDTable(minimumCapacity: 4)
+        var reference: [MessageID: UInt64] = [:]
+        var idOfSeq: [UInt32: MessageID] = [:]
+        let idAt = { (seq: UInt32) -> MessageID in idOfSeq[seq]! }
+        var nextSeq: UInt64 = 1
+        for step in 0..<20_000 {
+            let id = MessageID(high: random.next64() % 64, low: random.next64() % 8)
+            switch random.next64() % 3 {
+            case 0, 1:
+                let inserted = table.insert(id, seq: nextSeq, idAt: idAt)
+                XCTAssertEqual(inserted, reference[id] == nil, "step \(step)")
+                if inserted {
+                    reference[id] = nextSeq
+                    idOfSeq[UInt32(nextSeq)] = id
+                }
+                nextSeq += 1
+            default:
+                table.remove(id, idAt: idAt)
+                reference[id] = nil
+            }
+            XCTAssertEqual(table.count, reference.count, "step \(step)")
+            if step % 97 == 0 {
+                for high in 0..<UInt64(64) {
+                    for low in 0..<UInt64(8) {
+                        let probe = MessageID(high: high, low: low)
+                        XCTAssertEqual(table.seq(of: probe, idAt: idAt), reference[probe], "step \(step), \(probe)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The address index answers as the dictionary it replaced: every cell of the standard
+    /// hierarchy at its position, a repeated address at its last one, unknown addresses nil.
+    func testTheAddressIndexAgreesWithADictionary() {
+        var addresses = Hierarchy.standard().makeCells().map(\.address)
+        addresses.append(addresses[2])
+        var reference: [Address: Int] = [:]
+        for (position, address) in addresses.enumerated() { reference[address] = position }
+        let index = AddressIndex(addresses)
+        for address in addresses + [Address("agent.nobody@v1.0"), Address("io.files@v1.0"), Address("client.run@v1.0")] {
+            XCTAssertEqual(index[address], reference[address], "\(address)")
+        }
+        XCTAssertNil(AddressIndex()[Address.orchestrator])
+    }
+
+    /// The id table as a counter (the client's answers per task), through its growth.
+    func testTheIdTableCountsLikeADictionary() {
+        var random = SplitMix64(seed: 44)
+        var table = MessageSeqTable(minimumCapacity: 2)
+        var reference: [MessageID: UInt64] = [:]
+        for _ in 0..<5_000 {
+            let id = MessageID(high: random.next64() % 300, low: random.next64() % 3)
+            reference[id, default: 0] += 1
+            XCTAssertEqual(table.increment(id), reference[id])
+        }
+        XCTAssertEqual(table.count, reference.count)
+        for (id, count) in reference { XCTAssertEqual(table.seq(of: id), count) }
+    }
+
     /// The simulator's mailbox serves in the runtime's `Mailbox` order (priority, then FIFO),
     /// through the compactions of long queues.
     func testTheMailboxServesInTheRuntimesOrder() {
@@ -185,6 +249,35 @@ final class SimulationTablesTests: XCTestCase {
             }
         }
         XCTAssertNil(log.verify())
+    }
+
+    /// The simulator's snapshot writer gives `NodeSnapshot.encode`'s bytes: for every cell of a
+    /// run stopped with work in flight (the orchestrator's pending table full, supervisors
+    /// holding tasks), with no owed messages, a few, and one too large for the codec, which the
+    /// node's wrapper leaves out. The writer is reused across all of them, as a run reuses it.
+    func testSnapshotsAreTheNodesBytes() {
+        var configuration = Simulation.Configuration(seed: 11)
+        configuration.tasks = 300
+        configuration.maxDeliveries = 700
+        let simulation = Simulation(configuration)
+        _ = simulation.run()
+        var oversized = simulation.planned[0].envelope
+        oversized.payload = .taskRequest(TaskRequest(task: TaskSpec(type: "text.stats"), input: TaskInput(data: .string(String(repeating: "x", count: 1 << 20)))))
+        let owedLists: [[Envelope]] = [
+            [], simulation.planned.prefix(5).map(\.envelope), [oversized] + simulation.planned.suffix(20).map(\.envelope) + [oversized],
+        ]
+        let encoder = SnapshotEncoder()
+        var statesWithContent = 0
+        // Twice over each list and in both orders, so owed messages' cached bytes are used too.
+        for (position, cell) in simulation.cells.enumerated() {
+            if cell.snapshotBytes().count > 200 { statesWithContent += 1 }
+            for owed in owedLists + owedLists.reversed() + owedLists {
+                XCTAssertEqual(
+                    encoder.encode(cell, position: position, owed: owed), NodeSnapshot(state: cell.snapshotBytes(), owed: owed).encode(),
+                    "\(cell.address)")
+            }
+        }
+        XCTAssertGreaterThan(statesWithContent, 1)
     }
 
     static func envelope(number: UInt64, priority: Priority) -> Envelope {
