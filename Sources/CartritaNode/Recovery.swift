@@ -342,12 +342,17 @@ public struct Recovery {
                     // By index, not `for entry in batch`: that would copy (retain and release)
                     // every entry's bytes, made on a reader thread, on this one.
                     let going = batch.withUnsafeBufferPointer { entries -> Bool in
+                        guard let base = entries.baseAddress else { return true }
                         for index in entries.indices {
-                            let seq = entries[index].seq
+                            // Through the element's address: `entries[index]` loads a copy of
+                            // the whole element (a retain and a release of its bytes) before
+                            // reading one field of it.
+                            let element = base + index
+                            let seq = element.pointee.seq
                             let going: Bool
-                            if let peek = entries[index].entry.storedPeek {
+                            if let peek = element.pointee.entry.storedPeek {
                                 going = replay(seq, storedAt: index, of: entries, peek)
-                            } else if case .decoded(let record) = entries[index].entry {
+                            } else if case .decoded(let record) = element.pointee.entry {
                                 going = replay(seq, record, matched: false)
                             } else {
                                 preconditionFailure("record \(seq) is neither stored nor decoded")
