@@ -539,11 +539,6 @@ struct StoredCheck: @unchecked Sendable {
 ///
 /// Bounded: at most `maxQueuedBatches` batches wait; `submit` blocks past that. `finish()` must
 /// be called (it stops the thread).
-///
-/// The thread runs a few nice levels below the replay: the replay is the critical path, and
-/// with three or four busy threads on two cores a fair share slowed it to two thirds of a core
-/// while this thread, which only has to keep up by the end, took the rest. The queue is deep
-/// enough that the replay does not wait for it when it falls behind for a while.
 final class StoredChecker: @unchecked Sendable {
     struct Mismatch {
         var seq: UInt64
@@ -557,9 +552,7 @@ final class StoredChecker: @unchecked Sendable {
         var batch: ReplayBatch
     }
 
-    static let maxQueuedBatches = 32
-    /// How much nicer than its creator the thread runs (0 leaves it as it is).
-    static let niceIncrement: Int32 = 4
+    static let maxQueuedBatches = 8
 
     private let condition = NSCondition()
     private var queue: [Work] = []
@@ -574,7 +567,6 @@ final class StoredChecker: @unchecked Sendable {
     init() {
         let thread = Thread { [self] in
             Thread.current.name = "cartrita-check"
-            lowerThreadPriority(by: Self.niceIncrement)
             self.run()
             self.done.signal()
         }
@@ -678,17 +670,4 @@ final class StoredChecker: @unchecked Sendable {
         self.done.wait()
         return self.found
     }
-}
-
-/// Makes the calling thread `increment` nice levels nicer (lower priority). On Linux a nice value
-/// belongs to a thread, and `who` 0 is the calling one. Raising it needs no privilege; a failure
-/// leaves the thread as it was, which only costs speed.
-func lowerThreadPriority(by increment: Int32) {
-    #if os(Linux)
-    guard increment > 0 else { return }
-    errno = 0
-    let current = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
-    guard errno == 0 else { return }
-    _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, min(19, current + increment))
-    #endif
 }

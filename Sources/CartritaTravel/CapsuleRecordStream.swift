@@ -110,7 +110,6 @@ final class CapsuleRecordStream: @unchecked Sendable {
     /// beside the replay and its checker. Cheap to hold: most entries are stored records,
     /// slices of the capsule's own bytes, not decoded ones.
     static let maxQueuedBatches = 48
-    static let niceIncrement: Int32 = 4
 
     let batchRecords: Int
     let maxQueuedBatches: Int
@@ -150,9 +149,6 @@ final class CapsuleRecordStream: @unchecked Sendable {
             // Set from inside, so the OS thread gets it; at most 15 bytes, or Linux keeps the
             // creating thread's name (profiles then lumped this thread in with the replay).
             Thread.current.name = "cartrita-verify"
-            // Behind the replay, which is the critical path (see `StoredChecker`): with its
-            // queue ahead, this thread only has to keep up on the whole.
-            lowerThreadPriority(by: Self.niceIncrement)
             self.verify(CapsuleRecordVerifier(records: records, inputs: inputs), storedSenders: senders)
             self.exited.signal()
         }
@@ -278,15 +274,4 @@ final class CapsuleRecordStream: @unchecked Sendable {
         self.condition.unlock()
         self.exited.wait()
     }
-}
-
-/// Makes the calling thread `increment` nice levels nicer (see the node's `StoredChecker`).
-func lowerThreadPriority(by increment: Int32) {
-    #if os(Linux)
-    guard increment > 0 else { return }
-    errno = 0
-    let current = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
-    guard errno == 0 else { return }
-    _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, min(19, current + increment))
-    #endif
 }
