@@ -113,6 +113,9 @@ public final class EnvelopeEncoder {
 
     func writeFields(_ envelope: Envelope) {
         let w = self.writer
+        // Read once: each read of `payload` (and `type`, which reads it) copies it out of the
+        // envelope's box, retaining and releasing everything inside.
+        let payload = envelope.payload
         w.writeKey("id")
         w.write(envelope.id)
         if let parentID = envelope.parentID {
@@ -136,9 +139,9 @@ public final class EnvelopeEncoder {
         w.writeKey("context")
         self.writeContext(envelope.context)
         w.writeKey("type")
-        w.write(envelope.type.rawValue)
+        w.write(payload.type.rawValue)
         w.writeKey("payload")
-        self.writePayload(envelope.payload)
+        self.writePayload(payload)
         w.writeKey("delivery_mode")
         w.write(envelope.deliveryMode.rawValue)
         w.writeKey("retry_count")

@@ -160,7 +160,72 @@ enum ObjectReader {
     }
 
     /// A free-form value, in canonical form (see `MCPValue`).
+    ///
+    /// Read first without any path (`unlocatedValue`): a payload's free-form values (results,
+    /// inputs) are most of what a record holds, and building each map's path text up front cost
+    /// an allocation per map although nothing fails. Only when that pass meets a problem is the
+    /// value read again with paths (`locatedValue`), which throws the same named error with the
+    /// same path as it always did.
     static func value(_ object: Object, _ path: FieldPath) throws(CodecError) -> MCPValue {
+        if let value = Self.unlocatedValue(object) { return value }
+        return try Self.locatedValue(object, path)
+    }
+
+    /// A free-form map: string keys, no duplicates (a duplicate would silently shadow data).
+    /// Fast pass first, as `value`.
+    static func entries(_ object: Object, _ path: FieldPath) throws(CodecError) -> [MCPValue.MapEntry] {
+        if object.kind == .map, let entries = Self.unlocatedEntries(object) { return entries }
+        return try Self.locatedEntries(object, path)
+    }
+
+    /// `locatedValue` without paths: nil wherever that one throws, the same value wherever it
+    /// does not (it accepts exactly what `locatedValue` accepts).
+    static func unlocatedValue(_ object: Object) -> MCPValue? {
+        switch object.kind {
+        case .nil_: return .null
+        case .boolean: return .bool(object.boolean)
+        case .positiveInteger:
+            let value = object.u64
+            return value <= UInt64(Int64.max) ? .int(Int64(value)) : .uint(value)
+        case .negativeInteger: return .int(object.i64)
+        case .float32: return .float(Float(object.f64))
+        case .float64: return .double(object.f64)
+        case .string:
+            guard let text = Self.validatedString(object.bytes) else { return nil }
+            return .string(text)
+        case .binary: return .binary([UInt8](object.bytes))
+        case .array:
+            var result: [MCPValue] = []
+            result.reserveCapacity(object.count)
+            for item in object.items {
+                guard let value = Self.unlocatedValue(item) else { return nil }
+                result.append(value)
+            }
+            return .array(result)
+        case .map:
+            guard let entries = Self.unlocatedEntries(object) else { return nil }
+            return .map(entries)
+        case .ext:
+            return nil
+        }
+    }
+
+    /// `locatedEntries` without paths, for a map: nil wherever that one throws.
+    static func unlocatedEntries(_ object: Object) -> [MCPValue.MapEntry]? {
+        var result: [MCPValue.MapEntry] = []
+        result.reserveCapacity(object.count)
+        for pair in object.pairs {
+            guard pair.key.kind == .string, let key = Self.validatedString(pair.key.bytes), let value = Self.unlocatedValue(pair.val) else {
+                return nil
+            }
+            result.append(MCPValue.MapEntry(key, value))
+        }
+        guard MCPValue.firstDuplicateKey(result) == nil else { return nil }
+        return result
+    }
+
+    /// A free-form value read with its path, which every error names.
+    static func locatedValue(_ object: Object, _ path: FieldPath) throws(CodecError) -> MCPValue {
         switch object.kind {
         case .nil_: return .null
         case .boolean: return .bool(object.boolean)
@@ -178,18 +243,18 @@ enum ObjectReader {
             result.reserveCapacity(object.count)
             let base = path.description
             for (index, item) in items.enumerated() {
-                result.append(try Self.value(item, FieldPath(parent: base, index: index)))
+                result.append(try Self.locatedValue(item, FieldPath(parent: base, index: index)))
             }
             return .array(result)
         case .map:
-            return .map(try Self.entries(object, path))
+            return .map(try Self.locatedEntries(object, path))
         case .ext:
             throw CodecError(.unsupportedType, path: path.description, "msgpack extension type \(object.extType) is not part of MCP")
         }
     }
 
-    /// A free-form map: string keys, no duplicates (a duplicate would silently shadow data).
-    static func entries(_ object: Object, _ path: FieldPath) throws(CodecError) -> [MCPValue.MapEntry] {
+    /// A free-form map read with its path, which every error names.
+    static func locatedEntries(_ object: Object, _ path: FieldPath) throws(CodecError) -> [MCPValue.MapEntry] {
         guard object.kind == .map else { throw Self.wrongType(object, expected: "map", path) }
         let base = path.description
         var result: [MCPValue.MapEntry] = []
@@ -199,7 +264,7 @@ enum ObjectReader {
                 throw CodecError(.wrongType, path: path.description, "map keys must be strings, got \(Self.typeName(pair.key))")
             }
             let key = try Self.string(pair.key, FieldPath(parent: base, name: "{key}"))
-            result.append(MCPValue.MapEntry(key, try Self.value(pair.val, FieldPath(parent: base, name: key))))
+            result.append(MCPValue.MapEntry(key, try Self.locatedValue(pair.val, FieldPath(parent: base, name: key))))
         }
         if let duplicate = MCPValue.firstDuplicateKey(result) {
             throw CodecError(.duplicateKey, path: FieldPath(parent: base, name: duplicate).description, "key appears more than once")

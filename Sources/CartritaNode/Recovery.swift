@@ -3,6 +3,7 @@ import CartritaEnvelope
 import CartritaLog
 import CartritaRuntime
 import Foundation
+import Synchronization
 
 /// Handlers that gave other effects on replay than the log recorded: the first one found, with
 /// its sequence number and both sides. This is the nondeterminism detector.
@@ -341,12 +342,17 @@ public struct Recovery {
                     // By index, not `for entry in batch`: that would copy (retain and release)
                     // every entry's bytes, made on a reader thread, on this one.
                     let going = batch.withUnsafeBufferPointer { entries -> Bool in
+                        guard let base = entries.baseAddress else { return true }
                         for index in entries.indices {
-                            let seq = entries[index].seq
+                            // Through the element's address: `entries[index]` loads a copy of
+                            // the whole element (a retain and a release of its bytes) before
+                            // reading one field of it.
+                            let element = base + index
+                            let seq = element.pointee.seq
                             let going: Bool
-                            if let peek = entries[index].entry.storedPeek {
+                            if let peek = element.pointee.entry.storedPeek {
                                 going = replay(seq, storedAt: index, of: entries, peek)
-                            } else if case .decoded(let record) = entries[index].entry {
+                            } else if case .decoded(let record) = element.pointee.entry {
                                 going = replay(seq, record, matched: false)
                             } else {
                                 preconditionFailure("record \(seq) is neither stored nor decoded")
@@ -362,7 +368,7 @@ public struct Recovery {
                     // find an earlier divergence.
                     checker.submit(scan.checks, of: batch)
                     scan.checks.removeAll(keepingCapacity: true)
-                    return going && checker.mismatch == nil
+                    return going && !checker.hasMismatch
                 }
             } catch {
                 // The log failed under the replay (a record it cannot hand out). A record the
@@ -553,6 +559,9 @@ final class StoredChecker: @unchecked Sendable {
     private var checking = false
     private var closed = false
     private var found: Mismatch?
+    /// Set once `found` is: the replay asks after every batch, and reading `found` under the
+    /// lock copied the optional out and destroyed it again each time (a visible cost there).
+    private let foundAny = Atomic(false)
     private let done = DispatchSemaphore(value: 0)
 
     init() {
@@ -584,24 +593,40 @@ final class StoredChecker: @unchecked Sendable {
             self.condition.unlock()
             var mismatch: Mismatch?
             if !stop {
-                for check in work.checks {
-                    let seq = work.batch[check.index].seq
-                    guard case .stored(let bytes, let peek) = work.batch[check.index].entry else {
-                        preconditionFailure("record \(seq) was checked but is not stored")
+                // In place, by index: iterating copied each check (a retain and a release of
+                // its envelope) and each record's bytes.
+                mismatch = work.checks.withUnsafeBufferPointer { checks in
+                    work.batch.withUnsafeBufferPointer { batch in
+                        for position in checks.indices {
+                            let index = checks[position].index
+                            if let mismatch = Self.check(batch[index], checks[position].copy, encoder, decoder) { return mismatch }
+                        }
+                        return nil
                     }
-                    if Self.same(bytes, peek, check.copy.envelope, encoder) { continue }
-                    let logged = Result { () throws(CodecError) in try decoder.decodeRecord(bytes) }
-                    if case .success(let record) = logged, record.envelope == check.copy.envelope { continue }
-                    mismatch = Mismatch(seq: seq, copy: check.copy, logged: logged)
-                    break
                 }
             }
             self.condition.lock()
-            if self.found == nil, let mismatch { self.found = mismatch }
+            if self.found == nil, let mismatch {
+                self.found = mismatch
+                self.foundAny.store(true, ordering: .releasing)
+            }
             self.checking = false
             self.condition.broadcast()
             self.condition.unlock()
         }
+    }
+
+    /// One stored record against replay's copy of it: nil when they agree.
+    private static func check(
+        _ entry: ReplayBatch.Element, _ copy: Recovery.Expected, _ encoder: EnvelopeEncoder, _ decoder: EnvelopeDecoder
+    ) -> Mismatch? {
+        guard case .stored(let bytes, let peek) = entry.entry else {
+            preconditionFailure("record \(entry.seq) was checked but is not stored")
+        }
+        if Self.same(bytes, peek, copy.envelope, encoder) { return nil }
+        let logged = Result { () throws(CodecError) in try decoder.decodeRecord(bytes) }
+        if case .success(let record) = logged, record.envelope == copy.envelope { return nil }
+        return Mismatch(seq: entry.seq, copy: copy, logged: logged)
     }
 
     static func same(_ stored: ArraySlice<UInt8>, _ peek: RecordPeek, _ copy: Envelope, _ encoder: EnvelopeEncoder) -> Bool {
@@ -631,6 +656,9 @@ final class StoredChecker: @unchecked Sendable {
         defer { self.condition.unlock() }
         return self.found
     }
+
+    /// Whether a mismatch was found so far, without waiting or taking the lock.
+    var hasMismatch: Bool { self.foundAny.load(ordering: .acquiring) }
 
     /// Waits until everything submitted is checked, stops the thread, and returns the first
     /// mismatch, if any.

@@ -2,6 +2,7 @@ import CartritaCodec
 import CartritaEnvelope
 import CartritaLog
 import CartritaNode
+import Foundation
 
 /// A capsule's records and snapshots as a `ReplayableLog`, so the production `Recovery` (with
 /// its divergence detector) replays a capsule exactly as it replays a log.
@@ -31,7 +32,8 @@ final class CapsuleLog: ReplayableLog {
     /// The first record the stream refused.
     private(set) var failure: TravelError?
 
-    /// Each record's id and task, in capsule order; in `streamed`, those taken so far.
+    /// Each record's id and task, in capsule order; in `streamed`, filled from the stream once
+    /// it is drained (the lookups that read these drain it first).
     private var ids: [MessageID] = []
     private var correlations: [MessageID] = []
     /// Streamed: records taken from the stream so far (all of them once it is drained).
@@ -43,6 +45,10 @@ final class CapsuleLog: ReplayableLog {
     /// against the decoded record; a record that cannot be read is decoded here instead, and
     /// left out if that fails too (the stream refuses it before the replay reaches it).
     private var peekedHeads: [String: UInt64] = [:]
+    /// Streamed: the thread that reads `peekedHeads` from the bytes, from `init` until
+    /// `heads()` (or `finish()`) joins it, so the peeking runs while recovery restores the
+    /// snapshots instead of before.
+    private var peeking: HeadsPeek?
 
     /// Built on the first `seqs(correlation:)`: the first position of each task, and for each
     /// position the next one of the same task (-1: none). Two flat tables, no array per task.
@@ -69,10 +75,38 @@ final class CapsuleLog: ReplayableLog {
         self.streamedStoredSenders = Set(storedSenders)
         self.seqs = capsule.records.map(\.seq)
         self.snapshots = Self.byActor(capsule.snapshots)
-        self.ids.reserveCapacity(capsule.records.count)
-        self.correlations.reserveCapacity(capsule.records.count)
-        // While the other thread decodes: who each record is for, from its bytes.
-        self.peekRecipients(capsule.records)
+        // While the other thread decodes: who each record is for, from its bytes, on a third
+        // thread (joined by `heads()`).
+        self.peeking = HeadsPeek(capsule.records)
+    }
+
+    /// `peekRecipients` on a thread of its own.
+    final class HeadsPeek: @unchecked Sendable {
+        /// Written by the thread before it signals `done`, read only after `wait()`.
+        private var heads: [String: UInt64] = [:]
+        private let done = DispatchSemaphore(value: 0)
+
+        init(_ entries: [(seq: UInt64, bytes: [UInt8])]) {
+            let thread = Thread { [self] in
+                Thread.current.name = "cartrita-heads"
+                self.heads = CapsuleLog.peekRecipients(entries)
+                self.done.signal()
+            }
+            thread.start()
+        }
+
+        /// Waits for the thread; call once.
+        func wait() -> [String: UInt64] {
+            self.done.wait()
+            return self.heads
+        }
+    }
+
+    /// Joins the peeking thread, if it still runs.
+    private func joinPeeking() {
+        guard let peeking = self.peeking else { return }
+        self.peeking = nil
+        self.peekedHeads = peeking.wait()
     }
 
     static func byActor(_ snapshots: [Snapshot]) -> [String: Snapshot] {
@@ -83,6 +117,7 @@ final class CapsuleLog: ReplayableLog {
 
     /// Joins the verifying thread. Idempotent; call it on every way out.
     func finish() {
+        self.joinPeeking()
         if case .streamed(let stream, _) = self.source { stream.finish() }
     }
 
@@ -102,21 +137,17 @@ final class CapsuleLog: ReplayableLog {
         }
         guard let batch else {
             self.drained = true
+            // The stream noted each record's id and task as it verified them.
+            if let keys = stream.verifiedKeys() {
+                self.ids = keys.ids
+                self.correlations = keys.correlations
+            }
             return nil
         }
-        // By index, the peek read in place: `for (seq, entry) in batch` would copy (retain and
-        // release) every record on the replay's thread.
-        for index in batch.indices {
-            precondition(self.seqs[self.taken] == batch[index].seq, "the stream hands out the capsule's records in order")
-            if let peek = batch[index].entry.storedPeek {
-                self.ids.append(peek.id)
-                self.correlations.append(peek.correlationID)
-            } else if case .decoded(let record) = batch[index].entry {
-                self.ids.append(record.envelope.id)
-                self.correlations.append(record.envelope.correlationID)
-            }
-            self.taken += 1
-        }
+        guard let first = batch.first, let last = batch.last, self.taken + batch.count <= self.seqs.count,
+            self.seqs[self.taken] == first.seq, self.seqs[self.taken + batch.count - 1] == last.seq
+        else { preconditionFailure("the stream hands out the capsule's records in order") }
+        self.taken += batch.count
         return batch
     }
 
@@ -152,7 +183,7 @@ final class CapsuleLog: ReplayableLog {
 
     // MARK: - Recipients before decoding
 
-    private func peekRecipients(_ entries: [(seq: UInt64, bytes: [UInt8])]) {
+    static func peekRecipients(_ entries: [(seq: UInt64, bytes: [UInt8])]) -> [String: UInt64] {
         var names = RecipientNames()
         var lastSeqs: [UInt64] = []
         var fallback: EnvelopeDecoder?
@@ -169,7 +200,9 @@ final class CapsuleLog: ReplayableLog {
             if Int(index) == lastSeqs.count { lastSeqs.append(0) }
             lastSeqs[Int(index)] = entry.seq
         }
-        for (index, name) in names.names.enumerated() { self.peekedHeads[name] = lastSeqs[index] }
+        var heads: [String: UInt64] = [:]
+        for (index, name) in names.names.enumerated() { heads[name] = lastSeqs[index] }
+        return heads
     }
 
     /// The distinct recipients met, numbered in order of appearance.
@@ -219,6 +252,7 @@ final class CapsuleLog: ReplayableLog {
         case .decoded(let records):
             for entry in records { heads[entry.record.envelope.recipient.rawValue] = entry.seq }
         case .streamed:
+            self.joinPeeking()
             heads = self.peekedHeads
         }
         return heads.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }

@@ -105,7 +105,11 @@ struct CapsuleRecordVerifier {
 /// The owner must call `finish()` (also after an early stop or an error) to join the thread.
 final class CapsuleRecordStream: @unchecked Sendable {
     static let batchRecords = 256
-    static let maxQueuedBatches = 8
+    /// Deep enough for the thread to run well ahead while the replay starts (its snapshots, its
+    /// heads): the core would otherwise idle then, and the work it would have done lands later,
+    /// beside the replay and its checker. Cheap to hold: most entries are stored records,
+    /// slices of the capsule's own bytes, not decoded ones.
+    static let maxQueuedBatches = 48
 
     let batchRecords: Int
     let maxQueuedBatches: Int
@@ -124,6 +128,10 @@ final class CapsuleRecordStream: @unchecked Sendable {
     private var recycled: [ReplayBatch] = []
     /// The most batches that ever waited at once (never above `maxQueuedBatches`).
     private var queuedMost = 0
+    /// Each verified record's id and task, in capsule order, published when the thread is done
+    /// (see `verifiedKeys`): noting them here, per record, costs the replay's thread nothing.
+    private var ids: [MessageID] = []
+    private var correlations: [MessageID] = []
 
     private let exited = DispatchSemaphore(value: 0)
     /// Consumer side only.
@@ -153,12 +161,25 @@ final class CapsuleRecordStream: @unchecked Sendable {
         var index = 0
         var failure: TravelError?
         var failedSeq: UInt64?
+        var ids: [MessageID] = []
+        var correlations: [MessageID] = []
+        ids.reserveCapacity(count)
+        correlations.reserveCapacity(count)
         while index < count {
             var batch: ReplayBatch = []
             batch.reserveCapacity(min(self.batchRecords, count - index))
             do {
                 while batch.count < self.batchRecords && index < count {
-                    batch.append((verifier.records[index].seq, try verifier.verifyEntry(index, storedSenders: storedSenders)))
+                    let entry = try verifier.verifyEntry(index, storedSenders: storedSenders)
+                    switch entry {
+                    case .stored(_, let peek):
+                        ids.append(peek.id)
+                        correlations.append(peek.correlationID)
+                    case .decoded(let record):
+                        ids.append(record.envelope.id)
+                        correlations.append(record.envelope.correlationID)
+                    }
+                    batch.append((verifier.records[index].seq, entry))
                     index += 1
                 }
             } catch {
@@ -172,6 +193,8 @@ final class CapsuleRecordStream: @unchecked Sendable {
         self.condition.lock()
         self.failure = failure
         self.failedSeq = failedSeq
+        self.ids = ids
+        self.correlations = correlations
         self.done = true
         self.condition.broadcast()
         self.condition.unlock()
@@ -216,6 +239,15 @@ final class CapsuleRecordStream: @unchecked Sendable {
         }
         if let failure = self.failure { throw failure }
         return nil
+    }
+
+    /// Every verified record's id and task, in capsule order (up to the first refused), once
+    /// `next()` returned nil or threw; nil before.
+    func verifiedKeys() -> (ids: [MessageID], correlations: [MessageID])? {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        guard self.done else { return nil }
+        return (self.ids, self.correlations)
     }
 
     /// The seq of the first record refused, once the stream is done.

@@ -17,10 +17,25 @@ enum RecipientPeek {
         return UnsafeRawBufferPointer(rebasing: bytes[peek.recipient])
     }
 
-    /// Byte-for-byte equality.
+    /// Byte-for-byte equality. Eight bytes at a time rather than a call to memcmp, whose fixed
+    /// cost outweighs comparing an address's few dozen bytes (a capsule's heads compare one
+    /// per record).
+    @inline(__always)
     static func same(_ lhs: UnsafeRawBufferPointer, _ rhs: UnsafeRawBufferPointer) -> Bool {
-        guard lhs.count == rhs.count else { return false }
-        guard let left = lhs.baseAddress, let right = rhs.baseAddress else { return true }  // both empty
-        return memcmp(left, right, lhs.count) == 0
+        let count = lhs.count
+        guard count == rhs.count else { return false }
+        guard count > 0 else { return true }
+        var index = 0
+        while index + 8 <= count {
+            guard lhs.loadUnaligned(fromByteOffset: index, as: UInt64.self) == rhs.loadUnaligned(fromByteOffset: index, as: UInt64.self) else {
+                return false
+            }
+            index += 8
+        }
+        while index < count {
+            guard lhs[index] == rhs[index] else { return false }
+            index += 1
+        }
+        return true
     }
 }
