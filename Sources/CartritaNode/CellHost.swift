@@ -57,6 +57,8 @@ actor CellHost {
     var recentLogWaits: [Range<ContinuousClock.Instant>] = []
     /// Where the drain waits for an answer or mail (`waitForAnswerOrMail`).
     nonisolated let wake = DrainWake()
+    /// A snapshot is due and waits for the batches in flight to be delivered (see `deliver`).
+    var snapshotWaitsForDeliveries = false
 
     init(cell handOff: CellHandOff, sent: [Envelope], configuration: NodeConfiguration) {
         self.address = handOff.cell.address
@@ -198,8 +200,9 @@ actor CellHost {
         var inFlight: [InFlight] = []
         inFlight.reserveCapacity(Self.maxBatchesInFlight)
         while true {
-            // 1. Room for another batch: take one from the mailbox and append it.
-            if inFlight.count < Self.maxBatchesInFlight {
+            // 1. Room for another batch: take one from the mailbox and append it (not while a
+            //    snapshot waits for the batches in flight to be delivered).
+            if inFlight.count < Self.maxBatchesInFlight && !self.snapshotWaitsForDeliveries {
                 switch self.takeBatch(node, ending: inFlight.isEmpty) {
                 case .batch(let batch):
                     inFlight.append(self.append(batch, node))
@@ -218,12 +221,13 @@ actor CellHost {
             // 2. The oldest batch is committed: deliver it.
             if let oldest = inFlight.first, oldest.append.isAnswered {
                 inFlight.removeFirst()
-                await self.deliver(oldest, node)
+                await self.deliver(oldest, node, othersInFlight: !inFlight.isEmpty)
                 continue
             }
             // 3. Wait for the oldest batch's answer or, with room for another, for mail.
             guard let oldest = inFlight.first else { continue }
-            await self.waitForAnswerOrMail(oldest.append, wantsMail: inFlight.count < Self.maxBatchesInFlight)
+            await self.waitForAnswerOrMail(
+                oldest.append, wantsMail: inFlight.count < Self.maxBatchesInFlight && !self.snapshotWaitsForDeliveries)
         }
     }
 
@@ -294,7 +298,7 @@ actor CellHost {
     }
 
     /// Delivers a committed batch: each message whose append succeeded goes to the cell.
-    func deliver(_ inFlight: InFlight, _ node: Node) async {
+    func deliver(_ inFlight: InFlight, _ node: Node, othersInFlight: Bool) async {
         let batch = inFlight.batch
         let clock = inFlight.clock
         let entropy = inFlight.entropy
@@ -346,10 +350,20 @@ actor CellHost {
         }
         // Queued before the batch counts as handled: once the node is idle, its snapshots are
         // in the writer's queue (a reader that must see them waits for the writer, `flush`).
-        if self.cell.snapshotDue(
-            everyDeliveries: self.configuration.snapshotEveryDeliveries, bytesPerDelivery: self.configuration.snapshotBytesPerDelivery)
+        // A snapshot is taken with nothing of this actor's logged and undelivered: what it
+        // records as sent and not yet logged (`SentMessages.owed`) assumes that every record
+        // addressed here after the snapshot's seq was appended after it. With a batch still in
+        // flight it waits (no new batch is taken) until that batch is delivered.
+        if self.snapshotWaitsForDeliveries
+            || self.cell.snapshotDue(
+                everyDeliveries: self.configuration.snapshotEveryDeliveries, bytesPerDelivery: self.configuration.snapshotBytesPerDelivery)
         {
-            self.snapshotInBackground(node)
+            if othersInFlight {
+                self.snapshotWaitsForDeliveries = true
+            } else {
+                self.snapshotWaitsForDeliveries = false
+                self.snapshotInBackground(node)
+            }
         }
         node.outstanding.subtract(handled, ordering: .releasing)
         if let commit { self.noteLogWait(commit) }
