@@ -178,11 +178,10 @@ enum ObjectReader {
         return try Self.locatedEntries(object, path)
     }
 
-    /// `locatedValue` without paths: nil wherever that one throws, the same value wherever it
-    /// does not (it accepts exactly what `locatedValue` accepts).
-    static func unlocatedValue(_ object: Object) -> MCPValue? {
+    /// A nil, boolean, integer or float: the kinds that cannot fail, read alike by both passes.
+    @inline(__always)
+    static func scalarValue(_ object: Object) -> MCPValue {
         switch object.kind {
-        case .nil_: return .null
         case .boolean: return .bool(object.boolean)
         case .positiveInteger:
             let value = object.u64
@@ -190,6 +189,16 @@ enum ObjectReader {
         case .negativeInteger: return .int(object.i64)
         case .float32: return .float(Float(object.f64))
         case .float64: return .double(object.f64)
+        default: return .null
+        }
+    }
+
+    /// `locatedValue` without paths: nil wherever that one throws, the same value wherever it
+    /// does not (it accepts exactly what `locatedValue` accepts).
+    static func unlocatedValue(_ object: Object) -> MCPValue? {
+        switch object.kind {
+        case .nil_, .boolean, .positiveInteger, .negativeInteger, .float32, .float64:
+            return Self.scalarValue(object)
         case .string:
             guard let text = Self.validatedString(object.bytes) else { return nil }
             return .string(text)
@@ -227,14 +236,8 @@ enum ObjectReader {
     /// A free-form value read with its path, which every error names.
     static func locatedValue(_ object: Object, _ path: FieldPath) throws(CodecError) -> MCPValue {
         switch object.kind {
-        case .nil_: return .null
-        case .boolean: return .bool(object.boolean)
-        case .positiveInteger:
-            let value = object.u64
-            return value <= UInt64(Int64.max) ? .int(Int64(value)) : .uint(value)
-        case .negativeInteger: return .int(object.i64)
-        case .float32: return .float(Float(object.f64))
-        case .float64: return .double(object.f64)
+        case .nil_, .boolean, .positiveInteger, .negativeInteger, .float32, .float64:
+            return Self.scalarValue(object)
         case .string: return .string(try Self.string(object, path))
         case .binary: return .binary(try Self.binary(object, path))
         case .array:

@@ -16,6 +16,14 @@ import Crypto
 /// addressing and linear probing. (The in-memory log, which holds the ids in its records,
 /// uses the denser `RecordIDTable`.) The ids of a run are UUIDv7 with random low bits, but the hash
 /// mixes both halves, so derived or hand-made ids only make it slower, never wrong.
+/// Slots for an open-addressing table of at least `minimumCapacity` entries kept at most half
+/// full: a power of two (the bucket is a mask of the hash), at least 16.
+func openAddressingCapacity(_ minimumCapacity: Int) -> Int {
+    var capacity = 16
+    while capacity < minimumCapacity * 2 { capacity <<= 1 }
+    return capacity
+}
+
 struct MessageSeqTable {
     struct Slot {
         var high: UInt64
@@ -30,8 +38,7 @@ struct MessageSeqTable {
 
     /// At most half full, so a probe ends within a few slots.
     init(minimumCapacity: Int = 1_024) {
-        var capacity = 16
-        while capacity < minimumCapacity * 2 { capacity <<= 1 }
+        let capacity = openAddressingCapacity(minimumCapacity)
         self.slots = Array(repeating: Slot(high: 0, low: 0, seq: 0), count: capacity)
         self.mask = capacity - 1
     }
@@ -393,8 +400,7 @@ struct RecordIDTable {
     private var mask: Int
 
     init(minimumCapacity: Int = 1_024) {
-        var capacity = 16
-        while capacity < minimumCapacity * 2 { capacity <<= 1 }
+        let capacity = openAddressingCapacity(minimumCapacity)
         self.slots = Array(repeating: Slot(hash: 0, seq: 0), count: capacity)
         self.mask = capacity - 1
     }
