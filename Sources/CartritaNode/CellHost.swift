@@ -202,7 +202,8 @@ actor CellHost {
         while true {
             // 1. Room for another batch: take one from the mailbox and append it (not while a
             //    snapshot waits for the batches in flight to be delivered).
-            if inFlight.count < Self.maxBatchesInFlight && !self.snapshotWaitsForDeliveries {
+            var mayTake = inFlight.count < Self.maxBatchesInFlight && !self.snapshotWaitsForDeliveries
+            if mayTake {
                 switch self.takeBatch(node, ending: inFlight.isEmpty) {
                 case .batch(let batch):
                     inFlight.append(self.append(batch, node))
@@ -214,6 +215,7 @@ actor CellHost {
                         node.timers.wake(at: until) { self.startDrain() }
                         return
                     }
+                    mayTake = false  // held, stopped or failed: mail would not be taken now
                 case .empty:
                     break
                 }
@@ -226,8 +228,7 @@ actor CellHost {
             }
             // 3. Wait for the oldest batch's answer or, with room for another, for mail.
             guard let oldest = inFlight.first else { continue }
-            await self.waitForAnswerOrMail(
-                oldest.append, wantsMail: inFlight.count < Self.maxBatchesInFlight && !self.snapshotWaitsForDeliveries)
+            await self.waitForAnswerOrMail(oldest.append, wantsMail: mayTake)
         }
     }
 
@@ -235,7 +236,8 @@ actor CellHost {
         case batch([Envelope])
         /// Nothing to take now, batches in flight: the drain goes on.
         case empty
-        /// A restart's backoff holds the mailbox until this clock reading.
+        /// A restart's backoff holds the mailbox until this clock reading; or (`.max`) the actor
+        /// is stopped or the node failed while batches are in flight (they are delivered first).
         case held(Int64)
         /// Nothing to take and nothing in flight: the drain has ended (`scheduled` is off).
         case end
@@ -250,7 +252,7 @@ actor CellHost {
         return self.inbox.withLock { inbox -> Taken in
             inbox.wantsMail = false
             if inbox.stopped || node.storageFailure != nil {
-                guard ending else { return .empty }  // what is in flight is logged: delivered first
+                guard ending else { return .held(.max) }  // what is in flight is logged: delivered first
                 inbox.scheduled = false
                 return .end
             }
@@ -287,7 +289,7 @@ actor CellHost {
         if append.isAnswered { return }
         if wantsMail {
             let arrived = self.inbox.withLock { inbox -> Bool in
-                if !inbox.mailbox.isEmpty || inbox.stopped { return true }
+                if !inbox.mailbox.isEmpty { return true }
                 inbox.wantsMail = true
                 return false
             }
