@@ -70,8 +70,7 @@ struct BenchServe: AsyncParsableCommand {
         guard case .object(var members) = report.json else { preconditionFailure("a load report is an object") }
         func megabytes(_ bytes: Double) -> JSON { .double((bytes / 1_048_576 * 10).rounded() / 10) }
         members.insert(("durability", .string(self.durability)), at: 0)
-        let rateLimit = ProcessInfo.processInfo.environment["CARTRITA_RATE_LIMIT_PER_S"] ?? String(ServerChild.unreachedRateLimitPerSecond)
-        members.append(("server_rate_limit_per_s", .string(rateLimit)))
+        members.append(("server_rate_limit_per_s", .string(server.rateLimitPerSecond)))
         members += [
             ("rss_mb_peak", megabytes(peaks.total)),
             ("rss_anon_mb_peak", megabytes(peaks.anonymous)),
@@ -98,12 +97,15 @@ struct BenchServe: AsyncParsableCommand {
 final class ServerChild: @unchecked Sendable {
     let process: Process
     let port: Int
+    /// `CARTRITA_RATE_LIMIT_PER_S` as the child got it.
+    let rateLimitPerSecond: String
     private let lock = NSLock()
     private var stopped = false
 
-    init(process: Process, port: Int) {
+    init(process: Process, port: Int, rateLimitPerSecond: String) {
         self.process = process
         self.port = port
+        self.rateLimitPerSecond = rateLimitPerSecond
     }
 
     /// The child's per-user rate limit unless `CARTRITA_RATE_LIMIT_PER_S` says otherwise.
@@ -118,7 +120,8 @@ final class ServerChild: @unchecked Sendable {
         // the server now outruns, and the surplus came back as 429s. Unless the caller set a
         // limit, the child gets one no load here reaches. The limiter has tests of its own.
         var environment = ProcessInfo.processInfo.environment
-        if environment["CARTRITA_RATE_LIMIT_PER_S"] == nil { environment["CARTRITA_RATE_LIMIT_PER_S"] = String(Self.unreachedRateLimitPerSecond) }
+        let rateLimit = environment["CARTRITA_RATE_LIMIT_PER_S"] ?? String(Self.unreachedRateLimitPerSecond)
+        environment["CARTRITA_RATE_LIMIT_PER_S"] = rateLimit
         process.environment = environment
         let output = Pipe()
         process.standardOutput = output
@@ -138,7 +141,7 @@ final class ServerChild: @unchecked Sendable {
             process.terminate()
             throw ValidationError("cartrita serve did not start: \(text)")
         }
-        return ServerChild(process: process, port: port)
+        return ServerChild(process: process, port: port, rateLimitPerSecond: rateLimit)
     }
 
     /// SIGTERM (graceful: drain, flush the log), then wait. Once.

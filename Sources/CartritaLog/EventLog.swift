@@ -233,18 +233,7 @@ public final class EventLog: @unchecked Sendable {
     public func append(contentsOf envelopes: [Envelope], clockMilliseconds: Int64, entropy: UInt64) async
         -> [Result<UInt64, EventLogError>]
     {
-        await self.append(contentsOf: envelopes, clockMilliseconds: clockMilliseconds, entropy: entropy, timed: false).results
-    }
-
-    /// `append(contentsOf:)`, also saying when the log had answered on the monotonic clock (read
-    /// by the writer's thread as the batch's last record was committed): the caller resumes some
-    /// time after that, once a thread is free for it, and that wait is the caller's, not the
-    /// log's. For timing only (`StepTiming`).
-    public func appendTimed(contentsOf envelopes: [Envelope], clockMilliseconds: Int64, entropy: UInt64) async
-        -> (results: [Result<UInt64, EventLogError>], answered: ContinuousClock.Instant)
-    {
-        let (results, answered) = await self.append(contentsOf: envelopes, clockMilliseconds: clockMilliseconds, entropy: entropy, timed: true)
-        return (results, answered ?? .now)
+        await self.enqueue(contentsOf: envelopes, clockMilliseconds: clockMilliseconds, entropy: entropy).results().results
     }
 
     /// Queues `envelopes` (validated and encoded on the caller's thread, as `append` does) and
@@ -255,16 +244,10 @@ public final class EventLog: @unchecked Sendable {
         PendingAppend(ticket: self.enqueue(contentsOf: envelopes, clockMilliseconds: clockMilliseconds, entropy: entropy, timed: timed))
     }
 
-    func append(contentsOf envelopes: [Envelope], clockMilliseconds: Int64, entropy: UInt64, timed: Bool) async
-        -> (results: [Result<UInt64, EventLogError>], answered: ContinuousClock.Instant?)
-    {
-        await self.enqueue(contentsOf: envelopes, clockMilliseconds: clockMilliseconds, entropy: entropy, timed: timed).results()
-    }
-
     /// Validates and encodes `envelopes` on the caller's thread and queues them for the writer
     /// before it returns; the ticket answers once they are committed, with one answer per
     /// batch rather than a closure per record. `timed`: the ticket also reads the monotonic
-    /// clock when the last record is answered (`appendTimed`).
+    /// clock when the last record is answered (`submit(timed:)`, for `StepTiming`).
     func enqueue(contentsOf envelopes: [Envelope], clockMilliseconds: Int64, entropy: UInt64, timed: Bool = false) -> AppendTicket {
         let ticket = AppendTicket(count: envelopes.count, timed: timed)
         var pending: [PendingRecord] = []
@@ -451,8 +434,6 @@ final class ResultBox: @unchecked Sendable {
     var result: Result<UInt64, EventLogError>?
 }
 
-/// The answer to one `EventLog.enqueue`: a result per envelope, in the order given, once the
-/// writer has answered all of them. Waited on at most once.
 /// A batch `EventLog.submit` queued: one answer per record, once the batch is committed.
 public struct PendingAppend: Sendable {
     let ticket: AppendTicket
@@ -468,10 +449,12 @@ public struct PendingAppend: Sendable {
     /// was given on the monotonic clock. Only once `isAnswered`.
     public func answers() -> (results: [Result<UInt64, EventLogError>], answered: ContinuousClock.Instant?) {
         precondition(self.ticket.isAnswered, "the batch is not answered yet")
-        return self.ticket.answeredResults()
+        return self.ticket.collect()
     }
 }
 
+/// The answer to one `EventLog.enqueue`: a result per envelope, in the order given, once the
+/// writer has answered all of them. Waited on at most once.
 final class AppendTicket: @unchecked Sendable {
     // Unchecked: every field is guarded by `lock`.
     let lock = NSLock()
@@ -534,24 +517,17 @@ final class AppendTicket: @unchecked Sendable {
     }
 
     /// Runs `body` once every record is answered: at once (here) if they are already, else on
-    /// the thread of the last answer. False if it ran here.
-    @discardableResult
-    func whenAnswered(_ body: @escaping @Sendable () -> Void) -> Bool {
+    /// the thread of the last answer.
+    func whenAnswered(_ body: @escaping @Sendable () -> Void) {
         self.lock.lock()
         guard self.remaining > 0 else {
             self.lock.unlock()
             body()
-            return false
+            return
         }
         precondition(self.onAnswered == nil, "one callback per ticket")
         self.onAnswered = body
         self.lock.unlock()
-        return true
-    }
-
-    /// The results of an answered ticket (`isAnswered`), and when the last was answered.
-    func answeredResults() -> (results: [Result<UInt64, EventLogError>], answered: ContinuousClock.Instant?) {
-        self.collect()
     }
 
     /// `results()` for callers outside Swift concurrency; never call it on the cooperative pool.
@@ -588,7 +564,8 @@ final class AppendTicket: @unchecked Sendable {
         return true
     }
 
-    private func collect() -> (results: [Result<UInt64, EventLogError>], answered: ContinuousClock.Instant?) {
+    /// The results (all answered), and when the last was answered.
+    func collect() -> (results: [Result<UInt64, EventLogError>], answered: ContinuousClock.Instant?) {
         self.lock.lock()
         defer { self.lock.unlock() }
         return (self.results.map { $0! }, self.answered)

@@ -10,19 +10,18 @@ import CartritaCodec
 /// path). Same function: `RecordHashTests` compare the two at every length around the 64-byte
 /// block boundaries and on random inputs, for both the SHA-extension and the portable paths.
 public enum RecordHash {
-    public static func sha256(_ bytes: UnsafeRawBufferPointer) -> Digest32 {
-        var out: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)  // 32 bytes on the stack
-        return withUnsafeMutableBytes(of: &out) { raw in
-            cartrita_sha256(bytes.baseAddress, bytes.count, raw.baseAddress!.assumingMemoryBound(to: UInt8.self))
-            return Digest32(bytes: UnsafeRawBufferPointer(raw))
-        }
-    }
+    public static func sha256(_ bytes: UnsafeRawBufferPointer) -> Digest32 { Self.hash(bytes, with: cartrita_sha256) }
 
     /// The portable C path whatever the CPU has (tests check both paths).
-    static func sha256Portable(_ bytes: UnsafeRawBufferPointer) -> Digest32 {
-        var out: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    static func sha256Portable(_ bytes: UnsafeRawBufferPointer) -> Digest32 { Self.hash(bytes, with: cartrita_sha256_portable) }
+
+    @inline(__always)
+    private static func hash(
+        _ bytes: UnsafeRawBufferPointer, with function: (UnsafeRawPointer?, Int, UnsafeMutablePointer<UInt8>?) -> Void
+    ) -> Digest32 {
+        var out: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)  // 32 bytes on the stack
         return withUnsafeMutableBytes(of: &out) { raw in
-            cartrita_sha256_portable(bytes.baseAddress, bytes.count, raw.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            function(bytes.baseAddress, bytes.count, raw.baseAddress!.assumingMemoryBound(to: UInt8.self))
             return Digest32(bytes: UnsafeRawBufferPointer(raw))
         }
     }

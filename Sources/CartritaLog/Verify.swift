@@ -126,7 +126,7 @@ extension EventLog {
                     }
                 }
                 lastOfActor[recipient] = seq
-                expectedPrevHash = LogWriter.sha256(value)
+                expectedPrevHash = RecordHash.sha256(value)
                 previousSeq = seq
                 report.records += 1
                 if seq % 100_000 == 0 { progress?(seq) }

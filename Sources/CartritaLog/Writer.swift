@@ -367,15 +367,8 @@ final class LogWriter: @unchecked Sendable {
         switch request {
         case .append:
             preconditionFailure("appends are batched")
-        case .snapshot(let snapshot):
-            // Snapshots ride in the group commits (see `run`); one alone is a commit of its own.
-            let result = self.commit([], snapshots: [snapshot]).snapshots[0]
-            if case .success = result {
-                self.published.lock()
-                self.metrics.snapshotsSaved += 1
-                self.published.unlock()
-            }
-            snapshot.completion(result)
+        case .snapshot:
+            preconditionFailure("snapshots ride in the group commits")
         case .barrier(let done):
             while !self.pendingIndex.isEmpty {
                 guard self.applyIndexes(limit: self.configuration.maxIndexLagRecords) else {
@@ -401,22 +394,9 @@ final class LogWriter: @unchecked Sendable {
     func commit(
         _ batch: [PendingRecord], snapshots: [PendingSnapshot] = []
     ) -> (records: [Result<UInt64, EventLogError>], snapshots: [Result<Void, EventLogError>]) {
-        var snapshotResults: [Result<Void, EventLogError>] = snapshots.map { self.checkSnapshot($0).map { .failure($0) } ?? .success(()) }
-        let records = self.commitRecords(batch) { txn in
-            for (index, snapshot) in snapshots.enumerated() where (try? snapshotResults[index].get()) != nil {
-                try self.putSnapshot(snapshot, in: txn)
-            }
-        } failed: { failure in
-            for index in snapshotResults.indices where (try? snapshotResults[index].get()) != nil { snapshotResults[index] = .failure(failure) }
-        }
-        return (records, snapshotResults)
-    }
-
-    /// The records' part of `commit`: `alsoInTransaction` runs in the same write transaction
-    /// after the records; `failed` hears the error when the transaction does not commit.
-    func commitRecords(
-        _ batch: [PendingRecord], alsoInTransaction: (LMDBWriteTransaction) throws -> Void, failed: (EventLogError) -> Void
-    ) -> [Result<UInt64, EventLogError>] {
+        // Checked against what is committed before this batch: a snapshot never covers its records.
+        let refusals = snapshots.map { self.checkSnapshot($0) }
+        var snapshotResults: [Result<Void, EventLogError>] = refusals.map { $0.map { .failure($0) } ?? .success(()) }
         while true {
             var results = [Result<UInt64, EventLogError>](repeating: .failure(EventLogError(.storage, "not written")), count: batch.count)
             var nextSeq = self.nextSeq
@@ -453,7 +433,7 @@ final class LogWriter: @unchecked Sendable {
                         self.recordWriter.writeRecord(header: header, envelope: record.encoded)
                         prevHash = try self.recordWriter.withBytes { bytes in
                             try txn.put(self.databases.log, key: seqBytes, value: bytes, flags: .append)
-                            return Self.sha256(bytes)
+                            return RecordHash.sha256(bytes)
                         }
                         touched[record.recipient] = seq
                         indexEntries.append(IndexEntry(seq: seq, correlationID: record.correlationID, recipient: record.recipient))
@@ -466,19 +446,19 @@ final class LogWriter: @unchecked Sendable {
                         }
                         try txn.put(self.databases.meta, key: EventLog.metaKey(EventLog.MetaKey.headHash), value: prevHash.bytes)
                     }
-                    try alsoInTransaction(txn)
+                    for (snapshot, refusal) in zip(snapshots, refusals) where refusal == nil { try self.putSnapshot(snapshot, in: txn) }
                     self.times.build += (ContinuousClock.now - buildStart).nanoseconds
                 }
             } catch let error as LMDBError where error.code == .mapFull {
                 if let failure = self.growMap() {
-                    failed(failure)
-                    return batch.map { _ in .failure(failure) }
+                    for index in refusals.indices where refusals[index] == nil { snapshotResults[index] = .failure(failure) }
+                    return (batch.map { _ in .failure(failure) }, snapshotResults)
                 }
                 continue  // retry the whole batch in a bigger map: nothing was acknowledged
             } catch {
                 let failure = self.classify(error, context: "committing \(batch.count) records", neededBytes: batch.reduce(0) { $0 + $1.encoded.body.count })
-                failed(failure)
-                return batch.map { _ in .failure(failure) }
+                for index in refusals.indices where refusals[index] == nil { snapshotResults[index] = .failure(failure) }
+                return (batch.map { _ in .failure(failure) }, snapshotResults)
             }
             // Committed: now, and only now, the writer's memory moves forward.
             self.nextSeq = nextSeq
@@ -488,7 +468,7 @@ final class LogWriter: @unchecked Sendable {
             self.published.lock()
             self.publishedLastSeq = nextSeq - 1
             self.published.unlock()
-            return results
+            return (results, snapshotResults)
         }
     }
 
@@ -566,8 +546,6 @@ final class LogWriter: @unchecked Sendable {
         if released { self.metrics.mappedPagesReleases += 1 } else { self.metrics.mappedPagesReleaseFailures += 1 }
         self.published.unlock()
     }
-
-    static func sha256(_ bytes: UnsafeRawBufferPointer) -> Digest32 { RecordHash.sha256(bytes) }
 
     // MARK: Secondary indexes
 

@@ -440,8 +440,9 @@ actor CellHost {
 /// format, whose version the store records) and the messages the actor had sent that the log
 /// did not hold yet at the snapshot's seq.
 public struct NodeSnapshot: Sendable {
-    static let magic = "cartrita.node-snapshot"
-    static let version: Int64 = 1
+    /// The wrapper's format name and version (the simulator's `SnapshotEncoder` writes them too).
+    public static let magic = "cartrita.node-snapshot"
+    public static let version: Int64 = 1
 
     public var state: [UInt8]
     public var owed: [Envelope]

@@ -1,5 +1,6 @@
 import CartritaCodec
 import CartritaEnvelope
+import CartritaNode
 import CartritaRuntime
 import Crypto
 
@@ -314,8 +315,6 @@ final class TraceDigest {
 /// `state` (bin: the cell's state bytes) and `owed` (an array of bin: each message's canonical
 /// bytes; one the codec would refuse as too large is left out, as `encode`'s `try?` leaves it).
 final class SnapshotEncoder {
-    static let format = "cartrita.node-snapshot"
-    static let version: Int64 = 1
 
     /// The cell's state bytes, before they are framed as `bin`.
     private let state = MsgPackWriter(initialCapacityBytes: 64 * 1_024)
@@ -364,9 +363,9 @@ final class SnapshotEncoder {
         output.reset()
         output.writeMapHeader(4)
         output.write("format")
-        output.write(Self.format)
+        output.write(NodeSnapshot.magic)
         output.write("v")
-        output.write(Self.version)
+        output.write(NodeSnapshot.version)
         output.write("state")
         self.state.withBytes { output.writeBinary($0) }
         output.write("owed")
